@@ -1,0 +1,23 @@
+"""Logging set-up: rich handler on stderr, one call from each entry point (never at import)."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+
+def setup_logging(verbose: bool = False) -> None:
+    from rich.logging import RichHandler
+
+    level = logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(rich_tracebacks=False, show_path=False, markup=False)],
+        force=True,
+    )
+    # The stack is chatty at INFO; keep our own messages readable.
+    for noisy in ("feast", "mlflow", "alembic", "bentoml", "urllib3", "httpx", "numexpr", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module="pathspec")
