@@ -24,6 +24,8 @@ class Column:
     kind: str
     required: bool = True  # required columns must be present; optional ones may be absent or null
     nullable: bool = False
+    allowed: tuple | None = None  # the only values allowed (e.g. page types), None: any
+    min_value: float | None = None  # inclusive lower bound for numbers
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class Table:
     columns: tuple[Column, ...]
     extra_columns_allowed: bool = False  # customers and orders keep optional attributes
     required_table: bool = False
+    # The ingest may derive the id when a file has none (a plain transaction log has no order ids).
+    id_derivable: bool = False
 
     @property
     def names(self) -> list[str]:
@@ -65,10 +69,11 @@ ORDERS = Table(
         Column("order_id", STRING),
         Column("customer_id", STRING),
         Column("ordered_at", TIMESTAMP),
-        Column("amount", FLOAT),
+        Column("amount", FLOAT, min_value=0.0),
     ),
     extra_columns_allowed=True,
     required_table=True,
+    id_derivable=True,
 )
 PAGE_VIEWS = Table(
     "page_views",
@@ -78,7 +83,7 @@ PAGE_VIEWS = Table(
         Column("customer_id", STRING),
         Column("session_id", STRING),
         Column("viewed_at", TIMESTAMP),
-        Column("page_type", STRING),
+        Column("page_type", STRING, allowed=PAGE_TYPES),
         Column("product_id", STRING, required=False, nullable=True),
     ),
 )
@@ -92,13 +97,15 @@ COMPLAINTS = Table(
         Column("opened_at", TIMESTAMP),
         Column("channel", STRING),
         Column("category", STRING),
-        Column("severity", INT),
+        Column("severity", INT, allowed=SEVERITIES),
         Column("resolved_at", TIMESTAMP, required=False, nullable=True),
     ),
 )
 
 TABLES: dict[str, Table] = {t.name: t for t in (CUSTOMERS, ORDERS, PAGE_VIEWS, COMPLAINTS)}
 EVENT_FAMILIES = ("orders", "page_views", "complaints")
+# Which timestamp must not precede which, per table: (earlier, later).
+TIME_ORDER: dict[str, tuple[str, str]] = {"complaints": ("opened_at", "resolved_at")}
 
 
 @dataclass

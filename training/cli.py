@@ -1,9 +1,117 @@
-"""CLI commands of the training package (registered on the main app by pipelines.cli)."""
+"""CLI commands of the training package (registered on the main app by pipelines.cli).
+
+Heavy imports (mlflow, lightgbm, optuna, shap, duckdb) happen inside the command bodies.
+"""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import typer
+
+log = logging.getLogger("propensity.training")
+
+MODELS = ("churn", "conversion")
+
+
+def _check_model(name: str) -> str:
+    from pipelines.errors import PropensityError
+
+    if name not in MODELS:
+        raise PropensityError(f"unknown model {name!r}: expected one of {', '.join(MODELS)}")
+    return name
 
 
 def register(app: typer.Typer) -> None:
     """Add this package's commands to `app`."""
+
+    @app.command("train")
+    def train_cmd(
+        model: str = typer.Argument(..., help="Model to train: churn or conversion."),
+        config: Path | None = typer.Option(None, "--config", help="Training YAML (default configs/<model>.yaml)."),
+        trials: int | None = typer.Option(None, "--trials", help="Optuna trials to run in this process (default from the YAML)."),
+        timeout: float | None = typer.Option(None, "--timeout", help="Stop tuning after this many seconds."),
+        storage: str | None = typer.Option(None, "--storage", help="Optuna storage URL (default sqlite under mlruns/); share it to tune one study from several processes."),
+        study: str | None = typer.Option(None, "--study", help="Optuna study name (default <model>-<training-set hash>)."),
+        tune_only: bool = typer.Option(False, "--tune-only", help="Only add trials to the study (an extra worker); do not fit or register a model."),
+    ) -> None:
+        """Tune, train, calibrate and register a model as 'challenger'."""
+        from training.config import load_training_config
+        from training.train import train_model
+
+        cfg = load_training_config(_check_model(model), config)
+        result = train_model(cfg, trials=trials, timeout=timeout, storage=storage, study_name=study,
+                             tune_only=tune_only)
+        if tune_only:
+            log.info("%s: study %r now holds %d trials", model, result.study_name, result.trials_in_study)
+            return
+        m = result.test_metrics
+        log.info("%s v%s: test ROC AUC %.4f, PR AUC %.4f, Brier %.4f, ECE %.4f, lift@10%% %.2f (run %s)",
+                 model, result.version, m["roc_auc"], m["pr_auc"], m["brier"], m["ece"], m["lift_top10"],
+                 result.run_id)
+
+    @app.command("promote")
+    def promote_cmd(
+        model: str = typer.Argument(..., help="Model whose challenger should be considered: churn or conversion."),
+        margin: float | None = typer.Option(None, "--margin", help="Required improvement over the champion (default from the YAML)."),
+        force: bool = typer.Option(False, "--force", help="Promote even if the challenger does not win (recorded in the audit log)."),
+    ) -> None:
+        """Move 'champion' to the challenger if it beats the champion on the same holdout."""
+        from training.promotion import promote
+
+        d = promote(_check_model(model), margin=margin, force=force)
+        champ = "none" if d.champion_score is None else f"{d.champion_score:.4f}"
+        log.info("%s: %s: challenger v%s %s %.4f vs champion v%s %s; %s", model, d.decision.upper(),
+                 d.challenger_version, d.metric, d.challenger_score, d.champion_version or "-", champ, d.reason)
+
+    @app.command("rollback")
+    def rollback_cmd(model: str = typer.Argument(..., help="Model to roll back: churn or conversion.")) -> None:
+        """Give 'champion' back to the previous champion version."""
+        from training.promotion import rollback
+
+        d = rollback(_check_model(model))
+        log.info("%s: %s", model, d.reason)
+
+    @app.command("history")
+    def history_cmd(model: str = typer.Argument(..., help="Model whose promotion audit log to print.")) -> None:
+        """Print the promotion / rollback audit log kept in the registry."""
+        from rich.console import Console
+        from rich.table import Table
+
+        from training.promotion import history
+
+        table = Table(title=f"{model}: champion decisions")
+        for col in ("when", "who", "action", "decision", "challenger", "champion", "metric", "challenger score",
+                    "champion score", "reason"):
+            table.add_column(col)
+        fmt = lambda x: "-" if x is None else f"{x:.4f}"  # noqa: E731
+        for e in history(_check_model(model)):
+            table.add_row(e["when"], e["who"], e["action"], e["decision"], f"v{e['challenger_version']}",
+                          f"v{e['champion_version']}" if e["champion_version"] else "-", e["metric"],
+                          fmt(e["challenger_score"]), fmt(e["champion_score"]), e["reason"])
+        Console().print(table)
+
+    @app.command("evaluate")
+    def evaluate_cmd(
+        model: str | None = typer.Argument(None, help="churn or conversion (default: both)."),
+        alias: str = typer.Option("champion", "--alias", help="Registry alias to evaluate (champion or challenger)."),
+    ) -> None:
+        """Test AUC against the oracle AUC from the generator's ground truth, next to simple baselines."""
+        from rich.console import Console
+        from rich.table import Table
+
+        from training.evaluate import evaluate_model, read_ground_truth, write_report
+
+        names = [_check_model(model)] if model else list(MODELS)
+        gt = read_ground_truth()
+        results = [evaluate_model(n, alias, ground_truth=gt) for n in names]
+        table = Table(title="model AUC vs oracle AUC (same rows; goal: ratio >= 0.97)")
+        for col in ("model", "version", "as_of", "rows", "label rate", "model AUC", "oracle AUC", "ratio",
+                    "recency AUC", "RFM AUC"):
+            table.add_column(col)
+        for r in results:
+            table.add_row(r.model, r.version, r.as_of, str(r.rows), f"{r.label_rate:.3f}", f"{r.model_auc:.4f}",
+                          f"{r.oracle_auc:.4f}", f"{r.oracle_ratio:.3f}", f"{r.recency_auc:.4f}", f"{r.rfm_auc:.4f}")
+        Console().print(table)
+        log.info("report written to %s", write_report(results))

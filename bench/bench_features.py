@@ -1,0 +1,277 @@
+"""Feature-store benchmark: build, historical retrieval (DuckDB vs Feast's file store), materialize,
+online reads (our reader vs Feast's get_online_features). Prints its figures.
+
+    .venv/bin/python -m bench.bench_features --customers 1000000      # full size (minutes, ~GBs)
+    .venv/bin/python -m bench.bench_features --customers 20000 --entity-rows 20000   # quick look
+
+Events are generated here with DuckDB SQL straight into the event-store layout (month partitions), so the
+bench does not depend on the generator's speed. Work happens under --home (default .bench/features).
+Targets (issue 3): build >= 5M events/s; retrieval >= 200k rows/s; materialize 1M customers <= 60 s;
+online p99 <= 2 ms (1 customer) and <= 10 ms (100 customers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+END = dt.date(2026, 10, 31)
+
+
+def generate_events(events_dir: Path, customers: int, seed: int = 1) -> dict[str, int]:
+    """A year of orders, page views (in sessions) and complaints for ``customers`` customers."""
+    import duckdb
+
+    from pipelines.events import EventStore
+
+    if events_dir.exists():
+        shutil.rmtree(events_dir)
+    events_dir.mkdir(parents=True)
+    start = END - dt.timedelta(days=365)
+    span = 365 * 86400
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(f"SELECT setseed({1 / (seed + 1)})")
+    cid = f"'c' || lpad(CAST(floor({customers} * pow(random(), 1.6)) AS BIGINT)::VARCHAR, 8, '0')"
+    at = f"TIMESTAMPTZ '{start} 00:00:00+00' + to_seconds(CAST(floor(random() * {span}) AS BIGINT))"
+    specs = {
+        "customers": (
+            f"SELECT 'c' || lpad(i::VARCHAR, 8, '0') AS customer_id, TIMESTAMPTZ '{start} 00:00:00+00' - "
+            f"to_seconds(CAST(floor(random() * {span}) AS BIGINT)) AS signup_at FROM range({customers}) t(i)",
+            "signup_at",
+        ),
+        "orders": (
+            f"SELECT 'o' || i AS order_id, {cid} AS customer_id, {at} AS ordered_at, "
+            f"round(5 + random() * 150, 2) AS amount FROM range({customers * 6}) t(i)",
+            "ordered_at",
+        ),
+        "page_views": (
+            f"WITH s AS (SELECT 's' || i AS session_id, {cid} AS customer_id, {at} AS start_at, "
+            f"CAST(1 + floor(random() * 7) AS INT) AS depth FROM range({customers * 9}) t(i)) "
+            "SELECT customer_id, session_id, start_at + to_seconds(90 * k) AS viewed_at, "
+            "['home','category','product','product','cart','checkout','help','other'][CAST(1 + floor(random() * 8) AS INT)] "
+            "AS page_type, NULL::VARCHAR AS product_id FROM s, range(depth) r(k)",
+            "viewed_at",
+        ),
+        "complaints": (
+            "SELECT *, CASE WHEN random() < 0.8 THEN opened_at + to_seconds(CAST(random() * 20 * 86400 AS BIGINT)) "
+            f"END AS resolved_at FROM (SELECT 'k' || i AS complaint_id, {cid} AS customer_id, {at} AS opened_at, "
+            "'email' AS channel, 'delivery' AS category, CAST(1 + floor(random() * 3) AS BIGINT) AS severity "
+            f"FROM range({customers // 5}) t(i))",
+            "opened_at",
+        ),
+    }
+    counts = {}
+    for table, (sql, time_col) in specs.items():
+        con.execute(
+            f"COPY (SELECT *, strftime({time_col}, '%Y-%m') AS month FROM ({sql}) WHERE {time_col} < "
+            f"TIMESTAMPTZ '{END} 00:00:00+00') TO '{events_dir / table}' "
+            "(FORMAT parquet, PARTITION_BY (month), COMPRESSION zstd)"
+        )
+        counts[table] = con.execute(
+            f"SELECT count(*) FROM read_parquet('{events_dir / table}/month=*/*.parquet')"
+        ).fetchone()[0]
+    con.close()
+    EventStore(events_dir).write_manifest(
+        {"families": {t: "present" for t in specs}, "ingested": [], "source": "bench_features"}
+    )
+    return counts
+
+
+def _child(stage: str, home: Path, args: argparse.Namespace) -> dict:
+    """Run one stage in a fresh process: its own peak RSS, no warm caches from the previous stage."""
+    env = dict(os.environ, PROPENSITY_HOME=str(home))
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.bench_features", "--stage", stage, "--home", str(home),
+         "--entity-rows", str(args.entity_rows), "--customers", str(args.customers)],
+        env=env, capture_output=True, text=True, check=False,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"stage {stage} failed:\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def stage_build(args) -> dict:
+    from features.build import build_features
+    from features.settings import FeaturesConfig, SnapshotConfig
+
+    # The daily job: one snapshot of every customer from a year of events.
+    cfg = FeaturesConfig(snapshots=SnapshotConfig(history_days=0))
+    s = build_features(END, config=cfg)
+    return {"events": s.events, "seconds": s.seconds, "customers": s.customers, "peak_rss_mb": _peak_mb()}
+
+
+def stage_append(args) -> dict:
+    from features.build import build_features
+    from features.settings import FeaturesConfig, SnapshotConfig
+
+    # An older snapshot too, so that retrieval has a point-in-time choice to make.
+    s = build_features(END - dt.timedelta(days=7), config=FeaturesConfig(snapshots=SnapshotConfig(history_days=0)))
+    return {"seconds": s.seconds, "peak_rss_mb": _peak_mb()}
+
+
+def _entity_df(n: int, customers: int):
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    ids = np.char.add("c", np.char.zfill(rng.integers(0, customers, n).astype(str), 8))
+    offsets = rng.integers(0, 14 * 86400, n)
+    ts = pd.Timestamp(END, tz="UTC") - pd.to_timedelta(offsets, unit="s") + pd.Timedelta(days=1)
+    return pd.DataFrame({"customer_id": ids, "event_timestamp": ts})
+
+
+def stage_retrieval(args) -> dict:
+    from features.retrieval import historical_features
+    from features.store import apply
+
+    apply()
+    entity = _entity_df(args.entity_rows, args.customers)
+    t0 = time.perf_counter()
+    out = historical_features(entity, "churn_v1")
+    seconds = time.perf_counter() - t0
+    assert len(out) == len(entity)
+    return {"rows": len(out), "seconds": seconds, "rows_per_s": len(out) / seconds,
+            "null_rows": int(out["orders_365d"].isna().sum()), "peak_rss_mb": _peak_mb()}
+
+
+def stage_retrieval_file(args) -> dict:
+    """The peer: Feast's own `file` offline store on the same sources and entity rows."""
+    from feast import FeatureStore
+    from feast.repo_config import RepoConfig
+
+    from features.store import definitions
+    from pipelines.settings import project_paths
+
+    paths = project_paths()
+    cfg = RepoConfig(project="propensity_filepeer", provider="local",
+                     registry={"path": str(paths.data / "feast_registry_file.db"), "cache_ttl_seconds": 0},
+                     online_store={"type": "sqlite", "path": str(paths.data / "peer_online.db")},
+                     offline_store={"type": "file"}, entity_key_serialization_version=3, repo_path=paths.root)
+    store = FeatureStore(config=cfg)
+    defs = definitions()
+    store.apply(defs.all())
+    entity = _entity_df(args.entity_rows, args.customers)
+    t0 = time.perf_counter()
+    out = store.get_historical_features(entity_df=entity, features=store.get_feature_service("churn_v1")).to_df()
+    seconds = time.perf_counter() - t0
+    return {"rows": len(out), "rows_in": len(entity), "seconds": seconds, "rows_per_s": len(out) / seconds,
+            "peak_rss_mb": _peak_mb()}
+
+
+def stage_materialize(args) -> dict:
+    from features.store import materialize
+
+    s = materialize()
+    return {"customers": s.customers, "values": s.values, "seconds": s.seconds, "peak_rss_mb": _peak_mb()}
+
+
+def _percentiles(samples: list[float]) -> dict:
+    import numpy as np
+
+    a = np.array(samples) * 1000
+    return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99))}
+
+
+def stage_online(args) -> dict:
+    import numpy as np
+
+    from features.retrieval import online_features
+    from features.store import feature_store
+
+    rng = np.random.default_rng(5)
+    pick = lambda k: [f"c{i:08d}" for i in rng.integers(0, args.customers, k)]  # noqa: E731
+    online_features(pick(5), "churn_v1")  # warm: imports, connection, config
+    result = {}
+    for k in (1, 100):
+        times = []
+        for _ in range(2000):
+            ids = pick(k)
+            t0 = time.perf_counter()
+            df = online_features(ids, "churn_v1")
+            times.append(time.perf_counter() - t0)
+        assert df["found"].all()
+        result[f"ours_{k}"] = _percentiles(times)
+    store = feature_store()
+    service = store.get_feature_service("churn_v1")
+    for k in (1, 100):
+        times = []
+        for _ in range(2000 if k == 1 else 300):
+            rows = [{"customer_id": c} for c in pick(k)]
+            t0 = time.perf_counter()
+            store.get_online_features(features=service, entity_rows=rows).to_df()
+            times.append(time.perf_counter() - t0)
+        result[f"feast_{k}"] = _percentiles(times)
+    return result
+
+
+STAGES = {"build": stage_build, "append": stage_append, "retrieval": stage_retrieval,
+          "retrieval_file": stage_retrieval_file, "materialize": stage_materialize, "online": stage_online}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--entity-rows", type=int, default=500_000)
+    parser.add_argument("--home", type=Path, default=Path(".bench/features"))
+    parser.add_argument("--skip-file-peer", action="store_true", help="Skip Feast's slow file offline store.")
+    parser.add_argument("--stage", choices=sorted(STAGES), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    from pipelines.settings import quiet_environment
+
+    if args.stage:
+        quiet_environment()
+        import logging
+
+        logging.basicConfig(level=logging.WARNING)
+        print(json.dumps(STAGES[args.stage](args)))
+        return
+
+    home = args.home.resolve()
+    if home.exists():
+        shutil.rmtree(home)
+    home.mkdir(parents=True)
+    t0 = time.perf_counter()
+    counts = generate_events(home / "data" / "events", args.customers)
+    gen_s = time.perf_counter() - t0
+    total = sum(v for k, v in counts.items() if k != "customers")
+    print(f"generated {counts} ({total:,} events) in {gen_s:.1f} s", flush=True)
+    b = _child("build", home, args)
+    print(f"build (1 snapshot, {b['customers']:,} customers, {b['events']:,} events): {b['seconds']:.1f} s, "
+          f"{b['events'] / b['seconds'] / 1e6:.2f} M events/s, peak RSS {b['peak_rss_mb']:.0f} MB "
+          "(target >= 5 M events/s)", flush=True)
+    a = _child("append", home, args)
+    print(f"append one more snapshot date: {a['seconds']:.1f} s", flush=True)
+    r = _child("retrieval", home, args)
+    print(f"historical retrieval DuckDB: {r['rows']:,} rows in {r['seconds']:.1f} s = {r['rows_per_s']:,.0f} rows/s "
+          f"(target >= 200k), {r['null_rows']} rows without features, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+    if not args.skip_file_peer:
+        f = _child("retrieval_file", home, args)
+        print(f"historical retrieval Feast file store (peer): {f['rows']:,} of {f['rows_in']:,} rows in "
+              f"{f['seconds']:.1f} s = {f['rows_per_s']:,.0f} rows/s; DuckDB/file speed ratio "
+              f"{r['rows_per_s'] / f['rows_per_s']:.1f}x", flush=True)
+    m = _child("materialize", home, args)
+    print(f"materialize into SQLite: {m['customers']:,} customers, {m['values']:,} values in {m['seconds']:.1f} s "
+          f"(target <= 60 s for 1M), peak RSS {m['peak_rss_mb']:.0f} MB", flush=True)
+    o = _child("online", home, args)
+    for k in (1, 100):
+        ours, feast = o[f"ours_{k}"], o[f"feast_{k}"]
+        print(f"online read {k:>3} customer(s): ours p50 {ours['p50_ms']:.2f} ms p99 {ours['p99_ms']:.2f} ms; "
+              f"Feast get_online_features p50 {feast['p50_ms']:.2f} ms p99 {feast['p99_ms']:.2f} ms "
+              f"(p99 ratio {feast['p99_ms'] / ours['p99_ms']:.1f}x)", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,373 @@
+"""The feature build: per-customer snapshots computed from the canonical event store with DuckDB SQL,
+written as the Parquet sources Feast reads.
+
+Snapshot scheme (docs/features.md): a snapshot at date D describes every customer known before D
+00:00 UTC, from events strictly before that instant. Snapshots are taken on a weekly grid
+(configs/features.yaml ``snapshots``) plus the ``--until`` date itself, one Parquet file per view and date:
+``data/features/<view>/date=YYYY-MM-DD.parquet``. Rebuilding a date replaces its files; new dates add
+files. Day counts are not stored (they are derived for the date asked for at retrieval time), so a
+snapshot's age never makes a customer look more recent than they are.
+
+Events are first reduced to one row per customer and day (and per session and day) in DuckDB; each
+snapshot then aggregates its windows from those. There is no Python loop over customers; the loop over
+snapshot dates is what keeps memory flat for a year of backfill.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from features.catalog import FLOAT, JOIN_KEY, TIMESTAMP_FIELD, VIEWS
+from features.settings import FeaturesConfig, load_features_config
+from pipelines.errors import DataError, PropensityError
+from pipelines.events import EventStore
+from pipelines.settings import ProjectPaths, project_paths
+
+log = logging.getLogger("propensity.features")
+
+
+@dataclass
+class BuildSummary:
+    snapshots: list[dt.date] = field(default_factory=list)
+    rows: int = 0  # rows written per view, summed over the snapshots built
+    customers: int = 0  # customers in the latest snapshot
+    events: int = 0  # events read (all families, before the last snapshot)
+    seconds: float = 0.0
+    families: dict[str, str] = field(default_factory=dict)
+
+
+def snapshot_file(sources_dir: Path, view: str, day: dt.date) -> Path:
+    return sources_dir / view / f"date={day.isoformat()}.parquet"
+
+
+def built_dates(sources_dir: Path) -> list[dt.date]:
+    """Snapshot dates present for every view (a date missing in one view counts as not built)."""
+    per_view = []
+    for view in VIEWS:
+        files = (sources_dir / view).glob("date=*.parquet")
+        per_view.append({dt.date.fromisoformat(p.stem.split("=", 1)[1]) for p in files})
+    return sorted(set.intersection(*per_view)) if per_view else []
+
+
+def plan_dates(until: dt.date, existing: list[dt.date], config: FeaturesConfig) -> list[dt.date]:
+    """Dates to (re)build: grid dates after the last built one (or, on a first build, within
+    ``history_days`` before ``until``), and ``until`` itself."""
+    snap = config.snapshots
+    later_existing = [d for d in existing if d < until]
+    start = later_existing[-1] + dt.timedelta(days=1) if later_existing else until - dt.timedelta(days=snap.history_days)
+    offset = (start - snap.anchor).days % snap.cadence_days
+    first = start + dt.timedelta(days=(snap.cadence_days - offset) % snap.cadence_days)
+    grid = []
+    day = first
+    while day < until:
+        grid.append(day)
+        day += dt.timedelta(days=snap.cadence_days)
+    return [*grid, until]
+
+
+# ---- SQL ---------------------------------------------------------------------------------------------
+
+
+def _ts(day: dt.date) -> str:
+    return f"TIMESTAMPTZ '{day.isoformat()} 00:00:00+00'"
+
+
+def _date(day: dt.date) -> str:
+    return f"DATE '{day.isoformat()}'"
+
+
+def _unix(expr: str) -> str:
+    return f"(epoch_ms({expr}) // 1000)"
+
+
+def _null(feature: str) -> str:
+    kind = next(f.kind for v in VIEWS.values() for f in v.features if f.name == feature)
+    return f"NULL::{'DOUBLE' if kind == FLOAT else 'BIGINT'} AS {feature}"
+
+
+def _prepare(con, store: EventStore, present: dict[str, bool], until: dt.date) -> None:
+    """Views over the raw events (before ``until``) and the per-day reductions every snapshot reads."""
+
+    def raw(table: str, cols: str, time_col: str) -> None:
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW raw_{table} AS SELECT {cols} FROM "
+            f"read_parquet('{store.glob(table)}', union_by_name = true) WHERE {time_col} < {_ts(until)}"
+        )
+
+    raw("orders", "customer_id, ordered_at AS ts, amount", "ordered_at")
+    firsts = ["SELECT customer_id, min(ts) AS first_at FROM raw_orders GROUP BY 1"]
+    con.execute(
+        "CREATE TEMP TABLE orders_daily AS SELECT customer_id, CAST(ts AS DATE) AS day, count(*) AS n, "
+        "sum(amount) AS spend, max(ts) AS last_ts FROM raw_orders GROUP BY ALL"
+    )
+    activity = ["SELECT customer_id, day FROM orders_daily"]
+    if present["page_views"]:
+        raw("page_views", "customer_id, session_id, viewed_at AS ts, page_type", "viewed_at")
+        firsts.append("SELECT customer_id, min(ts) FROM raw_page_views GROUP BY 1")
+        con.execute(
+            "CREATE TEMP TABLE session_days AS SELECT customer_id, session_id, CAST(ts AS DATE) AS day, "
+            "count(*) AS n_views, count(*) FILTER (WHERE page_type = 'product') AS n_product, "
+            "count(*) FILTER (WHERE page_type = 'cart') AS n_cart, "
+            "max(ts) FILTER (WHERE page_type = 'product') AS last_product_ts, "
+            "min(ts) AS first_ts, max(ts) AS last_ts FROM raw_page_views GROUP BY ALL"
+        )
+        activity.append("SELECT customer_id, day FROM session_days")
+    if present["complaints"]:
+        raw("complaints", "customer_id, opened_at, severity, resolved_at", "opened_at")
+        firsts.append("SELECT customer_id, min(opened_at) FROM raw_complaints GROUP BY 1")
+    if present["customers"]:
+        raw("customers", "customer_id, signup_at AS ts", "signup_at")
+        firsts.append("SELECT customer_id, min(ts) FROM raw_customers GROUP BY 1")
+    con.execute(f"CREATE TEMP TABLE activity_daily AS SELECT DISTINCT * FROM ({' UNION ALL '.join(activity)})")
+    # signup_at: the customers file's, or the first event when it has none (or the file is absent).
+    con.execute(
+        "CREATE TEMP TABLE customers_all AS SELECT customer_id, min(first_at) AS signup_at "
+        f"FROM ({' UNION ALL '.join(firsts)}) GROUP BY 1"
+    )
+
+
+def _population(day: dt.date) -> str:
+    return f"pop AS (SELECT customer_id, signup_at FROM customers_all WHERE signup_at < {_ts(day)})"
+
+
+def recency_sql(day: dt.date, present: dict[str, bool]) -> str:
+    d, t = _date(day), _ts(day)
+    ctes = [
+        _population(day),
+        f"o AS (SELECT customer_id, max(last_ts) AS last_order_at FROM orders_daily WHERE day < {d} GROUP BY 1)",
+    ]
+    joins = ["LEFT JOIN o USING (customer_id)"]
+    cols = [f"{_unix('o.last_order_at')} AS last_order_at"]
+    if present["page_views"]:
+        ctes.append(
+            "v AS (SELECT customer_id, max(last_ts) AS last_visit_at, max(last_product_ts) AS last_product_view_at "
+            f"FROM session_days WHERE day < {d} GROUP BY 1)"
+        )
+        joins.append("LEFT JOIN v USING (customer_id)")
+        cols.append(f"{_unix('v.last_visit_at')} AS last_visit_at")
+    else:
+        cols.append(_null("last_visit_at"))
+    if present["complaints"]:
+        ctes.append(
+            "c AS (SELECT customer_id, max(opened_at) AS last_complaint_at FROM raw_complaints "
+            f"WHERE opened_at < {t} GROUP BY 1)"
+        )
+        joins.append("LEFT JOIN c USING (customer_id)")
+        cols.append(f"{_unix('c.last_complaint_at')} AS last_complaint_at")
+    else:
+        cols.append(_null("last_complaint_at"))
+    cols.append(f"{_unix('v.last_product_view_at')} AS last_product_view_at" if present["page_views"] else _null("last_product_view_at"))
+    cols.append(f"{_unix('pop.signup_at')} AS signup_at")
+    return _select(ctes, cols, joins, day)
+
+
+def frequency_sql(day: dt.date, present: dict[str, bool]) -> str:
+    d = _date(day)
+    windows = {"7d": 7, "30d": 30, "90d": 90, "365d": 365}
+    sums = [f"sum(n) FILTER (WHERE day >= {d} - {n}) AS orders_{w}" for w, n in windows.items()]
+    sums += [f"sum(spend) FILTER (WHERE day >= {d} - {n}) AS spend_{w}" for w, n in windows.items()]
+    sums.append(f"sum(n) FILTER (WHERE day >= {d} - 60 AND day < {d} - 30) AS orders_prev_30d")
+    ctes = [
+        _population(day),
+        f"o AS (SELECT customer_id, {', '.join(sums)} FROM orders_daily "
+        f"WHERE day >= {d} - 365 AND day < {d} GROUP BY 1)",
+        f"a AS (SELECT customer_id, count(*) AS active_days_90d FROM activity_daily "
+        f"WHERE day >= {d} - 90 AND day < {d} GROUP BY 1)",
+    ]
+    cols = [f"coalesce(o.orders_{w}, 0)::BIGINT AS orders_{w}" for w in windows]
+    cols += [f"coalesce(o.spend_{w}, 0)::DOUBLE AS spend_{w}" for w in windows]
+    a, b = "coalesce(o.orders_30d, 0)", "coalesce(o.orders_prev_30d, 0)"
+    cols += [
+        "coalesce(a.active_days_90d, 0)::BIGINT AS active_days_90d",
+        "(o.spend_365d / nullif(o.orders_365d, 0))::DOUBLE AS avg_order_value_365d",
+        f"{b}::BIGINT AS orders_prev_30d",
+        f"CASE WHEN {a} + {b} = 0 THEN NULL ELSE ({a} - {b}) / ({a} + {b}) END::DOUBLE AS orders_trend_30d",
+    ]
+    return _select(ctes, cols, ["LEFT JOIN o USING (customer_id)", "LEFT JOIN a USING (customer_id)"], day)
+
+
+def browse_sql(day: dt.date, present: dict[str, bool]) -> str:
+    if not present["page_views"]:
+        return _select([_population(day)], [_null(f) for f in VIEWS["customer_browse"].names], [], day)
+    d, t = _date(day), _ts(day)
+    ctes = [
+        _population(day),
+        # Per session, only its page views inside the 30-day window count (none after the snapshot).
+        f"s AS (SELECT customer_id, session_id, sum(n_views) AS n_views, "
+        f"sum(n_views) FILTER (WHERE day >= {d} - 7) AS n_views_7d, sum(n_product) AS n_product, "
+        f"sum(n_cart) AS n_cart, min(first_ts) AS first_ts, max(last_ts) AS last_ts "
+        f"FROM session_days WHERE day >= {d} - 30 AND day < {d} GROUP BY ALL)",
+        # First order at or after each cart session's start; abandoned when none came before
+        # min(session end + 24 h, snapshot).
+        "nxt AS (SELECT s.customer_id, s.session_id, o.ts AS next_order_at "
+        "FROM (SELECT * FROM s WHERE n_cart > 0) s ASOF LEFT JOIN raw_orders o "
+        "ON s.customer_id = o.customer_id AND o.ts >= s.first_ts)",
+        "b AS (SELECT s.customer_id, count(*) FILTER (WHERE n_views_7d > 0) AS sessions_7d, "
+        "count(*) AS sessions_30d, coalesce(sum(n_views_7d), 0) AS page_views_7d, "
+        "sum(n_views) AS page_views_30d, max(n_views) AS max_session_depth_30d, "
+        "sum(n_product) AS product_views_30d, sum(n_cart) AS cart_views_30d, "
+        f"count(*) FILTER (WHERE n_cart > 0 AND NOT coalesce(nxt.next_order_at < "
+        f"least(s.last_ts + INTERVAL 24 HOUR, {t}), false)) AS abandoned_carts_30d "
+        "FROM s LEFT JOIN nxt USING (customer_id, session_id) GROUP BY 1)",
+    ]
+    cols = []
+    for f in VIEWS["customer_browse"].names:
+        if f.startswith("pages_per_session_"):
+            w = f.rsplit("_", 1)[1]
+            cols.append(f"(b.page_views_{w} / nullif(b.sessions_{w}, 0))::DOUBLE AS {f}")
+        else:
+            cols.append(f"coalesce(b.{f}, 0)::BIGINT AS {f}")
+    return _select(ctes, cols, ["LEFT JOIN b USING (customer_id)"], day)
+
+
+def complaints_sql(day: dt.date, present: dict[str, bool]) -> str:
+    if not present["complaints"]:
+        return _select([_population(day)], [_null(f) for f in VIEWS["customer_complaints"].names], [], day)
+    t = _ts(day)
+    ctes = [
+        _population(day),
+        f"c AS (SELECT customer_id, "
+        f"count(*) FILTER (WHERE opened_at >= {t} - INTERVAL 30 DAY) AS complaints_30d, "
+        f"count(*) FILTER (WHERE opened_at >= {t} - INTERVAL 90 DAY) AS complaints_90d, "
+        f"count(*) FILTER (WHERE resolved_at IS NULL OR resolved_at >= {t}) AS open_complaints, "
+        f"count(*) FILTER (WHERE severity = 3 AND opened_at >= {t} - INTERVAL 90 DAY) "
+        f"AS high_severity_complaints_90d, "
+        f"median(epoch(resolved_at - opened_at) / 86400.0) FILTER "
+        f"(WHERE resolved_at >= {t} - INTERVAL 365 DAY AND resolved_at < {t}) AS median_resolution_days_365d "
+        f"FROM raw_complaints WHERE opened_at < {t} GROUP BY 1)",
+    ]
+    cols = [
+        f"coalesce(c.{f}, 0)::BIGINT AS {f}"
+        for f in ("complaints_30d", "complaints_90d", "open_complaints", "high_severity_complaints_90d")
+    ]
+    cols.append("c.median_resolution_days_365d::DOUBLE AS median_resolution_days_365d")
+    return _select(ctes, cols, ["LEFT JOIN c USING (customer_id)"], day)
+
+
+def _select(ctes: list[str], cols: list[str], joins: list[str], day: dt.date) -> str:
+    return (
+        f"WITH {', '.join(ctes)} SELECT pop.customer_id AS {JOIN_KEY}, {_ts(day)} AS {TIMESTAMP_FIELD}, "
+        f"{', '.join(cols)} FROM pop {' '.join(joins)} ORDER BY pop.customer_id"
+    )
+
+
+VIEW_SQL = {
+    "customer_recency": recency_sql,
+    "customer_frequency": frequency_sql,
+    "customer_browse": browse_sql,
+    "customer_complaints": complaints_sql,
+}
+
+
+# ---- the build ---------------------------------------------------------------------------------------
+
+
+def _default_until(con, present: dict[str, bool], store: EventStore) -> dt.date:
+    """The day after the newest event, so that the latest snapshot sees every event."""
+    times = {"orders": "ordered_at", "page_views": "viewed_at", "complaints": "opened_at"}
+    newest = [
+        con.execute(f"SELECT max({col}) FROM read_parquet('{store.glob(table)}')").fetchone()[0]
+        for table, col in times.items()
+        if present[table]
+    ]
+    newest = [n for n in newest if n is not None]
+    if not newest:
+        raise DataError(f"{store.root}: the event store holds no events")
+    return max(newest).astimezone(dt.UTC).date() + dt.timedelta(days=1)
+
+
+def build_features(
+    until: dt.date | None = None,
+    *,
+    config: FeaturesConfig | None = None,
+    paths: ProjectPaths | None = None,
+    memory_limit: str = "4GB",
+    threads: int | None = None,
+    progress: bool = False,
+) -> BuildSummary:
+    """Compute and write snapshots up to ``until`` (default: the day after the newest event).
+
+    Returns a summary; logs one line. Raises DataError when the event store has no orders.
+    """
+    import duckdb
+
+    started = time.perf_counter()
+    config = config or load_features_config()
+    paths = paths or project_paths()
+    store = EventStore(paths.events)
+    present = {t: store.has(t) for t in ("customers", "orders", "page_views", "complaints")}
+    if not present["orders"]:
+        raise DataError(
+            f"{paths.events}: no orders in the event store (orders is the one required family); "
+            "run `propensity ingest` or `propensity generate` first"
+        )
+    sources = paths.feature_sources
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(f"SET memory_limit = '{memory_limit}'")
+        con.execute(f"SET threads = {threads or os.cpu_count() or 1}")
+        con.execute("SET preserve_insertion_order = false")
+        tmp_dir = paths.data / ".duckdb_tmp"
+        con.execute(f"SET temp_directory = '{tmp_dir}'")
+        if until is None:
+            until = _default_until(con, present, store)
+        dates = plan_dates(until, built_dates(sources), config)
+        _prepare(con, store, present, until)
+        summary = BuildSummary(
+            families={t: ("present" if p else "absent") for t, p in present.items()}
+        )
+        summary.events = sum(
+            con.execute(f"SELECT count(*) FROM raw_{t}").fetchone()[0]
+            for t in ("orders", "page_views", "complaints")
+            if present[t]
+        )
+        _write_snapshots(con, dates, present, sources, summary, progress)
+    except duckdb.Error as exc:
+        raise PropensityError(f"feature build failed in DuckDB on {paths.events}: {exc}") from exc
+    finally:
+        con.close()
+    summary.seconds = time.perf_counter() - started
+    log.info(
+        "features built: %d snapshot(s) %s..%s, %d rows per view, %d customers in the latest, "
+        "%d events read, %.1f s (families: %s)",
+        len(summary.snapshots), summary.snapshots[0], summary.snapshots[-1], summary.rows,
+        summary.customers, summary.events, summary.seconds,
+        ", ".join(f"{k}={v}" for k, v in summary.families.items()),
+    )
+    return summary
+
+
+def _write_snapshots(con, dates, present, sources: Path, summary: BuildSummary, progress: bool) -> None:
+    from rich.progress import Progress
+
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("feature snapshots", total=len(dates))
+        for day in dates:
+            # All four views of a date are written to temp files first and swapped in together.
+            moves = []
+            try:
+                for view, make_sql in VIEW_SQL.items():
+                    final = snapshot_file(sources, view, day)
+                    final.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = final.with_name(f".{final.stem}.{uuid.uuid4().hex[:8]}.tmp")
+                    con.execute(
+                        f"COPY ({make_sql(day, present)}) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)"
+                    )
+                    moves.append((tmp, final))
+                rows = con.execute(f"SELECT count(*) FROM read_parquet('{moves[0][0]}')").fetchone()[0]
+                for tmp, final in moves:
+                    os.replace(tmp, final)
+            finally:
+                for tmp, _ in moves:
+                    tmp.unlink(missing_ok=True)
+            summary.snapshots.append(day)
+            summary.rows += rows
+            summary.customers = rows
+            bar.advance(task)

@@ -1,0 +1,161 @@
+"""The feature catalogue as plain data: view names, feature names and types, service contents.
+
+Kept free of Feast imports so that training and serving can ask for feature names without paying
+Feast's 5 s import. ``definitions.py`` builds the Feast objects from these lists, so the names exist in
+exactly one place (docs/internals.md, "Features").
+
+Every stored feature is numeric. Counts are Int64 and amounts Float64; "last ... at" features are unix
+timestamps in seconds (Int64). Day counts are *not* stored: they are derived at retrieval time for the
+date asked for (``features.derived``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+INT = "int64"
+FLOAT = "float64"
+UNIX_TS = "unix_ts"  # Int64 seconds since the epoch; not a model input (the day counts derived from it are)
+
+ENTITY = "customer"
+JOIN_KEY = "customer_id"
+TIMESTAMP_FIELD = "event_timestamp"
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    name: str
+    kind: str
+    description: str
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    name: str
+    family: str  # the event table the view is computed from ("orders", "page_views", ...)
+    description: str
+    features: tuple[FeatureSpec, ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+
+RECENCY = ViewSpec(
+    "customer_recency",
+    family="mixed",
+    description="When the customer last ordered, visited, complained and viewed a product; signup time.",
+    features=(
+        FeatureSpec("last_order_at", UNIX_TS, "Time of the last order before the snapshot (unix s)."),
+        FeatureSpec("last_visit_at", UNIX_TS, "Time of the last page view before the snapshot (unix s)."),
+        FeatureSpec("last_complaint_at", UNIX_TS, "Time the last complaint was opened (unix s)."),
+        FeatureSpec("last_product_view_at", UNIX_TS, "Time of the last product page view (unix s)."),
+        FeatureSpec("signup_at", UNIX_TS, "Signup time; first event when no customers file (unix s)."),
+    ),
+)
+FREQUENCY = ViewSpec(
+    "customer_frequency",
+    family="orders",
+    description="Orders and spend over 7/30/90/365 days, active days, average order value and trend.",
+    features=(
+        FeatureSpec("orders_7d", INT, "Orders in the 7 days before the snapshot."),
+        FeatureSpec("orders_30d", INT, "Orders in the 30 days before the snapshot."),
+        FeatureSpec("orders_90d", INT, "Orders in the 90 days before the snapshot."),
+        FeatureSpec("orders_365d", INT, "Orders in the 365 days before the snapshot."),
+        FeatureSpec("spend_7d", FLOAT, "Order amount summed over 7 days."),
+        FeatureSpec("spend_30d", FLOAT, "Order amount summed over 30 days."),
+        FeatureSpec("spend_90d", FLOAT, "Order amount summed over 90 days."),
+        FeatureSpec("spend_365d", FLOAT, "Order amount summed over 365 days."),
+        FeatureSpec("active_days_90d", INT, "Distinct UTC days with an order or a page view, last 90 days."),
+        FeatureSpec("avg_order_value_365d", FLOAT, "spend_365d / orders_365d; null without orders."),
+        FeatureSpec("orders_prev_30d", INT, "Orders in days 31-60 before the snapshot."),
+        FeatureSpec(
+            "orders_trend_30d",
+            FLOAT,
+            "(orders_30d - orders_prev_30d) / (orders_30d + orders_prev_30d); null when both are 0.",
+        ),
+    ),
+)
+BROWSE = ViewSpec(
+    "customer_browse",
+    family="page_views",
+    description="Sessions, page views and browse depth over 7/30 days; product and cart interest.",
+    features=(
+        FeatureSpec("sessions_7d", INT, "Distinct sessions with a page view in the last 7 days."),
+        FeatureSpec("sessions_30d", INT, "Distinct sessions in the last 30 days."),
+        FeatureSpec("page_views_7d", INT, "Page views in the last 7 days."),
+        FeatureSpec("page_views_30d", INT, "Page views in the last 30 days."),
+        FeatureSpec("pages_per_session_7d", FLOAT, "page_views_7d / sessions_7d; null without sessions."),
+        FeatureSpec("pages_per_session_30d", FLOAT, "page_views_30d / sessions_30d; null without sessions."),
+        FeatureSpec("max_session_depth_30d", INT, "Page views of the deepest session in the last 30 days."),
+        FeatureSpec("product_views_30d", INT, "Product page views in the last 30 days."),
+        FeatureSpec("cart_views_30d", INT, "Cart page views in the last 30 days."),
+        FeatureSpec(
+            "abandoned_carts_30d",
+            INT,
+            "Sessions of the last 30 days with a cart view and no order within 24 h after the session.",
+        ),
+    ),
+)
+COMPLAINTS = ViewSpec(
+    "customer_complaints",
+    family="complaints",
+    description="Complaints over 30/90 days, open now, high severity, median time to resolve.",
+    features=(
+        FeatureSpec("complaints_30d", INT, "Complaints opened in the last 30 days."),
+        FeatureSpec("complaints_90d", INT, "Complaints opened in the last 90 days."),
+        FeatureSpec("open_complaints", INT, "Complaints opened before the snapshot and not resolved by then."),
+        FeatureSpec("high_severity_complaints_90d", INT, "Complaints of severity 3 in the last 90 days."),
+        FeatureSpec(
+            "median_resolution_days_365d",
+            FLOAT,
+            "Median days from opening to resolution, complaints resolved in the last 365 days.",
+        ),
+    ),
+)
+
+VIEWS: dict[str, ViewSpec] = {v.name: v for v in (RECENCY, FREQUENCY, BROWSE, COMPLAINTS)}
+
+# One service per model version; both training (historical) and serving (online) read through it.
+SERVICES: dict[str, tuple[str, ...]] = {
+    "churn_v1": (RECENCY.name, FREQUENCY.name, BROWSE.name, COMPLAINTS.name),
+    "conversion_v1": (RECENCY.name, FREQUENCY.name, BROWSE.name),
+}
+
+# Derived at retrieval time by features.derived.add_derived (numeric ones are model inputs).
+DERIVED_NUMERIC: tuple[str, ...] = (
+    "days_since_last_order",
+    "days_since_last_visit",
+    "days_since_last_complaint",
+    "days_since_last_product_view",
+    "tenure_days",
+    "r_score",
+    "f_score",
+    "m_score",
+)
+DERIVED_STRING: tuple[str, ...] = ("rfm_segment", "lifecycle_stage")
+
+
+def service_views(service: str) -> tuple[str, ...]:
+    """The views a feature service reads; a clear error for an unknown service name."""
+    from pipelines.errors import PropensityError
+
+    try:
+        return SERVICES[service]
+    except KeyError:
+        raise PropensityError(
+            f"unknown feature service {service!r}; known: {', '.join(sorted(SERVICES))}"
+        ) from None
+
+
+def service_raw_features(service: str) -> list[str]:
+    """Stored features of a service, in view order then catalogue order (timestamps included)."""
+    return [name for view in service_views(service) for name in VIEWS[view].names]
+
+
+def stored_kind(feature: str) -> str:
+    for view in VIEWS.values():
+        for f in view.features:
+            if f.name == feature:
+                return f.kind
+    raise KeyError(feature)

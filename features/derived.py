@@ -1,0 +1,117 @@
+"""Features derived at retrieval time, in the one place both the offline (training) and online (serving)
+paths call, so that they cannot drift apart.
+
+Day counts are computed for the date asked for (the entity row's timestamp offline, ``as_of`` online)
+from the stored unix timestamps, so a snapshot taken days earlier never makes a customer look more
+recent than they are. RFM scores, the eight RFM segments and the lifecycle stage follow from them with
+the cut points of configs/features.yaml.
+
+Missing inputs stay missing: an unknown customer gets NaN scores and no segment or stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from features.catalog import DERIVED_NUMERIC, DERIVED_STRING
+from features.settings import FeaturesConfig, load_features_config
+
+SECONDS_PER_DAY = 86_400.0
+
+# days_since_<what> <- <what>_at
+_DAY_COUNTS = {
+    "days_since_last_order": "last_order_at",
+    "days_since_last_visit": "last_visit_at",
+    "days_since_last_complaint": "last_complaint_at",
+    "days_since_last_product_view": "last_product_view_at",
+    "tenure_days": "signup_at",
+}
+
+
+def as_unix_seconds(as_of, n_rows: int) -> np.ndarray:
+    """``as_of`` (a timestamp, or one per row) as float seconds since the epoch, one value per row.
+
+    Naive timestamps are taken as UTC.
+    """
+    if isinstance(as_of, pd.Series | pd.Index | np.ndarray | list):
+        ts = pd.to_datetime(pd.Series(np.asarray(as_of)), utc=True)
+        seconds = (ts - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
+        return seconds.to_numpy(dtype="float64")
+    ts = pd.Timestamp(as_of)
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return np.full(n_rows, ts.value / 1e9)
+
+
+def _float(columns: Mapping[str, np.ndarray], name: str, n: int) -> np.ndarray:
+    if name not in columns:
+        return np.full(n, np.nan)
+    return np.asarray(columns[name], dtype="float64")
+
+
+def derive_arrays(
+    columns: Mapping[str, np.ndarray], as_of_seconds: np.ndarray, config: FeaturesConfig
+) -> dict[str, np.ndarray]:
+    """Derived columns from raw feature arrays (float64, NaN for missing): the numpy core of add_derived,
+    used directly by the online path where a DataFrame per step would cost milliseconds."""
+    n = len(as_of_seconds)
+    out: dict[str, np.ndarray] = {}
+    for name, source in _DAY_COUNTS.items():
+        ts = _float(columns, source, n)
+        # A stored time after as_of only happens when as_of precedes the snapshot; clip to "today".
+        out[name] = np.floor(np.maximum(as_of_seconds - ts, 0.0) / SECONDS_PER_DAY)
+
+    rfm = config.rfm
+    orders_365d = _float(columns, "orders_365d", n)
+    spend_365d = _float(columns, "spend_365d", n)
+    known = ~np.isnan(orders_365d)  # orders is the one required family: NaN here means no features
+    days = out["days_since_last_order"]
+    r = 5.0 - (days[:, None] > np.asarray(rfm.recency_days)[None, :]).sum(axis=1)
+    r = np.where(np.isnan(days), 1.0, r)  # never ordered: lowest recency score
+    f = 1.0 + (np.nan_to_num(orders_365d)[:, None] >= np.asarray(rfm.frequency_orders_365d)[None, :]).sum(axis=1)
+    m = 1.0 + (np.nan_to_num(spend_365d)[:, None] >= np.asarray(rfm.monetary_spend_365d)[None, :]).sum(axis=1)
+    out["r_score"] = np.where(known, r, np.nan)
+    out["f_score"] = np.where(known, f, np.nan)
+    out["m_score"] = np.where(known, m, np.nan)
+
+    segment = np.full(n, None, dtype=object)
+    high = rfm.high_score
+    for key, name in rfm.segments.items():
+        want = [c == "H" for c in key]
+        hit = known & ((r >= high) == want[0]) & ((f >= high) == want[1]) & ((m >= high) == want[2])
+        segment[hit] = name
+    out["rfm_segment"] = segment
+
+    life = config.lifecycle
+    tenure = out["tenure_days"]
+    stage = np.full(n, None, dtype=object)
+    has_tenure = ~np.isnan(tenure)
+    ordered_within = np.nan_to_num(days, nan=np.inf)
+    stage[has_tenure] = "lapsed"
+    stage[has_tenure & (ordered_within <= life.at_risk_max_days_since_order)] = "at_risk"
+    stage[has_tenure & (ordered_within <= life.active_max_days_since_order)] = "active"
+    stage[has_tenure & (tenure < life.new_max_tenure_days)] = "new"
+    out["lifecycle_stage"] = stage
+    return {name: out[name] for name in (*DERIVED_NUMERIC, *DERIVED_STRING)}
+
+
+def add_derived(df: pd.DataFrame, as_of, config: FeaturesConfig | None = None) -> pd.DataFrame:
+    """``df`` with the derived columns added (docs/internals.md, "Features").
+
+    ``as_of``: one timestamp for all rows, or one per row (e.g. the entity rows' ``event_timestamp``).
+    Raw features may be Int64, float or object with None; they are read as float64.
+    """
+    config = config or load_features_config()
+    columns = {
+        c: pd.to_numeric(df[c], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        for c in (*_DAY_COUNTS.values(), "orders_365d", "spend_365d")
+        if c in df.columns
+    }
+    derived = derive_arrays(columns, as_unix_seconds(as_of, len(df)), config)
+    result = df.copy()
+    for name, values in derived.items():
+        result[name] = values
+    return result
+

@@ -1,0 +1,108 @@
+"""Training sets and online features through the feature services (docs/internals.md, "Features").
+
+- ``historical_features``: Feast ``get_historical_features`` with the DuckDB offline store, point in time,
+  one row out per row in, in order, derived columns added for each row's own timestamp.
+- ``online_features``: the values ``materialize`` loaded, derived columns added for ``as_of``.
+- ``model_feature_names``: the numeric model inputs of a service, in a fixed order.
+
+All stored features come out as float64 (NaN when missing) on both paths, so training and serving see
+the same dtypes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from features.catalog import (
+    DERIVED_NUMERIC,
+    JOIN_KEY,
+    TIMESTAMP_FIELD,
+    UNIX_TS,
+    VIEWS,
+    service_raw_features,
+    service_views,
+)
+from features.derived import add_derived, as_unix_seconds, derive_arrays
+from features.settings import FeaturesConfig, load_features_config
+from pipelines.errors import DataError
+from pipelines.settings import project_paths
+
+_ROW = "__propensity_row__"
+
+
+def model_feature_names(service: str) -> list[str]:
+    """Numeric model inputs of ``service``: its stored features without timestamps, then the derived
+    numeric features (day counts, tenure, RFM scores)."""
+    kinds = {f.name: f.kind for v in VIEWS.values() for f in v.features}
+    raw = [name for name in service_raw_features(service) if kinds[name] != UNIX_TS]
+    return [*raw, *DERIVED_NUMERIC]
+
+
+def historical_features(
+    entity_df: pd.DataFrame, service: str, config: FeaturesConfig | None = None
+) -> pd.DataFrame:
+    """Point-in-time features for (customer_id, event_timestamp) rows; extra columns are kept."""
+    from features.store import apply, feature_store
+
+    for col in (JOIN_KEY, TIMESTAMP_FIELD):
+        if col not in entity_df.columns:
+            raise DataError(f"entity_df: missing column {col!r} (has {list(entity_df.columns)})")
+    service_views(service)  # clear error for an unknown service
+    config = config or load_features_config()
+    if not project_paths().feast_registry.exists():
+        apply(config)
+    entities = entity_df.copy()
+    entities[JOIN_KEY] = entities[JOIN_KEY].astype(str)
+    # Microseconds, UTC: DuckDB 2 rejects nanosecond timestamps (stack notes).
+    entities[TIMESTAMP_FIELD] = pd.to_datetime(entities[TIMESTAMP_FIELD], utc=True).astype("datetime64[us, UTC]")
+    entities[_ROW] = np.arange(len(entities))
+    store = feature_store(config)
+    job = store.get_historical_features(entity_df=entities, features=store.get_feature_service(service))
+    result = job.to_df()
+    if len(result) != len(entities):
+        raise DataError(f"historical retrieval returned {len(result)} rows for {len(entities)} entity rows")
+    result = result.sort_values(_ROW, kind="stable").drop(columns=_ROW).reset_index(drop=True)
+    result[TIMESTAMP_FIELD] = pd.to_datetime(result[TIMESTAMP_FIELD], utc=True)
+    for name in service_raw_features(service):
+        result[name] = pd.to_numeric(result[name], errors="coerce").astype("float64")
+    return add_derived(result, result[TIMESTAMP_FIELD], config)
+
+
+def online_features(
+    customer_ids: Sequence[str], service: str, as_of: dt.datetime | pd.Timestamp | None = None,
+    config: FeaturesConfig | None = None,
+) -> pd.DataFrame:
+    """Features of ``customer_ids`` (one row each, in order) from the online store, derived for ``as_of``
+    (default: now, UTC). ``found`` is False for customers the store does not know (their features NaN).
+
+    Raises ``features.store.OnlineStoreUnavailable`` when the store cannot be reached.
+    """
+    from features import online
+    from features.store import resolve_target
+
+    views = service_views(service)
+    config = config or _config()
+    ids = [str(c) for c in customer_ids]
+    columns, found = online.reader(resolve_target(config)).read(ids, views)
+    when = as_of if as_of is not None else dt.datetime.now(dt.UTC)
+    derived = derive_arrays(columns, as_unix_seconds(when, len(ids)), config)
+    data = {JOIN_KEY: np.array(ids, dtype=object), "found": found}
+    data.update(columns)
+    data.update(derived)
+    return pd.DataFrame(data)
+
+
+_config_cache: dict[str, FeaturesConfig] = {}
+
+
+def _config() -> FeaturesConfig:
+    """configs/features.yaml, read once per config folder (the online path is latency-bound)."""
+    key = str(project_paths().configs)
+    cfg = _config_cache.get(key)
+    if cfg is None:
+        cfg = _config_cache[key] = load_features_config()
+    return cfg

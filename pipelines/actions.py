@@ -1,0 +1,195 @@
+"""Behaviour layers and follow-up actions for batch scoring, driven by ``configs/actions.yaml``.
+
+Layers tag every scored customer ``high`` or ``low`` on four axes (activity, value, intent, risk), each
+from one column and a threshold in the config. Action rules are data: the first rule whose conditions
+all hold gives the customer's action, team queue and which model's reasons to show; a customer matching
+no rule gets the config's default ("no action"). Everything here is vectorised over a DataFrame.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, model_validator
+
+from pipelines.config import StrictModel, config_path, load_config
+from pipelines.errors import ConfigError
+
+LAYERS = ("activity", "value", "intent", "risk")
+LAYER_COLUMNS = tuple(f"layer_{name}" for name in LAYERS)
+BANDS = ("high", "medium", "low")
+LIFECYCLE_STAGES = ("new", "active", "at_risk", "lapsed")
+HIGH, LOW = "high", "low"
+
+
+class LayerRule(StrictModel):
+    """``high`` when ``column`` is at least ``high_at_least``, or in the top ``high_top_fraction`` of the
+    scored customers (a relative cut for money columns whose scale depends on the business)."""
+
+    column: str
+    high_at_least: float | None = None
+    high_top_fraction: float | None = Field(default=None, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _exactly_one_threshold(self) -> LayerRule:
+        if (self.high_at_least is None) == (self.high_top_fraction is None):
+            raise ValueError("give exactly one of high_at_least or high_top_fraction")
+        return self
+
+
+class Layers(StrictModel):
+    activity: LayerRule
+    value: LayerRule
+    intent: LayerRule
+    risk: LayerRule
+
+
+class Conditions(StrictModel):
+    """All given conditions must hold (AND). Lists mean "one of"."""
+
+    layer_activity: Literal["high", "low"] | None = None
+    layer_value: Literal["high", "low"] | None = None
+    layer_intent: Literal["high", "low"] | None = None
+    layer_risk: Literal["high", "low"] | None = None
+    churn_band: list[Literal["high", "medium", "low"]] | None = None
+    conversion_band: list[Literal["high", "medium", "low"]] | None = None
+    rfm_segment: list[str] | None = None
+    lifecycle_stage: list[Literal["new", "active", "at_risk", "lapsed"]] | None = None
+    at_least: dict[str, float] = Field(default_factory=dict, description="column -> minimum (inclusive)")
+    at_most: dict[str, float] = Field(default_factory=dict, description="column -> maximum (inclusive)")
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Conditions:
+        if not self.model_dump(exclude_defaults=True):
+            raise ValueError("a rule needs at least one condition (the default action covers the rest)")
+        return self
+
+    def columns_needed(self) -> list[str]:
+        named = [k for k, v in self.model_dump(exclude={"at_least", "at_most"}).items() if v is not None]
+        return named + list(self.at_least) + list(self.at_most)
+
+
+class ActionRule(StrictModel):
+    name: str
+    when: Conditions
+    action: str = Field(min_length=1)
+    queue: str = Field(min_length=1)
+    explain: Literal["churn", "conversion"] = Field(
+        default="churn", description="whose reasons to show for this action"
+    )
+
+
+class DefaultAction(StrictModel):
+    action: str = "no action"
+    queue: str = "none"
+
+
+class ScoringSettings(StrictModel):
+    """Who is scored and how much explanation the CRM gets."""
+
+    active_days: int = Field(365, gt=0, description="active = any event in this many days before as_of")
+    count_signup_as_activity: bool = Field(True, description="a sign-up inside the window counts as an event")
+    top_k: int = Field(5, ge=1, le=20, description="reasons per customer with an action")
+    lang: Literal["en", "zh"] = "en"
+    keep_feature_snapshot: bool = Field(
+        True, description="keep the model inputs beside the scores (monitoring reads them for drift)"
+    )
+
+
+class ActionsConfig(StrictModel):
+    scoring: ScoringSettings = ScoringSettings()
+    layers: Layers
+    rules: list[ActionRule] = Field(min_length=1)
+    default: DefaultAction = DefaultAction()
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ActionsConfig:
+        names = [r.name for r in self.rules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"rule names must be unique; repeated: {dupes}")
+        return self
+
+
+def load_actions_config(path: str | Path | None = None) -> ActionsConfig:
+    return load_config(path or config_path("actions.yaml"), ActionsConfig)
+
+
+def layer_tags(scores: pd.DataFrame, layers: Layers) -> pd.DataFrame:
+    """Columns ``layer_activity`` .. ``layer_risk`` (``high``/``low``) for every row of ``scores``.
+
+    A missing value (e.g. no spend at all) counts as low: nothing observed is not high.
+    """
+    out = {}
+    for name in LAYERS:
+        rule: LayerRule = getattr(layers, name)
+        if rule.column not in scores.columns:
+            raise ConfigError(
+                f"actions.yaml: layers.{name}.column '{rule.column}' is not a scored column "
+                f"(have: {', '.join(sorted(scores.columns))})"
+            )
+        values = pd.to_numeric(scores[rule.column], errors="coerce").to_numpy(dtype="float64")
+        if rule.high_at_least is not None:
+            threshold = rule.high_at_least
+        else:
+            observed = values[~np.isnan(values)]
+            # Top fraction of the scored population; ties at the cut all count as high.
+            threshold = np.quantile(observed, 1 - rule.high_top_fraction) if observed.size else np.inf
+        high = np.greater_equal(values, threshold, where=~np.isnan(values), out=np.zeros(len(values), bool))
+        out[f"layer_{name}"] = np.where(high, HIGH, LOW)
+    return pd.DataFrame(out, index=scores.index)
+
+
+def _rule_mask(frame: pd.DataFrame, rule: ActionRule) -> np.ndarray:
+    when = rule.when
+    missing = [c for c in when.columns_needed() if c not in frame.columns]
+    if missing:
+        raise ConfigError(
+            f"actions.yaml: rule '{rule.name}' uses column(s) {missing} that the scores do not have"
+        )
+    mask = np.ones(len(frame), dtype=bool)
+    for col in (*LAYER_COLUMNS, "churn_band", "conversion_band", "rfm_segment", "lifecycle_stage"):
+        wanted = getattr(when, col)
+        if wanted is None:
+            continue
+        allowed = [wanted] if isinstance(wanted, str) else wanted
+        mask &= frame[col].isin(allowed).to_numpy()
+    # A null never satisfies a numeric bound: unknown is not "at most 0 orders".
+    for col, bound in when.at_least.items():
+        mask &= (pd.to_numeric(frame[col], errors="coerce") >= bound).fillna(False).to_numpy(dtype=bool)
+    for col, bound in when.at_most.items():
+        mask &= (pd.to_numeric(frame[col], errors="coerce") <= bound).fillna(False).to_numpy(dtype=bool)
+    return mask
+
+
+def check_segments(config: ActionsConfig, known_segments: list[str] | None) -> None:
+    """Fail on a rule naming an RFM segment that does not exist (a typo would silently never match)."""
+    if not known_segments:
+        return
+    for rule in config.rules:
+        unknown = sorted(set(rule.when.rfm_segment or []) - set(known_segments))
+        if unknown:
+            raise ConfigError(
+                f"actions.yaml: rule '{rule.name}': unknown rfm_segment {unknown}; known: {sorted(known_segments)}"
+            )
+
+
+def assign_actions(frame: pd.DataFrame, config: ActionsConfig) -> pd.DataFrame:
+    """``action``, ``queue``, ``action_rule`` and ``explain`` per row: the first matching rule wins."""
+    n = len(frame)
+    chosen = np.full(n, -1, dtype=np.int64)
+    for i, rule in enumerate(config.rules):
+        mask = _rule_mask(frame, rule) & (chosen < 0)
+        chosen[mask] = i
+    actions = np.array([r.action for r in config.rules] + [config.default.action], dtype=object)
+    queues = np.array([r.queue for r in config.rules] + [config.default.queue], dtype=object)
+    names = np.array([r.name for r in config.rules] + [""], dtype=object)
+    explain = np.array([r.explain for r in config.rules] + [""], dtype=object)
+    idx = np.where(chosen < 0, len(config.rules), chosen)  # the default sits after the rules
+    return pd.DataFrame(
+        {"action": actions[idx], "queue": queues[idx], "action_rule": names[idx], "explain": explain[idx]},
+        index=frame.index,
+    )

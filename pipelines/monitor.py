@@ -1,0 +1,445 @@
+"""Monitoring: is the champion still fit for the customers it scores?
+
+Three signals, each against thresholds in ``configs/monitor.yaml``:
+
+- feature drift: PSI per model feature of the latest scored snapshot against the champion's training
+  set (a reference sample the training run logged, see ``reference_sample``);
+- score drift: PSI of the champion's probabilities on the latest snapshot against its probabilities on
+  that same reference sample (same model on both sides, so only the customers changed);
+- realised performance: ROC AUC of every earlier scores file whose labels have matured (the label window
+  after its as-of date lies inside the event data), over time.
+
+The verdict says ``retrain`` when any signal crosses its threshold. ``monitor()`` writes an HTML report
+with PNG plots to ``data/reports/`` and logs the aggregate metrics (never a customer id) to MLflow.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from pipelines.config import StrictModel, config_path, load_config
+from pipelines.errors import PropensityError
+
+log = logging.getLogger("propensity.monitor")
+
+MODELS = ("churn", "conversion")
+
+
+# ---- configuration ---------------------------------------------------------------------------------
+class Thresholds(StrictModel):
+    feature_psi: float = Field(0.25, gt=0, description="retrain when a feature's PSI exceeds this")
+    max_drifted_features: int = Field(
+        0, ge=0, description="retrain when more than this many features exceed feature_psi"
+    )
+    score_psi: float = Field(0.2, gt=0, description="retrain when a model's score PSI exceeds this")
+    min_realised_auc: float = Field(0.65, gt=0, lt=1, description="retrain when the latest realised AUC is lower")
+    max_auc_drop: float = Field(
+        0.05, ge=0, lt=1, description="retrain when realised AUC falls this far below the holdout AUC"
+    )
+
+
+class MonitorConfig(StrictModel):
+    psi_bins: int = Field(10, ge=2, le=100, description="quantile bins of the reference distribution")
+    min_rows: int = Field(200, ge=10, description="fewer rows than this: the signal is reported as n/a")
+    min_positives_for_auc: int = Field(20, ge=1)
+    thresholds: Thresholds = Thresholds()
+    experiment: str = "monitoring"
+
+
+def load_monitor_config(path: str | Path | None = None) -> MonitorConfig:
+    return load_config(path or config_path("monitor.yaml"), MonitorConfig)
+
+
+# ---- the statistics ----------------------------------------------------------------------------------
+def psi(reference, current, bins: int = 10, eps: float = 1e-4) -> float:
+    """Population stability index of ``current`` against ``reference``.
+
+    Bins are quantiles of the reference (deduplicated, so a count feature with few values gets fewer
+    bins); missing values are a bin of their own, so a feature that starts arriving empty drifts too.
+    """
+    ref = np.asarray(reference, dtype="float64")
+    cur = np.asarray(current, dtype="float64")
+    if ref.size == 0 or cur.size == 0:
+        return float("nan")
+    ref_ok, cur_ok = ~np.isnan(ref), ~np.isnan(cur)
+    finite = ref[ref_ok]
+    edges = np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1])) if finite.size else np.array([])
+    n_bins = len(edges) + 1
+
+    def shares(values: np.ndarray, ok: np.ndarray) -> np.ndarray:
+        counts = np.bincount(np.searchsorted(edges, values[ok], side="right"), minlength=n_bins)
+        counts = np.append(counts, (~ok).sum())
+        return np.clip(counts / values.size, eps, None)
+
+    p, q = shares(ref, ref_ok), shares(cur, cur_ok)
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+def feature_drift(reference: pd.DataFrame, current: pd.DataFrame, features: list[str], bins: int) -> pd.DataFrame:
+    """PSI per feature, largest first: columns feature, psi, reference_mean, current_mean."""
+    rows = []
+    for name in features:
+        if name not in reference.columns or name not in current.columns:
+            continue
+        ref = pd.to_numeric(reference[name], errors="coerce")
+        cur = pd.to_numeric(current[name], errors="coerce")
+        rows.append(
+            {
+                "feature": name,
+                "psi": psi(ref, cur, bins),
+                "reference_mean": float(ref.mean()),
+                "current_mean": float(cur.mean()),
+            }
+        )
+    out = pd.DataFrame(rows, columns=["feature", "psi", "reference_mean", "current_mean"])
+    return out.sort_values("psi", ascending=False, ignore_index=True)
+
+
+def realised_labels(store, as_of: pd.Timestamp, model: str) -> pd.DataFrame:
+    """Eligible customers at ``as_of`` and their outcome, by training's own label definition for ``model``
+    (configs/<model>.yaml), so realised AUC measures what the model was trained to predict."""
+    from training.config import load_training_config
+    from training.labels import build_labels
+
+    labels = load_training_config(model).labels
+    cutoffs = pd.DataFrame({"cutoff": [as_of], "split": ["monitor"]})
+    return build_labels(store, labels, cutoffs)[["customer_id", "label"]]
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, scores))
+
+
+# ---- verdict -------------------------------------------------------------------------------------------
+@dataclass
+class ModelSignals:
+    model: str
+    version: str | None = None
+    holdout_auc: float | None = None
+    drift: pd.DataFrame = field(default_factory=pd.DataFrame)  # feature, psi, means
+    score_psi: float | None = None
+    realised: pd.DataFrame = field(default_factory=pd.DataFrame)  # as_of, rows, positives, auc
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Verdict:
+    retrain: bool
+    reasons: list[str]
+
+    @property
+    def text(self) -> str:
+        if self.retrain:
+            return "RETRAIN: " + "; ".join(self.reasons)
+        return "OK: no signal crossed its threshold" + (f" ({'; '.join(self.reasons)})" if self.reasons else "")
+
+
+def verdict(signals: list[ModelSignals], thresholds: Thresholds) -> Verdict:
+    """Retrain when any model's feature drift, score drift or realised AUC crosses its threshold."""
+    why: list[str] = []
+    for s in signals:
+        if not s.drift.empty:
+            drifted = s.drift[s.drift["psi"] > thresholds.feature_psi]
+            if len(drifted) > thresholds.max_drifted_features:
+                top = ", ".join(f"{r.feature} {r.psi:.2f}" for r in drifted.head(3).itertuples())
+                why.append(f"{s.model}: {len(drifted)} feature(s) with PSI > {thresholds.feature_psi} ({top})")
+        if s.score_psi is not None and s.score_psi > thresholds.score_psi:
+            why.append(f"{s.model}: score PSI {s.score_psi:.2f} > {thresholds.score_psi}")
+        matured = s.realised.dropna(subset=["auc"]) if not s.realised.empty else s.realised
+        if not matured.empty:
+            latest = matured.sort_values("as_of").iloc[-1]
+            if latest["auc"] < thresholds.min_realised_auc:
+                why.append(
+                    f"{s.model}: realised AUC {latest['auc']:.3f} on {latest['as_of']:%Y-%m-%d} "
+                    f"< {thresholds.min_realised_auc}"
+                )
+            elif s.holdout_auc is not None and s.holdout_auc - latest["auc"] > thresholds.max_auc_drop:
+                why.append(
+                    f"{s.model}: realised AUC {latest['auc']:.3f} is {s.holdout_auc - latest['auc']:.3f} "
+                    f"below the holdout AUC {s.holdout_auc:.3f}"
+                )
+    return Verdict(retrain=bool(why), reasons=why)
+
+
+# ---- the report ------------------------------------------------------------------------------------------
+def _plots(signals: list[ModelSignals], score_hists: dict, out_dir: Path) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files: dict[str, str] = {}
+    for s in signals:
+        if not s.drift.empty:
+            top = s.drift.head(20).iloc[::-1]
+            fig, ax = plt.subplots(figsize=(7, max(2.5, 0.3 * len(top))))
+            ax.barh(top["feature"], top["psi"], color=np.where(top["psi"] > 0.25, "#c0392b", "#2e86c1"))
+            ax.axvline(0.1, color="grey", ls=":", lw=1)
+            ax.axvline(0.25, color="grey", ls="--", lw=1)
+            ax.set_xlabel("PSI (latest snapshot vs training set)")
+            ax.set_title(f"{s.model}: feature drift")
+            fig.tight_layout()
+            name = f"{s.model}_feature_psi.png"
+            fig.savefig(out_dir / name, dpi=90)
+            plt.close(fig)
+            files[f"{s.model}_psi"] = name
+        if s.model in score_hists:
+            ref, cur = score_hists[s.model]
+            fig, ax = plt.subplots(figsize=(6, 3))
+            bins = np.linspace(0, 1, 41)
+            ax.hist(ref, bins=bins, alpha=0.6, density=True, label="training set")
+            ax.hist(cur, bins=bins, alpha=0.6, density=True, label="latest scores")
+            ax.set_xlabel(f"{s.model} probability")
+            ax.legend()
+            ax.set_title(f"{s.model}: score distribution (PSI {s.score_psi:.3f})")
+            fig.tight_layout()
+            name = f"{s.model}_scores.png"
+            fig.savefig(out_dir / name, dpi=90)
+            plt.close(fig)
+            files[f"{s.model}_scores"] = name
+        matured = s.realised.dropna(subset=["auc"]) if not s.realised.empty else s.realised
+        if not matured.empty:
+            fig, ax = plt.subplots(figsize=(6, 3))
+            ax.plot(matured["as_of"], matured["auc"], marker="o", label="realised AUC")
+            if s.holdout_auc is not None:
+                ax.axhline(s.holdout_auc, color="grey", ls="--", lw=1, label="holdout AUC")
+            ax.set_ylim(0.4, 1.0)
+            ax.set_ylabel("ROC AUC")
+            ax.legend()
+            ax.set_title(f"{s.model}: realised AUC of matured scores")
+            fig.autofmt_xdate()
+            fig.tight_layout()
+            name = f"{s.model}_realised_auc.png"
+            fig.savefig(out_dir / name, dpi=90)
+            plt.close(fig)
+            files[f"{s.model}_auc"] = name
+    return files
+
+
+def _table(df: pd.DataFrame) -> str:
+    return df.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0, classes="t") if not df.empty else "<p>n/a</p>"
+
+
+def write_report(signals: list[ModelSignals], result_verdict: Verdict, snapshot_as_of, score_hists: dict,
+                 out_dir: Path) -> Path:
+    """``index.html`` with the verdict, tables and PNG plots, written to a temp folder then renamed."""
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    plots = _plots(signals, score_hists, tmp)
+    colour = "#c0392b" if result_verdict.retrain else "#1e8449"
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>propensity monitoring</title>",
+        "<style>body{font-family:sans-serif;max-width:960px;margin:2em auto}table.t{border-collapse:collapse}"
+        "table.t td,table.t th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}</style></head><body>",
+        "<h1>Model monitoring</h1>",
+        f"<p>Latest scored snapshot: <b>{html.escape(str(snapshot_as_of))}</b>. "
+        f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.</p>",
+        f"<h2 style='color:{colour}'>{html.escape(result_verdict.text)}</h2>",
+    ]
+    for s in signals:
+        parts.append(f"<h2>{s.model} (version {html.escape(str(s.version))})</h2>")
+        for note in s.notes:
+            parts.append(f"<p><i>{html.escape(note)}</i></p>")
+        parts.append("<h3>Feature drift (PSI)</h3>")
+        if f"{s.model}_psi" in plots:
+            parts.append(f"<img src='{plots[s.model + '_psi']}'>")
+        parts.append(_table(s.drift.head(30)))
+        parts.append("<h3>Score drift</h3>")
+        parts.append(f"<p>PSI of the probabilities: {'n/a' if s.score_psi is None else f'{s.score_psi:.4f}'}</p>")
+        if f"{s.model}_scores" in plots:
+            parts.append(f"<img src='{plots[s.model + '_scores']}'>")
+        parts.append("<h3>Realised performance</h3>")
+        if s.holdout_auc is not None:
+            parts.append(f"<p>Holdout AUC at training: {s.holdout_auc:.4f}</p>")
+        if f"{s.model}_auc" in plots:
+            parts.append(f"<img src='{plots[s.model + '_auc']}'>")
+        parts.append(_table(s.realised))
+    parts.append("</body></html>")
+    (tmp / "index.html").write_text("\n".join(parts), encoding="utf-8")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    return out_dir / "index.html"
+
+
+# ---- the pipeline step ------------------------------------------------------------------------------------
+@dataclass
+class MonitorResult:
+    verdict: Verdict
+    signals: list[ModelSignals]
+    report: Path
+    snapshot_as_of: str
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    mlflow_run_id: str | None = None
+
+    def metrics(self) -> dict[str, float]:
+        """Aggregate, non-identifying metrics as logged to MLflow."""
+        out: dict[str, float] = {"retrain": float(self.verdict.retrain)}
+        for s in self.signals:
+            if not s.drift.empty:
+                out[f"{s.model}_max_feature_psi"] = float(s.drift["psi"].max())
+                for r in s.drift.itertuples():
+                    out[f"{s.model}_psi_{r.feature}"] = float(r.psi)
+            if s.score_psi is not None:
+                out[f"{s.model}_score_psi"] = float(s.score_psi)
+            matured = s.realised.dropna(subset=["auc"]) if not s.realised.empty else s.realised
+            if not matured.empty:
+                out[f"{s.model}_realised_auc_latest"] = float(matured.sort_values("as_of")["auc"].iloc[-1])
+        return out
+
+
+def scored_dates(scores_root: Path) -> list[str]:
+    """As-of folders under data/scores that hold a scores.parquet, oldest first."""
+    if not scores_root.is_dir():
+        return []
+    return sorted(p.parent.name for p in scores_root.glob("*/scores.parquet"))
+
+
+def reference_sample(model) -> pd.DataFrame:
+    """The champion's training-time feature distribution: the holdout (latest matured cutoff of its
+    training set, features and labels, no ids) that training logs to the model's MLflow run."""
+    from training.train import holdout_arrays
+
+    if not model.run_id:
+        raise PropensityError(f"model {model.name} v{model.version} has no MLflow run: no training set to compare with")
+    _, features = holdout_arrays(model.run_id, list(model.feature_names))
+    return features
+
+
+def eligible_ids(store, as_of: pd.Timestamp, model: str) -> pd.Series:
+    """Customers the model's training labels would include at ``as_of`` (the population the reference
+    sample was drawn from), so drift compares like with like."""
+    return realised_labels(store, as_of, model)["customer_id"]
+
+
+def _realised_auc(model: str, dates: list[str], scores_root: Path, store, cfg: MonitorConfig) -> tuple[pd.DataFrame, str]:
+    """AUC per scored as-of whose label window has closed inside the data; plus a note when none has."""
+    from training.config import load_training_config
+    from training.labels import data_end
+
+    training_cfg = load_training_config(model)
+    horizon = pd.Timedelta(days=training_cfg.labels.horizon_days)
+    end = data_end(store, training_cfg.cutoffs)
+    rows = []
+    for as_of_text in dates:
+        as_of = pd.Timestamp(as_of_text, tz="UTC")
+        if as_of + horizon > end:
+            continue  # labels not matured yet
+        scores = pd.read_parquet(scores_root / as_of_text / "scores.parquet",
+                                 columns=["customer_id", f"{model}_probability"])
+        joined = scores.merge(realised_labels(store, as_of, model), on="customer_id")  # eligible only
+        positives = int(joined["label"].sum())
+        negatives = len(joined) - positives
+        value = float("nan")
+        if min(positives, negatives) >= cfg.min_positives_for_auc:
+            value = auc(joined["label"].to_numpy(), joined[f"{model}_probability"].to_numpy())
+        rows.append({"as_of": as_of, "rows": len(joined), "positives": positives, "auc": value})
+    note = ""
+    if not rows or all(np.isnan(r["auc"]) for r in rows):
+        note = (f"no matured scores with enough outcomes yet: labels of a score mature "
+                f"{training_cfg.labels.horizon_days} days after its as-of (data ends {end:%Y-%m-%d})")
+    return pd.DataFrame(rows, columns=["as_of", "rows", "positives", "auc"]), note
+
+
+def monitor(cfg: MonitorConfig | None = None, log_to_mlflow: bool = True) -> MonitorResult:
+    """Compute every signal for both champions, write the report, log metrics; return the verdict."""
+    from pipelines.events import EventStore
+    from pipelines.score import FEATURE_SNAPSHOT
+    from pipelines.settings import project_paths
+    from training.champion import load_model_version
+
+    cfg = cfg or load_monitor_config()
+    paths = project_paths()
+    dates = scored_dates(paths.scores)
+    if not dates:
+        raise PropensityError(f"nothing to monitor: no scores under {paths.scores} (run `propensity score` first)")
+    latest = dates[-1]
+    snapshot_file = paths.scores / latest / FEATURE_SNAPSHOT
+    if not snapshot_file.is_file():
+        raise PropensityError(f"{snapshot_file} is missing: re-run `propensity score --as-of {latest}`")
+    snapshot = pd.read_parquet(snapshot_file)
+    snapshot_as_of = pd.Timestamp(latest, tz="UTC")
+    store = EventStore(paths.events)
+    if not store.has("orders"):
+        raise PropensityError(f"no orders in the event store {paths.events}: realised AUC needs them")
+
+    signals: list[ModelSignals] = []
+    score_hists: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name in MODELS:
+        loaded = load_model_version(name, alias="champion")
+        sig = ModelSignals(model=name, version=str(loaded.version), holdout_auc=_holdout_auc(name))
+        reference = reference_sample(loaded)
+        features = list(loaded.feature_names)
+        prefix = f"{name}__"
+        # The snapshot holds each model's inputs under "<model>__<feature>" (the two services may differ).
+        own = [c for c in snapshot.columns if c.startswith(prefix)]
+        in_population = snapshot["customer_id"].isin(eligible_ids(store, snapshot_as_of, name))
+        current = snapshot.loc[in_population, own].rename(columns={c: c[len(prefix):] for c in own})
+        if len(current) < cfg.min_rows or len(reference) < cfg.min_rows:
+            sig.notes.append(f"drift not computed: {len(current)} current / {len(reference)} reference rows "
+                             f"(< min_rows {cfg.min_rows})")
+        else:
+            sig.drift = feature_drift(reference, current, features, cfg.psi_bins)
+            ref_scores = loaded.predict_proba(reference[features].astype("float64"))
+            cur_scores = loaded.predict_proba(current[features].astype("float64"))
+            sig.score_psi = psi(ref_scores, cur_scores, cfg.psi_bins)
+            score_hists[name] = (ref_scores, cur_scores)
+        sig.realised, note = _realised_auc(name, dates, paths.scores, store, cfg)
+        if note:
+            sig.notes.append(note)
+        signals.append(sig)
+
+    result_verdict = verdict(signals, cfg.thresholds)
+    out_dir = paths.reports / f"monitor-{latest}"
+    report = write_report(signals, result_verdict, latest, score_hists, out_dir)
+    result = MonitorResult(result_verdict, signals, report, latest, cfg.thresholds)
+    if log_to_mlflow:
+        result.mlflow_run_id = _log_to_mlflow(result, cfg)
+    log.info("monitoring report: %s", report)
+    log.info("verdict: %s", result_verdict.text)
+    return result
+
+
+def _holdout_auc(name: str) -> float | None:
+    from training.tracking import client
+
+    try:
+        version = client().get_model_version_by_alias(name, "champion")
+        value = version.tags.get("holdout_auc")
+        return float(value) if value is not None else None
+    except Exception:  # an older registry without the tag: the AUC-drop check is skipped
+        return None
+
+
+def _log_to_mlflow(result: MonitorResult, cfg: MonitorConfig) -> str:
+    """Aggregates only: PSI values, AUCs, the verdict and the report (which holds no customer ids)."""
+    import mlflow
+
+    from training.tracking import ensure_experiment
+
+    experiment_id = ensure_experiment(cfg.experiment)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"monitor-{result.snapshot_as_of}") as run:
+        mlflow.set_tags({
+            "snapshot_as_of": result.snapshot_as_of,
+            "verdict": "retrain" if result.verdict.retrain else "ok",
+            **{f"{s.model}_version": str(s.version) for s in result.signals},
+        })
+        mlflow.log_metrics(result.metrics())
+        mlflow.log_text(json.dumps(result.verdict.reasons, indent=2), "verdict.json")
+        mlflow.log_artifacts(str(result.report.parent), artifact_path="report")
+        return run.info.run_id

@@ -1,0 +1,314 @@
+"""Batch scoring for the CRM: every active customer -> probabilities, bands, segments, layers, reasons,
+action and team queue, written per docs/internals.md ("Scores").
+
+Features come from Feast's **offline store** through each champion's feature service, point in time at
+the as-of date (``features.retrieval.historical_features``). Batch scoring always uses the offline path,
+also when as-of is the latest build: it is exact for any date, reads millions of rows in seconds, and the
+day counts are computed for the as-of date by the same ``add_derived`` the online path uses. The online
+store serves the low-latency API.
+
+Stages (each timed, rows/s logged): active customers -> features -> predict + bands -> layers + actions
+-> reasons (only for customers who get an action) -> write (temp folder, then rename).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines.actions import (
+    LAYER_COLUMNS,
+    ActionsConfig,
+    assign_actions,
+    layer_tags,
+    load_actions_config,
+)
+from pipelines.errors import PropensityError
+
+log = logging.getLogger("propensity.score")
+
+MODELS = ("churn", "conversion")
+SCORE_COLUMNS = [
+    "customer_id", "as_of", "churn_probability", "churn_band", "conversion_probability", "conversion_band",
+    "rfm_segment", "lifecycle_stage", *LAYER_COLUMNS, "reasons", "reasons_json", "action", "queue",
+    "churn_model_version", "conversion_model_version",
+]  # docs/internals.md "Scores"
+SCORES_FILE, CSV_FILE, LATEST_FILE = "scores.parquet", "scores.csv", "latest.parquet"
+FEATURE_SNAPSHOT = "features.parquet"
+
+
+# ---- timing ---------------------------------------------------------------------------------------------
+@dataclass
+class StageTimes:
+    """Seconds and rows per stage, for the log and the bench."""
+
+    stages: dict[str, tuple[float, int]] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str, rows: int) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        seconds = time.perf_counter() - start
+        self.stages[name] = (seconds, rows)
+        log.info("%-22s %9d rows %7.2f s %12.0f rows/s", name, rows, seconds, rows / seconds if seconds else 0)
+
+    @property
+    def total(self) -> float:
+        return sum(s for s, _ in self.stages.values())
+
+
+@dataclass
+class ScoreResult:
+    as_of: pd.Timestamp
+    rows: int
+    flagged: int  # customers with an action other than the default
+    by_action: dict[str, int]
+    scores_dir: Path
+    latest: Path
+    model_versions: dict[str, str]
+    times: StageTimes
+
+
+# ---- stages -------------------------------------------------------------------------------------------
+def as_of_timestamp(value: Any) -> pd.Timestamp:
+    """UTC midnight of ``value`` (a date, a string or a timestamp)."""
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError) as exc:
+        raise PropensityError(f"--as-of: not a date: {value!r} (expected YYYY-MM-DD)") from exc
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return ts.normalize()
+
+
+def default_as_of() -> pd.Timestamp:
+    """The latest feature build: the newest snapshot date in the Feast sources."""
+    from features.build import built_dates
+    from pipelines.settings import project_paths
+
+    sources = project_paths().feature_sources
+    dates = built_dates(sources)
+    if not dates:
+        raise PropensityError(f"no feature snapshots under {sources}: run `propensity features build` first")
+    return as_of_timestamp(dates[-1])
+
+
+def active_customers(as_of: pd.Timestamp, active_days: int, count_signup: bool = True, store=None) -> pd.Series:
+    """Ids of customers with any event in (as_of - active_days, as_of], sorted (DuckDB over the store)."""
+    import duckdb
+
+    from pipelines.events import EventStore
+    from pipelines.settings import project_paths
+
+    store = store or EventStore(project_paths().events)
+    parts = []
+    sources = [("orders", "ordered_at"), ("page_views", "viewed_at"), ("complaints", "opened_at")]
+    if count_signup:
+        sources.append(("customers", "signup_at"))
+    for table, column in sources:
+        if store.has(table):
+            parts.append(
+                f"SELECT customer_id FROM read_parquet('{store.glob(table)}') "
+                f"WHERE {column} <= $as_of AND {column} > $start"
+            )
+    if not parts:
+        raise PropensityError(f"the event store {store.root} is empty: run `propensity ingest` first")
+    sql = f"SELECT DISTINCT customer_id FROM ({' UNION ALL '.join(parts)}) ORDER BY customer_id"
+    params = {"as_of": as_of.to_pydatetime(), "start": (as_of - pd.Timedelta(days=active_days)).to_pydatetime()}
+    ids = duckdb.execute(sql, params).df()["customer_id"].astype(str)
+    return ids.reset_index(drop=True)
+
+
+def load_champions() -> dict[str, Any]:
+    from training.champion import load_model_version
+
+    return {name: load_model_version(name, alias="champion") for name in MODELS}
+
+
+def retrieve_features(customer_ids: pd.Series, as_of: pd.Timestamp, models: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    """Point-in-time features at ``as_of`` through each model's feature service, one row per customer."""
+    from features.retrieval import historical_features
+
+    entity = pd.DataFrame({"customer_id": customer_ids.to_numpy(), "event_timestamp": as_of})
+    out: dict[str, pd.DataFrame] = {}
+    by_service: dict[str, pd.DataFrame] = {}
+    for name, model in models.items():
+        if model.feature_service not in by_service:  # both models on one service: retrieve once
+            frame = historical_features(entity, model.feature_service).reset_index(drop=True)
+            if len(frame) != len(entity) or not (frame["customer_id"].to_numpy() == entity["customer_id"].to_numpy()).all():
+                raise PropensityError(
+                    f"feature service {model.feature_service}: retrieval returned {len(frame)} rows for "
+                    f"{len(entity)} customers, or changed their order"
+                )
+            by_service[model.feature_service] = frame
+        out[name] = by_service[model.feature_service]
+    return out
+
+
+def load_bands() -> dict[str, dict[str, float]]:
+    """Band thresholds per model from configs/serving.yaml (the API and the CRM list use the same cuts)."""
+    import yaml
+
+    from pipelines.config import config_path
+
+    path = config_path("serving.yaml")
+    try:
+        bands = (yaml.safe_load(path.read_text(encoding="utf-8")) or {})["bands"]
+        return {m: {"high": float(bands[m]["high"]), "medium": float(bands[m]["medium"])} for m in MODELS}
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise PropensityError(f"{path}: needs bands.<model>.high and .medium for {MODELS}: {exc}") from exc
+
+
+def predict_and_tag(
+    customer_ids: pd.Series,
+    as_of: pd.Timestamp,
+    models: dict[str, Any],
+    features: dict[str, pd.DataFrame],
+    cfg: ActionsConfig,
+    bands: dict[str, dict[str, float]],
+    times: StageTimes,
+) -> pd.DataFrame:
+    """Probabilities, bands, segments, layers and actions; the frame also carries every feature column
+    (rules may test any of them)."""
+    from serving.reasons import band
+
+    n = len(customer_ids)
+    # One wide frame: the churn service's columns, plus any the conversion service adds.
+    base = features["churn"]
+    extra = [c for c in features["conversion"].columns if c not in base.columns]
+    frame = pd.concat([base, features["conversion"][extra]], axis=1) if extra else base.copy()
+    frame["customer_id"] = customer_ids.to_numpy()
+    frame["as_of"] = as_of
+    with times.stage("predict (both models)", n):
+        for name, model in models.items():
+            p = model.predict_proba(features[name])
+            frame[f"{name}_probability"] = p
+            frame[f"{name}_band"] = band(p, bands[name])
+            frame[f"{name}_model_version"] = str(model.version)
+    with times.stage("layers + actions", n):
+        frame = pd.concat([frame, layer_tags(frame, cfg.layers)], axis=1)
+        frame = pd.concat([frame, assign_actions(frame, cfg)], axis=1)
+    return frame
+
+
+def add_reasons(frame: pd.DataFrame, models: dict[str, Any], features: dict[str, pd.DataFrame],
+                cfg: ActionsConfig, times: StageTimes) -> pd.DataFrame:
+    """Plain-language reasons (and JSON) for every customer whose action is not the default."""
+    from serving.reasons import explain_model, load_templates
+
+    templates = load_templates()
+    reasons = np.full(len(frame), "", dtype=object)
+    reasons_json = np.full(len(frame), "[]", dtype=object)
+    flagged = frame["action"].to_numpy() != cfg.default.action
+    with times.stage("reasons (flagged)", int(flagged.sum())):
+        for name, model in models.items():
+            rows = np.flatnonzero(flagged & (frame["explain"].to_numpy() == name))
+            if rows.size == 0:
+                continue
+            explained = explain_model(model, features[name].iloc[rows], cfg.scoring.top_k, cfg.scoring.lang, templates)
+            reasons[rows] = ["; ".join(r.sentence for r in row) for row in explained]
+            reasons_json[rows] = [
+                json.dumps([{"model": name, **r.to_dict()} for r in row], ensure_ascii=False) for row in explained
+            ]
+    frame["reasons"] = reasons
+    frame["reasons_json"] = reasons_json
+    return frame
+
+
+def feature_snapshot(frame: pd.DataFrame, models: dict[str, Any], features: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Each model's inputs under ``<model>__<feature>`` with the customer id (forget removes rows here too)."""
+    parts = {"customer_id": frame["customer_id"].to_numpy()}
+    for name, model in models.items():
+        inputs = features[name][model.feature_names].apply(pd.to_numeric, errors="coerce").astype("float64")
+        for col in model.feature_names:
+            parts[f"{name}__{col}"] = inputs[col].to_numpy()
+    return pd.DataFrame(parts)
+
+
+def write_scores(scores: pd.DataFrame, snapshot: pd.DataFrame | None, as_of: pd.Timestamp, root: Path) -> Path:
+    """Write ``<root>/<as_of>/`` (Parquet, CSV, feature snapshot) into a temp folder and swap it in, then
+    refresh ``latest.parquet`` if this as-of is the newest. A failure leaves the previous files intact."""
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"{as_of:%Y-%m-%d}"
+    final = root / name
+    tmp = root / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        scores.to_parquet(tmp / SCORES_FILE, index=False)
+        csv = scores.copy()
+        csv["as_of"] = csv["as_of"].dt.strftime("%Y-%m-%d")
+        csv.to_csv(tmp / CSV_FILE, index=False)
+        if snapshot is not None:
+            snapshot.to_parquet(tmp / FEATURE_SNAPSHOT, index=False)
+        old = None
+        if final.exists():
+            old = root / f".{name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    refresh_latest(root)
+    return final
+
+
+def refresh_latest(root: Path) -> Path | None:
+    """Copy the newest as-of's scores to ``latest.parquet`` (temp + rename), or remove it if none is left."""
+    dated = sorted(p.parent for p in root.glob("*/" + SCORES_FILE) if not p.parent.name.startswith("."))
+    latest = root / LATEST_FILE
+    if not dated:
+        latest.unlink(missing_ok=True)
+        return None
+    tmp = root / f".{LATEST_FILE}.tmp"
+    shutil.copyfile(dated[-1] / SCORES_FILE, tmp)
+    os.replace(tmp, latest)
+    return latest
+
+
+# ---- the command --------------------------------------------------------------------------------------
+def score(as_of: Any = None, cfg: ActionsConfig | None = None, models: dict[str, Any] | None = None) -> ScoreResult:
+    """Score every active customer at ``as_of`` (default: the latest feature build) with both champions."""
+    from pipelines.settings import project_paths
+
+    cfg = cfg or load_actions_config()
+    paths = project_paths()
+    as_of = as_of_timestamp(as_of) if as_of is not None else default_as_of()
+    times = StageTimes()
+    models = models or load_champions()
+    log.info("scoring at %s with churn v%s, conversion v%s; features from the offline store (point in time)",
+             f"{as_of:%Y-%m-%d}", models["churn"].version, models["conversion"].version)
+
+    with times.stage("active customers", 0):
+        ids = active_customers(as_of, cfg.scoring.active_days, cfg.scoring.count_signup_as_activity)
+    times.stages["active customers"] = (times.stages["active customers"][0], len(ids))
+    if ids.empty:
+        raise PropensityError(
+            f"no active customer at {as_of:%Y-%m-%d} (no event in the {cfg.scoring.active_days} days before)"
+        )
+    with times.stage("features (offline)", len(ids)):
+        features = retrieve_features(ids, as_of, models)
+    frame = predict_and_tag(ids, as_of, models, features, cfg, load_bands(), times)
+    frame = add_reasons(frame, models, features, cfg, times)
+    with times.stage("write", len(frame)):
+        snapshot = feature_snapshot(frame, models, features) if cfg.scoring.keep_feature_snapshot else None
+        scores_dir = write_scores(frame[SCORE_COLUMNS].reset_index(drop=True), snapshot, as_of, paths.scores)
+    by_action = frame["action"].value_counts().to_dict()
+    flagged = int((frame["action"] != cfg.default.action).sum())
+    log.info("scored %d customers in %.1f s; %d with an action -> %s", len(frame), times.total, flagged, scores_dir)
+    return ScoreResult(
+        as_of=as_of, rows=len(frame), flagged=flagged, by_action={str(k): int(v) for k, v in by_action.items()},
+        scores_dir=scores_dir, latest=paths.scores / LATEST_FILE,
+        model_versions={n: str(m.version) for n, m in models.items()}, times=times,
+    )

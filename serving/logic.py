@@ -1,0 +1,498 @@
+"""Request logic of the prediction service, without HTTP: config, request validation, model set with hot
+reload, feature look-up, scoring and reasons. service.py only maps these onto routes and status codes, so
+everything here is testable without a server.
+
+Errors carry the HTTP status they map to (``ServingError.status``): 401 no / wrong API key, 413 batch over
+``max_batch_size``, 422 malformed body (the message names the field), 503 online store unreachable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipelines.config import StrictModel, config_path, load_config
+from pipelines.errors import PropensityError
+from serving.reasons import ReasonTemplates, band, explain, load_templates
+
+log = logging.getLogger("propensity.serving")
+
+API_KEY_ENV = "PROPENSITY_API_KEY"
+# Set by `propensity serve` from configs/serving.yaml; the service reads it because BentoML needs the
+# worker count when the service class is decorated.
+WORKERS_ENV = "PROPENSITY_SERVING_WORKERS"
+# Columns the online look-up adds next to the model features; shown to the CRM as they are.
+SEGMENT_COLUMNS = ("rfm_segment", "lifecycle_stage")
+
+
+# ---------------------------------------------------------------------------------------------- config
+class BandThresholds(StrictModel):
+    high: float = Field(gt=0, le=1)
+    medium: float = Field(ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _high_above_medium(self) -> BandThresholds:
+        if self.high <= self.medium:
+            raise ValueError(f"high ({self.high}) must be above medium ({self.medium})")
+        return self
+
+
+class ServingConfig(StrictModel):
+    models: list[str] = Field(default_factory=lambda: ["churn", "conversion"], min_length=1)
+    alias: str = "champion"
+    bands: dict[str, BandThresholds]
+    max_batch_size: int = Field(100, ge=1)
+    default_top_k: int = Field(5, ge=0, le=50)
+    default_lang: Literal["en", "zh"] = "en"
+    api_key: str | None = None
+    reload_poll_seconds: float = Field(10.0, gt=0)
+    workers: int = Field(1, ge=1, le=64)
+    lightgbm_threads: int = Field(1, ge=1)
+    ui_recent_calls: int = Field(200, ge=0)
+
+    def model_post_init(self, _: Any) -> None:
+        missing = [m for m in self.models if m not in self.bands]
+        if missing:
+            raise ValueError(f"bands: no thresholds for model(s) {', '.join(missing)}")
+
+    def resolved_api_key(self) -> str | None:
+        """The key from the config, else from PROPENSITY_API_KEY; None means the service refuses data calls."""
+        return self.api_key or os.environ.get(API_KEY_ENV) or None
+
+
+def load_serving_config(path: str | Path | None = None) -> ServingConfig:
+    return load_config(Path(path) if path else config_path("serving.yaml"), ServingConfig)
+
+
+# ---------------------------------------------------------------------------------------------- errors
+class ServingError(PropensityError):
+    status = 400
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"error": str(self)}
+        if self.field is not None:
+            out["field"] = self.field
+        return out
+
+
+class Unauthorized(ServingError):
+    status = 401
+
+
+class PayloadTooLarge(ServingError):
+    status = 413
+
+
+class InvalidRequest(ServingError):
+    status = 422
+
+
+class StoreUnavailable(ServingError):
+    status = 503
+
+
+class ModelsUnavailable(ServingError):
+    status = 503
+
+
+def check_api_key(given: str | None, expected: str | None) -> None:
+    import hmac
+
+    if expected is None:
+        raise Unauthorized(f"no API key configured: set api_key in configs/serving.yaml or {API_KEY_ENV}")
+    if not given:
+        raise Unauthorized("missing X-API-Key header")
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise Unauthorized("wrong API key (X-API-Key header)")
+
+
+# ---------------------------------------------------------------------------------------------- requests
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[str] | None = Field(None, min_length=1, description="models to run; default all served")
+    top_k: int | None = Field(None, ge=0, le=50, description="reasons per model; default from config")
+    lang: Literal["en", "zh"] | None = Field(None, description="sentence language; default from config")
+
+
+class PredictRequest(_Request):
+    customer_ids: list[str] = Field(min_length=1)
+
+    @field_validator("customer_ids")
+    @classmethod
+    def _non_empty_ids(cls, ids: list[str]) -> list[str]:
+        for i, cid in enumerate(ids):
+            if not cid.strip():
+                raise ValueError(f"customer_ids[{i}] is empty")
+        return ids
+
+
+class PredictFeaturesRequest(_Request):
+    rows: list[dict[str, float | int | str | None]] = Field(min_length=1)
+
+
+def _validation_error(exc: ValidationError) -> InvalidRequest:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(body)"
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return InvalidRequest(f"{loc}: {err['msg']}{more}", field=loc)
+
+
+def parse_request(body: Any, kind: type[_Request], config: ServingConfig, served: Sequence[str]) -> Any:
+    """Validate a decoded JSON body: 413 when the batch is too large (checked first, before the cost of
+    validating it), 422 naming the first bad field, and a model the service does not serve is a 422."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("(body): request body must be a JSON object", field="(body)")
+    batch_field = "customer_ids" if kind is PredictRequest else "rows"
+    batch = body.get(batch_field)
+    if isinstance(batch, list) and len(batch) > config.max_batch_size:
+        raise PayloadTooLarge(
+            f"{batch_field}: {len(batch)} entries, the maximum per request is {config.max_batch_size}",
+            field=batch_field,
+        )
+    try:
+        request = kind.model_validate(body)
+    except ValidationError as exc:
+        raise _validation_error(exc) from None
+    for i, name in enumerate(request.models or []):
+        if name not in served:
+            raise InvalidRequest(f"models.{i}: unknown model {name!r}; served: {', '.join(served)}", f"models.{i}")
+    return request
+
+
+def decode_json(raw: bytes) -> Any:
+    import json
+
+    try:
+        return json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"(body): not valid JSON: {exc}", field="(body)") from None
+
+
+# ---------------------------------------------------------------------------------------------- models
+@dataclass(frozen=True)
+class ModelSet:
+    """The champions one request is answered with: swapped as a whole, never mutated."""
+
+    models: dict[str, Any]  # name -> training.champion.LoadedModel
+
+    def versions(self) -> dict[str, str]:
+        return {name: m.version for name, m in self.models.items()}
+
+
+class ModelRegistry:
+    """Loads ``models:/<name>@<alias>`` for every served model and follows the alias.
+
+    A background thread polls the registry; when an alias points at a new version it loads that version
+    first and then replaces the whole ModelSet in one assignment, so requests in flight finish on the old
+    models and none is dropped or answered with a half-swapped pair.
+    """
+
+    def __init__(self, names: Sequence[str], alias: str = "champion", loader: Callable[..., Any] | None = None):
+        self.names = list(names)
+        self.alias = alias
+        self._loader = loader
+        self.current: ModelSet | None = None
+        self.last_error: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _load(self, name: str) -> Any:
+        if self._loader is None:
+            from training.champion import load_model_version
+
+            self._loader = load_model_version
+        return self._loader(name, alias=self.alias)
+
+    def load(self) -> ModelSet:
+        self.current = ModelSet({name: self._load(name) for name in self.names})
+        self.last_error = None
+        log.info("serving models %s", self.current.versions())
+        return self.current
+
+    def _alias_versions(self) -> dict[str, str]:
+        from training.tracking import client
+
+        mlflow_client = client()
+        return {n: str(mlflow_client.get_model_version_by_alias(n, self.alias).version) for n in self.names}
+
+    def refresh(self) -> bool:
+        """Check the aliases once; load and swap in what moved. True when something changed."""
+        try:
+            if self.current is None:
+                self.load()
+                return True
+            wanted = self._alias_versions()
+            have = self.current.versions()
+            moved = [n for n in self.names if wanted[n] != have.get(n)]
+            if not moved:
+                return False
+            models = dict(self.current.models)
+            for name in moved:
+                models[name] = self._load(name)
+            self.current = ModelSet(models)  # one assignment: atomic for readers
+            self.last_error = None
+            log.info("champion moved: now serving %s", self.current.versions())
+            return True
+        except Exception as exc:  # the registry being briefly unreachable must not kill the poller
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("model refresh failed: %s", self.last_error)
+            return False
+
+    def start_polling(self, interval: float) -> None:
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                self.refresh()
+
+        self._thread = threading.Thread(target=loop, name="champion-poller", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+# ---------------------------------------------------------------------------------------------- features
+FeatureFetcher = Callable[[list[str], str], pd.DataFrame]
+
+
+def _store_unavailable_types() -> tuple[type[BaseException], ...]:
+    try:
+        from features.store import OnlineStoreUnavailable
+    except ImportError:  # features package not there: nothing to translate
+        return ()
+    return (OnlineStoreUnavailable,)
+
+
+def online_fetcher() -> FeatureFetcher:
+    """The Feast online store through the model's feature service (features.retrieval.online_features)."""
+    from features.retrieval import online_features
+
+    def fetch(customer_ids: list[str], service: str) -> pd.DataFrame:
+        return online_features(customer_ids, service)
+
+    return fetch
+
+
+# ---------------------------------------------------------------------------------------------- scoring
+@dataclass
+class RecentFlagged:
+    """Flagged customers from recent API calls, newest first, for the staff page."""
+
+    size: int
+    entries: deque = field(default_factory=deque)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, results: list[dict[str, Any]]) -> None:
+        if self.size == 0:
+            return
+        with self.lock:
+            for result in results:
+                if result.get("found") and any(
+                    isinstance(v, dict) and v.get("band") == "high" for v in result.values()
+                ):
+                    self.entries.appendleft({**result, "seen_at": time.time()})
+            while len(self.entries) > self.size:
+                self.entries.pop()
+
+    def list(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return list(self.entries)
+
+
+class Predictor:
+    """Answers /predict and /predict_features from a ModelRegistry, a feature fetcher and the config."""
+
+    def __init__(
+        self,
+        config: ServingConfig,
+        registry: ModelRegistry,
+        fetch_features: FeatureFetcher | None = None,
+        templates: ReasonTemplates | None = None,
+    ):
+        self.config = config
+        self.registry = registry
+        self._fetch = fetch_features
+        self.templates = templates or load_templates()
+        self.recent = RecentFlagged(config.ui_recent_calls)
+        self._store_errors = _store_unavailable_types()
+
+    # --- helpers
+    def models(self) -> ModelSet:
+        current = self.registry.current
+        if current is None:
+            raise ModelsUnavailable(
+                f"models not loaded ({self.registry.last_error or 'not started'}); "
+                f"check models:/<name>@{self.registry.alias} in the MLflow registry"
+            )
+        return current
+
+    def fetch(self, customer_ids: list[str], service: str) -> pd.DataFrame:
+        if self._fetch is None:
+            self._fetch = online_fetcher()
+        try:
+            frame = self._fetch(customer_ids, service)
+        except self._store_errors as exc:
+            raise StoreUnavailable(f"online feature store unavailable: {exc}; retry shortly") from exc
+        if "found" not in frame.columns:
+            raise PropensityError(f"online features for {service} lack the 'found' column")
+        return frame
+
+    def _options(self, request: _Request, models: ModelSet) -> tuple[list[str], int, str]:
+        names = request.models or list(models.models)
+        top_k = self.config.default_top_k if request.top_k is None else request.top_k
+        return names, top_k, request.lang or self.config.default_lang
+
+    def _score_model(
+        self, model: Any, frame: pd.DataFrame, rows: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities and SHAP contributions for ``rows`` of ``frame`` (one pred_contrib call)."""
+        X = frame[model.feature_names].to_numpy(dtype=np.float64)[rows]
+        if len(X) == 0:
+            return np.empty(0), np.empty((0, len(model.feature_names) + 1))
+        return model.predict_proba(X), model.contributions(X)
+
+    def _results(
+        self,
+        ids: list[str],
+        frame_of: dict[str, pd.DataFrame],
+        found: np.ndarray,
+        names: list[str],
+        models: ModelSet,
+        top_k: int,
+        lang: str,
+    ) -> list[dict[str, Any]]:
+        """Per-customer answers; ``frame_of`` maps model name -> its features, row i = ids[i]."""
+        rows = np.flatnonzero(found)
+        per_model: dict[str, dict[str, Any]] = {}
+        for name in names:
+            model = models.models[name]
+            frame = frame_of[name]
+            proba, contrib = self._score_model(model, frame, rows)
+            reasons = explain(
+                contrib, frame.iloc[rows], list(model.feature_names), name, top_k, lang, self.templates
+            )
+            per_model[name] = {
+                "proba": proba,
+                "band": band(proba, self.config.bands[name]) if len(proba) else [],
+                "reasons": reasons,
+            }
+        segments_frame = frame_of[names[0]]
+        results: list[dict[str, Any]] = []
+        position = {int(r): j for j, r in enumerate(rows)}
+        for i, cid in enumerate(ids):
+            if not found[i]:
+                results.append({"customer_id": cid, "found": False, "error": "customer not found in the online store"})
+                continue
+            j = position[i]
+            entry: dict[str, Any] = {"customer_id": cid, "found": True}
+            for col in SEGMENT_COLUMNS:
+                value = segments_frame[col].iloc[i] if col in segments_frame.columns else None
+                entry[col] = None if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+            for name in names:
+                scored = per_model[name]
+                entry[name] = {
+                    "probability": float(scored["proba"][j]),
+                    "band": str(scored["band"][j]),
+                    "model_version": models.models[name].version,
+                    "reasons": [r.to_dict() for r in scored["reasons"][j]],
+                }
+            results.append(entry)
+        return results
+
+    # --- endpoints
+    def predict(self, request: PredictRequest) -> dict[str, Any]:
+        return self.predict_many([request])[0]
+
+    def predict_many(self, requests: list[PredictRequest]) -> list[dict[str, Any]]:
+        """Answer several /predict requests with one feature look-up and one model call per model.
+
+        Concurrent requests are batched here (see service.py): the per-call costs of Feast, pandas and
+        LightGBM are paid once per batch instead of once per request.
+        """
+        models = self.models()  # one snapshot for the whole batch
+        all_ids = list(dict.fromkeys(cid for r in requests for cid in r.customer_ids))
+        wanted = list(dict.fromkeys(n for r in requests for n in (r.models or list(models.models))))
+        frames: dict[str, pd.DataFrame] = {}
+        for name in wanted:
+            service = models.models[name].feature_service
+            if service not in frames:
+                frame = self.fetch(all_ids, service)
+                frames[service] = frame.set_index("customer_id").reindex(all_ids).reset_index()
+        index = {cid: i for i, cid in enumerate(all_ids)}
+        answers = []
+        for request in requests:
+            names, top_k, lang = self._options(request, models)
+            rows = np.array([index[cid] for cid in request.customer_ids])
+            frame_of = {n: frames[models.models[n].feature_service].iloc[rows].reset_index(drop=True) for n in names}
+            found = np.ones(len(rows), dtype=bool)
+            for frame in frame_of.values():
+                found &= frame["found"].fillna(False).to_numpy(dtype=bool)
+            results = self._results(request.customer_ids, frame_of, found, names, models, top_k, lang)
+            self.recent.add(results)
+            answers.append({"model_versions": models.versions(), "results": results})
+        return answers
+
+    def predict_features(self, request: PredictFeaturesRequest) -> dict[str, Any]:
+        """Score feature values the caller sends: every feature of each requested model must be present
+        (null allowed: LightGBM treats it as missing); an unknown key is a 422 naming it."""
+        models = self.models()
+        names, top_k, lang = self._options(request, models)
+        needed = list(dict.fromkeys(f for n in names for f in models.models[n].feature_names))
+        allowed = set(needed) | {"customer_id", *SEGMENT_COLUMNS}
+        for i, row in enumerate(request.rows):
+            for key, value in row.items():
+                if key not in allowed:
+                    raise InvalidRequest(f"rows.{i}.{key}: not a feature of model(s) {', '.join(names)}", f"rows.{i}.{key}")
+                if key in needed and isinstance(value, str):
+                    raise InvalidRequest(f"rows.{i}.{key}: must be a number or null, got {value!r}", f"rows.{i}.{key}")
+            absent = [f for f in needed if f not in row]
+            if absent:
+                raise InvalidRequest(
+                    f"rows.{i}: missing feature(s) {', '.join(absent[:5])}{' ...' if len(absent) > 5 else ''} "
+                    "(send null for an unknown value)",
+                    f"rows.{i}.{absent[0]}",
+                )
+        frame = pd.DataFrame(request.rows)
+        for col in needed:
+            frame[col] = pd.to_numeric(frame[col]).astype("float64")
+        ids = [str(row.get("customer_id", f"row-{i}")) for i, row in enumerate(request.rows)]
+        found = np.ones(len(frame), dtype=bool)
+        results = self._results(ids, {n: frame for n in names}, found, names, models, top_k, lang)
+        return {"model_versions": models.versions(), "results": results}
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Ready only with every model loaded and the online store answering a look-up."""
+        body: dict[str, Any] = {"models": {}, "online_store": "unknown"}
+        current = self.registry.current
+        if current is None:
+            body["models"] = {"error": self.registry.last_error or "not loaded"}
+            return False, body
+        body["models"] = current.versions()
+        try:
+            service = next(iter(current.models.values())).feature_service
+            self.fetch(["__readyz_probe__"], service)
+            body["online_store"] = "ok"
+        except ServingError as exc:
+            body["online_store"] = str(exc)
+            return False, body
+        except Exception as exc:  # any other failure of the store read also means not ready
+            body["online_store"] = f"{type(exc).__name__}: {exc}"
+            return False, body
+        return True, body

@@ -1,0 +1,144 @@
+"""Layer tags and action rules: thresholds from config, first match wins, "no action" when none matches,
+and config mistakes named."""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.actions import ActionsConfig, assign_actions, check_segments, layer_tags, load_actions_config
+from pipelines.config import load_config
+from pipelines.errors import ConfigError
+
+
+def _frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "customer_id": ["vip", "intent", "lapsed", "quiet", "unknown"],
+            "active_days_90d": [10, 6, 0, 5, np.nan],
+            "spend_365d": [5000.0, 100.0, 20.0, 90.0, np.nan],
+            "conversion_probability": [0.1, 0.6, 0.05, 0.1, 0.1],
+            "churn_probability": [0.8, 0.2, 0.7, 0.1, 0.1],
+            "churn_band": ["high", "low", "high", "low", "low"],
+            "conversion_band": ["low", "high", "low", "low", "low"],
+            "rfm_segment": ["important value", "general", "general", "general", "general"],
+            "lifecycle_stage": ["active", "active", "lapsed", "active", "new"],
+            "orders_30d": [2, 0, 0, 1, np.nan],
+            "open_complaints": [0, 0, 0, 0, np.nan],
+        }
+    )
+
+
+def test_repo_config_validates_and_tags_layers():
+    cfg = load_actions_config()
+    tags = layer_tags(_frame(), cfg.layers)
+    assert list(tags.columns) == ["layer_activity", "layer_value", "layer_intent", "layer_risk"]
+    assert tags.loc[0].tolist() == ["high", "high", "low", "high"]  # the VIP at risk
+    assert tags.loc[1, "layer_intent"] == "high"
+    # Missing values are never "high".
+    assert tags.loc[4].tolist() == ["low", "low", "low", "low"]
+
+
+def test_issue_examples_get_their_actions():
+    cfg = load_actions_config()
+    frame = _frame()
+    frame = pd.concat([frame, layer_tags(frame, cfg.layers)], axis=1)
+    out = assign_actions(frame, cfg)
+    assert out.loc[0, "action_rule"] == "vip_care" and out.loc[0, "queue"] == "service_vip"
+    assert out.loc[1, "action_rule"] == "sales_follow_up" and out.loc[1, "explain"] == "conversion"
+    assert out.loc[2, "action_rule"] == "reactivation"  # at risk but lapsed and low value
+    assert out.loc[3, "action"] == "no action" and out.loc[3, "queue"] == "none"
+
+
+def test_first_match_wins_and_numeric_bounds_ignore_nulls():
+    cfg = ActionsConfig.model_validate(
+        {
+            "layers": {
+                "activity": {"column": "a", "high_at_least": 1},
+                "value": {"column": "a", "high_at_least": 1},
+                "intent": {"column": "a", "high_at_least": 1},
+                "risk": {"column": "a", "high_at_least": 1},
+            },
+            "rules": [
+                {"name": "first", "when": {"at_least": {"a": 5}}, "action": "A", "queue": "qa"},
+                {"name": "second", "when": {"at_least": {"a": 1}}, "action": "B", "queue": "qb"},
+                {"name": "zero", "when": {"at_most": {"a": 0}}, "action": "C", "queue": "qc"},
+            ],
+        }
+    )
+    frame = pd.DataFrame({"a": [7.0, 2.0, 0.0, np.nan]})
+    out = assign_actions(frame, cfg)
+    assert out["action"].tolist() == ["A", "B", "C", "no action"]
+
+
+def test_top_fraction_layer_is_relative_to_the_scored_population():
+    cfg = load_actions_config()
+    frame = pd.DataFrame({c: np.zeros(100) for c in ("active_days_90d", "conversion_probability", "churn_probability")})
+    frame["spend_365d"] = np.arange(100, dtype=float)
+    tags = layer_tags(frame, cfg.layers)
+    assert (tags["layer_value"] == "high").sum() == 20  # high_top_fraction: 0.2 in configs/actions.yaml
+    assert tags.loc[99, "layer_value"] == "high" and tags.loc[0, "layer_value"] == "low"
+
+
+def _write(tmp_path, text: str):
+    path = tmp_path / "actions.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+LAYERS = """
+layers:
+  activity: {column: active_days_90d, high_at_least: 4}
+  value: {column: spend_365d, high_top_fraction: 0.2}
+  intent: {column: conversion_probability, high_at_least: 0.3}
+  risk: {column: churn_probability, high_at_least: 0.5}
+"""
+
+
+def test_bad_configs_name_the_field(tmp_path):
+    with pytest.raises(ConfigError, match="rules.0.when.layer_risk"):
+        load_config(_write(tmp_path, LAYERS + """
+rules:
+  - {name: x, when: {layer_risk: hihg}, action: a, queue: q}
+"""), ActionsConfig)
+    with pytest.raises(ConfigError, match="rules.0.when.colour"):
+        load_config(_write(tmp_path, LAYERS + """
+rules:
+  - {name: x, when: {colour: red}, action: a, queue: q}
+"""), ActionsConfig)
+    with pytest.raises(ConfigError, match="at least one condition"):
+        load_config(_write(tmp_path, LAYERS + """
+rules:
+  - {name: x, when: {}, action: a, queue: q}
+"""), ActionsConfig)
+    with pytest.raises(ConfigError, match="repeated"):
+        load_config(_write(tmp_path, LAYERS + """
+rules:
+  - {name: x, when: {layer_risk: high}, action: a, queue: q}
+  - {name: x, when: {layer_risk: low}, action: b, queue: q}
+"""), ActionsConfig)
+    with pytest.raises(ConfigError, match="exactly one of"):
+        load_config(_write(tmp_path, """
+layers:
+  activity: {column: a, high_at_least: 4, high_top_fraction: 0.1}
+  value: {column: a, high_at_least: 1}
+  intent: {column: a, high_at_least: 1}
+  risk: {column: a, high_at_least: 1}
+rules:
+  - {name: x, when: {layer_risk: high}, action: a, queue: q}
+"""), ActionsConfig)
+
+
+def test_rule_on_a_missing_column_or_unknown_segment_is_named():
+    cfg = load_actions_config()
+    frame = _frame().drop(columns=["open_complaints"])
+    frame = pd.concat([frame, layer_tags(frame, cfg.layers)], axis=1)
+    with pytest.raises(ConfigError, match="complaint_recovery.*open_complaints"):
+        assign_actions(frame, cfg)
+    typo = cfg.model_copy(update={"rules": [cfg.rules[0].model_copy(
+        update={"when": cfg.rules[0].when.model_copy(update={"rfm_segment": ["importnt value"]})})]})
+    with pytest.raises(ConfigError, match="importnt value"):
+        check_segments(typo, ["important value", "general"])

@@ -1,0 +1,154 @@
+"""Batch scoring without the feature store: real tiny LightGBM models registered as champions in a tmp
+MLflow, feature frames with the contract's column names, and the real event store for "active"."""
+
+from __future__ import annotations
+
+import json
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.actions import load_actions_config
+from pipelines.errors import PropensityError
+from pipelines.events import EventStore
+from pipelines.score import (
+    SCORE_COLUMNS,
+    StageTimes,
+    active_customers,
+    add_reasons,
+    as_of_timestamp,
+    feature_snapshot,
+    load_bands,
+    predict_and_tag,
+    write_scores,
+)
+from pipelines.settings import project_paths
+from tests.pipelines.conftest import tiny_event_log
+
+CHURN = ["days_since_last_order", "orders_30d", "complaints_30d", "open_complaints", "active_days_90d", "spend_365d"]
+CONVERSION = ["days_since_last_visit", "cart_views_30d", "product_views_30d", "orders_30d"]
+AS_OF = pd.Timestamp("2026-10-31", tz="UTC")
+
+
+def _features(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({
+        "customer_id": [f"c{i:04d}" for i in range(n)],
+        "event_timestamp": AS_OF,
+        "days_since_last_order": rng.integers(0, 300, n).astype(float),
+        "orders_30d": rng.poisson(1.0, n).astype(float),
+        "complaints_30d": rng.poisson(0.4, n).astype(float),
+        "open_complaints": rng.poisson(0.2, n).astype(float),
+        "active_days_90d": rng.integers(0, 20, n).astype(float),
+        "spend_365d": rng.gamma(2.0, 200.0, n),
+        "days_since_last_visit": rng.integers(0, 60, n).astype(float),
+        "cart_views_30d": rng.poisson(1.0, n).astype(float),
+        "product_views_30d": rng.poisson(3.0, n).astype(float),
+        "rfm_segment": rng.choice(["important_value", "general_to_win_back"], n),
+        "lifecycle_stage": rng.choice(["new", "active", "at_risk", "lapsed"], n),
+    })
+    df.loc[:5, "days_since_last_order"] = np.nan  # never ordered: must still score
+    return df
+
+
+def _booster(frame: pd.DataFrame, names: list[str], label: np.ndarray) -> lgb.Booster:
+    data = lgb.Dataset(frame[names].astype("float64"), label=label, params={"verbose": -1})
+    return lgb.train({"objective": "binary", "num_leaves": 7, "verbose": -1, "num_threads": 1}, data,
+                     num_boost_round=20)
+
+
+@pytest.fixture
+def champions(project_home):
+    from training.champion import load_model_version, register_booster
+
+    train = _features(600, seed=1)
+    churn_y = ((train["days_since_last_order"].fillna(300) > 120) | (train["complaints_30d"] > 1)).astype(int)
+    conv_y = (train["cart_views_30d"] > 1).astype(int)
+    register_booster(_booster(train, CHURN, churn_y.to_numpy()), "churn", feature_service="churn_v1", alias="champion")
+    register_booster(_booster(train, CONVERSION, conv_y.to_numpy()), "conversion", feature_service="conversion_v1",
+                     alias="champion")
+    return {m: load_model_version(m) for m in ("churn", "conversion")}
+
+
+def _score(champions, n=300):
+    cfg = load_actions_config()
+    feats = _features(n, seed=2)
+    features = {"churn": feats, "conversion": feats[["customer_id", "event_timestamp", *CONVERSION,
+                                                     "rfm_segment", "lifecycle_stage"]]}
+    times = StageTimes()
+    frame = predict_and_tag(feats["customer_id"], AS_OF, champions, features, cfg, load_bands(), times)
+    frame = add_reasons(frame, champions, features, cfg, times)
+    return cfg, features, frame, times
+
+
+def test_scores_have_the_contract_columns_bands_layers_actions_and_reasons(champions):
+    cfg, _features_, frame, times = _score(champions)
+    out = frame[SCORE_COLUMNS]
+    assert len(out) == 300 and out["customer_id"].is_unique
+    for m in ("churn", "conversion"):
+        p = out[f"{m}_probability"]
+        assert p.between(0, 1).all() and p.notna().all()
+        assert (out[f"{m}_model_version"] == champions[m].version).all()
+    bands = load_bands()
+    high = out["churn_probability"] >= bands["churn"]["high"]
+    assert (out.loc[high, "churn_band"] == "high").all()
+    assert set(out["churn_band"]) <= {"high", "medium", "low"}
+    assert (out.loc[out["churn_probability"] >= 0.5, "layer_risk"] == "high").all()  # configs/actions.yaml
+    flagged = out["action"] != "no action"
+    assert flagged.any() and (~flagged).any()
+    assert (out.loc[~flagged, "queue"] == "none").all() and (out.loc[~flagged, "reasons"] == "").all()
+    # Every customer with an action gets plain-language reasons from the model the rule names.
+    assert (out.loc[flagged, "reasons"].str.len() > 0).all()
+    for row in frame[flagged].itertuples():
+        reasons = json.loads(row.reasons_json)
+        assert 1 <= len(reasons) <= cfg.scoring.top_k
+        assert {r["model"] for r in reasons} == {row.explain}
+        assert row.reasons.split("; ")[0] == reasons[0]["sentence"]
+        assert abs(reasons[0]["contribution"]) >= abs(reasons[-1]["contribution"])
+    sales = frame[frame["action_rule"] == "sales_follow_up"]
+    assert (sales["layer_intent"] == "high").all() and (sales["orders_30d"] == 0).all()
+    assert set(times.stages) == {"predict (both models)", "layers + actions", "reasons (flagged)"}
+
+
+def test_write_is_atomic_and_latest_tracks_the_newest_as_of(champions):
+    _, features, frame, _ = _score(champions, n=50)
+    root = project_paths().scores
+    snapshot = feature_snapshot(frame, champions, features)
+    assert list(snapshot.columns[:2]) == ["customer_id", "churn__days_since_last_order"]
+    final = write_scores(frame[SCORE_COLUMNS], snapshot, AS_OF, root)
+    assert sorted(p.name for p in final.iterdir()) == ["features.parquet", "scores.csv", "scores.parquet"]
+    written = pd.read_parquet(final / "scores.parquet")
+    assert list(written.columns) == SCORE_COLUMNS
+    csv = pd.read_csv(final / "scores.csv")
+    assert csv["as_of"].unique().tolist() == ["2026-10-31"] and len(csv) == 50
+    pd.testing.assert_frame_equal(pd.read_parquet(root / "latest.parquet"), written)
+
+    # An older as-of does not replace latest.
+    older = frame[SCORE_COLUMNS].head(10).assign(as_of=AS_OF - pd.Timedelta(days=7))
+    write_scores(older, None, AS_OF - pd.Timedelta(days=7), root)
+    assert len(pd.read_parquet(root / "latest.parquet")) == 50
+
+    # A failing write leaves the previous files as they were, and no temp folder behind.
+    before = (final / "scores.parquet").read_bytes()
+    with pytest.raises(Exception):  # noqa: B017 - whatever pyarrow raises, the old files must survive
+        write_scores(frame[SCORE_COLUMNS], pd.DataFrame({"bad": [object()]}), AS_OF, root)
+    assert (final / "scores.parquet").read_bytes() == before
+    assert not [p for p in root.iterdir() if p.name.startswith(".")]
+
+
+def test_active_customers_window(project_home):
+    log = tiny_event_log()
+    EventStore(project_paths().events).replace_months(log, {"families": {t: "present" for t in log}})
+    # Events end 2026-02-12; with a 20-day window at 2026-02-15 only c1 (visit 02-03 order), c3 (02-10, 02-12).
+    ids = active_customers(as_of_timestamp("2026-02-15"), active_days=20, count_signup=False)
+    assert ids.tolist() == ["c1", "c3"]
+    # Events after as_of do not count: at 2026-01-10 only c1 had acted in 20 days (c3 signed up on 01-02, c2 on 12-15).
+    assert active_customers(as_of_timestamp("2026-01-10"), 20, count_signup=True).tolist() == ["c1", "c3"]
+    assert active_customers(as_of_timestamp("2026-01-10"), 20, count_signup=False).tolist() == ["c1"]
+
+
+def test_bad_as_of_is_named():
+    with pytest.raises(PropensityError, match="--as-of"):
+        as_of_timestamp("yesterday-ish")

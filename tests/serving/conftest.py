@@ -1,0 +1,134 @@
+"""Fixtures for the serving tests: tiny synthetic customers whose churn / conversion depend on known
+drivers, two small LightGBM models trained on them, and the same models registered in a tmp MLflow."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+CHURN_FEATURES = [
+    "complaints_30d",
+    "open_complaints",
+    "days_since_last_order",
+    "orders_30d",
+    "orders_prev_30d",
+    "orders_trend_30d",
+    "sessions_30d",
+]
+CONVERSION_FEATURES = [
+    "cart_views_30d",
+    "abandoned_carts_30d",
+    "product_views_30d",
+    "pages_per_session_30d",
+    "days_since_last_visit",
+    "sessions_7d",
+]
+
+
+def make_customers(n: int = 400, seed: int = 7) -> pd.DataFrame:
+    """Customers with contract feature names; churn driven by complaints and inactivity, conversion by
+    cart views and product views, so the models' top reasons have a known answer."""
+    rng = np.random.default_rng(seed)
+    complaints = rng.poisson(0.6, n)
+    orders_30d = rng.poisson(1.5, n)
+    orders_prev = rng.poisson(1.5, n)
+    trend = np.where(orders_30d + orders_prev > 0, (orders_30d - orders_prev) / np.maximum(orders_30d + orders_prev, 1), np.nan)
+    days_order = rng.integers(0, 200, n).astype(float)
+    days_order[rng.random(n) < 0.05] = np.nan  # never ordered
+    carts = rng.poisson(1.0, n)
+    products = rng.poisson(4.0, n)
+    frame = pd.DataFrame(
+        {
+            "customer_id": [f"c{i:04d}" for i in range(n)],
+            "complaints_30d": complaints.astype(float),
+            "open_complaints": np.minimum(complaints, rng.poisson(0.3, n)).astype(float),
+            "days_since_last_order": days_order,
+            "orders_30d": orders_30d.astype(float),
+            "orders_prev_30d": orders_prev.astype(float),
+            "orders_trend_30d": trend,
+            "sessions_30d": rng.poisson(5, n).astype(float),
+            "cart_views_30d": carts.astype(float),
+            "abandoned_carts_30d": np.minimum(carts, rng.poisson(0.5, n)).astype(float),
+            "product_views_30d": products.astype(float),
+            "pages_per_session_30d": rng.gamma(2.0, 2.0, n),
+            "days_since_last_visit": rng.integers(0, 60, n).astype(float),
+            "sessions_7d": rng.poisson(1.5, n).astype(float),
+            "rfm_segment": rng.choice(["champions", "at_risk", "hibernating"], n),
+            "lifecycle_stage": rng.choice(["new", "active", "at_risk", "lapsed"], n),
+        }
+    )
+    logit_churn = -2.0 + 1.3 * complaints + 0.015 * np.nan_to_num(days_order, nan=200)
+    logit_conv = -2.5 + 1.2 * carts + 0.25 * products
+    frame["churned"] = (rng.random(n) < 1 / (1 + np.exp(-logit_churn))).astype(int)
+    frame["converted"] = (rng.random(n) < 1 / (1 + np.exp(-logit_conv))).astype(int)
+    return frame
+
+
+def train_booster(frame: pd.DataFrame, features: list[str], label: str, trees: int = 40, seed: int = 1):
+    import lightgbm as lgb
+
+    data = lgb.Dataset(frame[features].astype("float64"), label=frame[label], params={"feature_pre_filter": False})
+    params = {"objective": "binary", "num_leaves": 7, "learning_rate": 0.1, "min_data_in_leaf": 10,
+              "verbose": -1, "seed": seed, "num_threads": 1}
+    return lgb.train(params, data, num_boost_round=trees)
+
+
+@pytest.fixture(scope="session")
+def customers() -> pd.DataFrame:
+    return make_customers()
+
+
+@pytest.fixture(scope="session")
+def boosters(customers):
+    return {
+        "churn": train_booster(customers, CHURN_FEATURES, "churned"),
+        "conversion": train_booster(customers, CONVERSION_FEATURES, "converted"),
+    }
+
+
+@pytest.fixture(scope="session")
+def loaded_models(boosters):
+    """LoadedModel objects built directly (no registry) for logic tests."""
+    from training.champion import Calibration, LoadedModel
+
+    services = {"churn": "churn_v1", "conversion": "conversion_v1"}
+    return {
+        name: LoadedModel(
+            name=name,
+            version="1",
+            booster=booster,
+            feature_names=list(booster.feature_name()),
+            feature_service=services[name],
+            calibration=Calibration(a=1.0, b=0.0),
+        )
+        for name, booster in boosters.items()
+    }
+
+
+def table_fetcher(table: pd.DataFrame, calls: list | None = None):
+    """Feature look-up from a DataFrame with the online path's output shape (a `found` column)."""
+    indexed = table.drop(columns=["churned", "converted"], errors="ignore").set_index("customer_id")
+
+    def fetch(customer_ids: list[str], service: str) -> pd.DataFrame:
+        if calls is not None:
+            calls.append((list(customer_ids), service))
+        out = indexed.reindex(customer_ids)
+        out["found"] = out.index.isin(indexed.index)
+        return out.reset_index()
+
+    return fetch
+
+
+@pytest.fixture
+def registered_champions(project_home, boosters):
+    """Both models registered in the tmp MLflow with the contract's tags, alias champion."""
+    from training.champion import Calibration, register_booster
+
+    versions = {}
+    for name, service in (("churn", "churn_v1"), ("conversion", "conversion_v1")):
+        versions[name] = register_booster(
+            boosters[name], name, feature_service=service, calibration=Calibration(1.0, 0.0),
+            holdout_auc=0.8, alias="champion",
+        )
+    return versions

@@ -1,0 +1,183 @@
+"""Request logic without HTTP: validation and status mapping, scoring, not-found entries, batching, store
+down and recovery, hot reload through the ModelRegistry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from serving.logic import (
+    InvalidRequest,
+    ModelRegistry,
+    PayloadTooLarge,
+    PredictFeaturesRequest,
+    Predictor,
+    PredictRequest,
+    StoreUnavailable,
+    Unauthorized,
+    check_api_key,
+    load_serving_config,
+    parse_request,
+)
+from tests.serving.conftest import CHURN_FEATURES, table_fetcher
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_serving_config()
+
+
+def make_predictor(config, loaded_models, fetcher):
+    registry = ModelRegistry(["churn", "conversion"], loader=lambda name, alias: loaded_models[name])
+    registry.load()
+    return Predictor(config, registry, fetcher)
+
+
+@pytest.fixture
+def predictor(config, loaded_models, customers):
+    return make_predictor(config, loaded_models, table_fetcher(customers))
+
+
+def test_config_validates_and_names_bad_keys(tmp_path):
+    from pipelines.errors import ConfigError
+
+    bad = tmp_path / "serving.yaml"
+    bad.write_text("bands: {churn: {high: 0.2, medium: 0.5}, conversion: {high: 0.5, medium: 0.2}}\n")
+    with pytest.raises(ConfigError, match=r"bands.churn: .*high \(0.2\) must be above medium"):
+        load_serving_config(bad)
+    bad.write_text("bands: {churn: {high: 0.6, medium: 0.3}, conversion: {high: 0.5, medium: 0.2}}\nmax_batch: 3\n")
+    with pytest.raises(ConfigError, match="max_batch"):
+        load_serving_config(bad)
+
+
+def test_api_key_from_config_or_environment(config, monkeypatch):
+    monkeypatch.setenv("PROPENSITY_API_KEY", "from-env")
+    assert config.resolved_api_key() == "from-env"
+    assert config.model_copy(update={"api_key": "from-config"}).resolved_api_key() == "from-config"
+    check_api_key("from-env", "from-env")
+    for given, expected, match in [(None, "k", "missing"), ("x", "k", "wrong"), ("k", None, "no API key")]:
+        with pytest.raises(Unauthorized, match=match) as err:
+            check_api_key(given, expected)
+        assert err.value.status == 401
+
+
+def test_parse_request_statuses(config):
+    served = ["churn", "conversion"]
+    req = parse_request({"customer_ids": ["c1"], "top_k": 2, "lang": "zh"}, PredictRequest, config, served)
+    assert req.customer_ids == ["c1"] and req.top_k == 2
+    with pytest.raises(PayloadTooLarge) as err:
+        parse_request({"customer_ids": ["c"] * (config.max_batch_size + 1)}, PredictRequest, config, served)
+    assert err.value.status == 413 and err.value.field == "customer_ids"
+    cases = [
+        ({"customer_ids": "c1"}, "customer_ids"),
+        ({"customer_ids": []}, "customer_ids"),
+        ({"customer_ids": ["c1"], "top_k": -1}, "top_k"),
+        ({"customer_ids": ["c1"], "lang": "fr"}, "lang"),
+        ({"customer_ids": ["c1"], "colour": 1}, "colour"),
+        ({"customer_ids": ["c1"], "models": ["fraud"]}, "models.0"),
+        ({}, "customer_ids"),
+        ([], "(body)"),
+    ]
+    for body, field in cases:
+        with pytest.raises(InvalidRequest) as err:
+            parse_request(body, PredictRequest, config, served)
+        assert err.value.status == 422 and err.value.field == field, body
+        assert field in str(err.value)
+
+
+def test_predict_scores_both_models_with_reasons(predictor, loaded_models, customers):
+    answer = predictor.predict(PredictRequest(customer_ids=["c0001", "c0002"], top_k=3))
+    assert answer["model_versions"] == {"churn": "1", "conversion": "1"}
+    first = answer["results"][0]
+    assert first["customer_id"] == "c0001" and first["found"] is True
+    assert first["rfm_segment"] == customers.loc[1, "rfm_segment"]
+    X = customers.loc[[1], CHURN_FEATURES].to_numpy(np.float64)
+    assert first["churn"]["probability"] == pytest.approx(loaded_models["churn"].predict_proba(X)[0])
+    assert first["churn"]["band"] in {"high", "medium", "low"}
+    assert 1 <= len(first["churn"]["reasons"]) <= 3
+    assert set(first["churn"]["reasons"][0]) == {"feature", "value", "contribution", "direction", "sentence"}
+    assert first["conversion"]["model_version"] == "1"
+
+
+def test_unknown_customer_is_a_not_found_entry(predictor):
+    answer = predictor.predict(PredictRequest(customer_ids=["nobody", "c0003"], models=["churn"]))
+    missing, known = answer["results"]
+    assert missing == {"customer_id": "nobody", "found": False, "error": "customer not found in the online store"}
+    assert known["found"] and "churn" in known and "conversion" not in known
+
+
+def test_batched_requests_share_one_lookup_and_match_single_answers(config, loaded_models, customers):
+    calls: list = []
+    predictor = make_predictor(config, loaded_models, table_fetcher(customers, calls))
+    requests = [
+        PredictRequest(customer_ids=["c0001"]),
+        PredictRequest(customer_ids=["c0002", "c0001"], lang="zh", top_k=1, models=["conversion"]),
+    ]
+    batched = predictor.predict_many(requests)
+    assert len(calls) == 2  # one look-up per feature service for the whole batch
+    assert sorted(len(ids) for ids, _ in calls) == [2, 2]
+    singles = [predictor.predict(r) for r in requests]
+    assert batched == singles
+    assert len(batched[1]["results"][0]["conversion"]["reasons"]) == 1
+
+
+def test_store_down_is_503_and_recovers(config, loaded_models, customers):
+    OnlineStoreUnavailable = pytest.importorskip("features.store").OnlineStoreUnavailable
+
+    healthy = table_fetcher(customers)
+    state = {"down": True}
+
+    def flaky(ids, service):
+        if state["down"]:
+            raise OnlineStoreUnavailable("sqlite: unable to open database file")
+        return healthy(ids, service)
+
+    predictor = make_predictor(config, loaded_models, flaky)
+    with pytest.raises(StoreUnavailable) as err:
+        predictor.predict(PredictRequest(customer_ids=["c0001"]))
+    assert err.value.status == 503 and "online feature store unavailable" in str(err.value)
+    assert predictor.readiness()[0] is False
+    state["down"] = False
+    assert predictor.predict(PredictRequest(customer_ids=["c0001"]))["results"][0]["found"]
+    ready, body = predictor.readiness()
+    assert ready and body["models"] == {"churn": "1", "conversion": "1"} and body["online_store"] == "ok"
+
+
+def test_predict_features_validates_and_matches_predict(predictor, loaded_models, customers):
+    row = customers.loc[5, CHURN_FEATURES].to_dict()
+    answer = predictor.predict_features(PredictFeaturesRequest(rows=[{**row, "customer_id": "c0005"}], models=["churn"]))
+    via_store = predictor.predict(PredictRequest(customer_ids=["c0005"], models=["churn"]))
+    assert answer["results"][0]["churn"]["probability"] == pytest.approx(via_store["results"][0]["churn"]["probability"])
+    assert answer["results"][0]["churn"]["reasons"] == via_store["results"][0]["churn"]["reasons"]
+    for rows, field in [
+        ([{**row, "shoe_size": 3}], "rows.0.shoe_size"),
+        ([{k: v for k, v in row.items() if k != "orders_30d"}], "rows.0.orders_30d"),
+        ([{**row, "orders_30d": "many"}], "rows.0.orders_30d"),
+    ]:
+        with pytest.raises(InvalidRequest) as err:
+            predictor.predict_features(PredictFeaturesRequest(rows=rows, models=["churn"]))
+        assert err.value.field == field
+
+
+def test_registry_swaps_the_whole_set_when_alias_moves(registered_champions, boosters):
+    from training.champion import Calibration, register_booster
+
+    registry = ModelRegistry(["churn", "conversion"])
+    before = registry.load()
+    assert before.versions() == registered_champions
+    assert registry.refresh() is False
+    new = register_booster(boosters["churn"], "churn", feature_service="churn_v1",
+                           calibration=Calibration(0.5, 0.0), alias="champion")
+    assert registry.refresh() is True
+    after = registry.current
+    assert after.versions()["churn"] == new != before.versions()["churn"]
+    assert after.models["conversion"] is before.models["conversion"]  # untouched model not reloaded
+    assert before.versions()["churn"] == registered_champions["churn"]  # old snapshot intact for in-flight requests
+
+
+def test_recent_flagged_keeps_high_band_only(predictor, customers):
+    ids = customers["customer_id"].head(60).tolist()
+    answer = predictor.predict(PredictRequest(customer_ids=ids))
+    flagged = predictor.recent.list()
+    expected = [r for r in answer["results"] if "high" in (r["churn"]["band"], r["conversion"]["band"])]
+    assert len(flagged) == len(expected) > 0

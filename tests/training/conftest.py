@@ -1,0 +1,58 @@
+"""Fixtures for training tests: a synthetic event store (generated once per session and copied into each
+project home), configs scaled down for tiny data, and one trained churn / conversion model per module."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from pipelines.events import EventStore
+from pipelines.settings import REPO_ROOT
+from tests.training.synthetic import EventFeatures, make_events
+from training.config import load_training_config
+
+
+@pytest.fixture(scope="session")
+def synthetic_events(tmp_path_factory):
+    """~1000 customers over 17 months: orders, page views, complaints (generated once, ~2 s)."""
+    root = tmp_path_factory.mktemp("synthetic") / "events"
+    make_events(root, n_customers=1000, seed=7)
+    return root
+
+
+def small_config(model: str, trials: int = 3):
+    """The shipped config with thresholds and tuning sized for test data."""
+    cfg = load_training_config(model, REPO_ROOT / "configs" / f"{model}.yaml")
+    tuning = cfg.tuning.model_copy(update={"trials": trials, "max_boost_rounds": 300, "early_stopping_rounds": 20,
+                                           "startup_trials": 2, "pruner_warmup_rounds": 20})
+    split = cfg.split.model_copy(update={"train_cutoffs": 12, "validation_cutoffs": 4})
+    min_data = cfg.min_data.model_copy(update={"train_rows": 200, "train_positives": 20, "validation_rows": 50,
+                                               "validation_positives": 5, "test_rows": 20, "test_positives": 3})
+    return cfg.model_copy(update={"tuning": tuning, "split": split, "min_data": min_data, "shap_sample_rows": 200})
+
+
+@pytest.fixture
+def events_home(project_home, synthetic_events):
+    """project_home with the synthetic event store in data/events; returns (home, EventFeatures source)."""
+    dest = project_home / "data" / "events"
+    shutil.copytree(synthetic_events, dest)
+    return project_home, EventFeatures(EventStore(dest))
+
+
+@pytest.fixture(scope="module")
+def trained_home(tmp_path_factory, synthetic_events):
+    """A project home (same env as ``project_home``) holding a trained churn and conversion model."""
+    from training.train import train_model
+
+    home = tmp_path_factory.mktemp("trained") / "project"
+    (home / "mlruns").mkdir(parents=True)
+    shutil.copytree(synthetic_events, home / "data" / "events")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PROPENSITY_HOME", str(home))
+        mp.setenv("PROPENSITY_CONFIGS", str(REPO_ROOT / "configs"))
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlruns' / 'mlflow.db'}")
+        mp.setenv("BENTOML_HOME", str(home / "bentoml_home"))
+        source = EventFeatures(EventStore(home / "data" / "events"))
+        results = {m: train_model(small_config(m), source=source, progress=False) for m in ("churn", "conversion")}
+        yield home, source, results

@@ -1,0 +1,65 @@
+"""Registering a booster and loading it back by alias, as serving does."""
+
+from __future__ import annotations
+
+import json
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.errors import PropensityError
+from training.champion import Calibration, load_model_version, register_booster
+
+
+def tiny_booster(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(rng.normal(size=(400, 3)), columns=["days_since_last_order", "orders_90d", "complaints_90d"])
+    y = (X["days_since_last_order"] + rng.normal(size=400) > 0).astype(int)
+    return lgb.train({"objective": "binary", "verbosity": -1, "num_threads": 1}, lgb.Dataset(X, y), 15), X
+
+
+def test_register_and_load_by_alias(project_home):
+    booster, X = tiny_booster()
+    cal = Calibration(a=0.8, b=-0.3)
+    version = register_booster(booster, "churn", feature_service="churn_v1", calibration=cal, holdout_auc=0.81,
+                               input_example=X.head(3))
+    model = load_model_version("churn", alias="challenger")
+    assert (model.name, model.version, model.feature_service) == ("churn", version, "churn_v1")
+    assert model.feature_names == list(X.columns)
+    assert model.holdout_auc == pytest.approx(0.81)
+    assert json.loads(model.tags["calibration"]) == {"method": "platt", "a": 0.8, "b": -0.3}
+    raw = booster.predict(X.to_numpy(), raw_score=True)
+    np.testing.assert_allclose(model.predict_proba(X), 1 / (1 + np.exp(-(0.8 * raw - 0.3))), rtol=1e-12)
+    contrib = model.contributions(X.head(20))
+    assert contrib.shape == (20, 4)  # features + base value
+    np.testing.assert_allclose(contrib.sum(axis=1), raw[:20], rtol=1e-9, atol=1e-9)
+    # Column order is taken from the model, not from the caller's frame.
+    np.testing.assert_allclose(model.predict_proba(X[X.columns[::-1]]), model.predict_proba(X))
+
+
+def test_logged_model_has_no_customer_ids_and_allows_missing_values(project_home):
+    import mlflow
+
+    booster, X = tiny_booster()
+    register_booster(booster, "churn", feature_service="churn_v1", input_example=X.head(2))
+    model = load_model_version("churn", alias="challenger")
+    info = mlflow.models.get_model_info(f"models:/churn/{model.version}")
+    inputs = info.signature.inputs.to_dict()
+    assert [c["name"] for c in inputs] == list(X.columns)
+    assert all(c["type"] == "double" for c in inputs)
+    assert not any("customer" in c["name"] for c in inputs)
+    X_nan = X.head(3).copy()
+    X_nan.iloc[0, :] = np.nan
+    assert np.isfinite(model.predict_proba(X_nan)).all()
+
+
+def test_missing_alias_and_missing_columns_are_clear_errors(project_home):
+    with pytest.raises(PropensityError, match="no registered model 'churn' with alias 'champion'"):
+        load_model_version("churn")
+    booster, X = tiny_booster()
+    register_booster(booster, "churn", feature_service="churn_v1", alias="champion")
+    model = load_model_version("churn")
+    with pytest.raises(PropensityError, match="complaints_90d"):
+        model.predict_proba(X.drop(columns=["complaints_90d"]))

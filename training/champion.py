@@ -1,0 +1,203 @@
+"""Load a registered model by alias, and register a trained booster with the tags serving relies on.
+
+The contract (docs/internals.md, "Models"): registered models ``churn`` and ``conversion``; aliases
+``challenger`` and ``champion``; each version carries the tags ``feature_service``, ``calibration``
+(JSON ``{"method": "platt", "a": .., "b": ..}``: probability = sigmoid(a * raw_score + b)) and
+``holdout_auc``. Models are always loaded through the registry (``models:/<name>/<version>`` of the
+version the alias points to), never from a run's file path.
+
+Imports stay light (mlflow, lightgbm, numpy, pandas): serving imports this module on start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines.errors import PropensityError
+
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+
+TAG_FEATURE_SERVICE = "feature_service"
+TAG_CALIBRATION = "calibration"
+TAG_HOLDOUT_AUC = "holdout_auc"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Platt scaling on LightGBM's raw score: p = sigmoid(a * raw + b)."""
+
+    a: float = 1.0
+    b: float = 0.0
+    method: str = "platt"
+
+    def to_json(self) -> str:
+        return json.dumps({"method": self.method, "a": self.a, "b": self.b})
+
+    @classmethod
+    def from_json(cls, text: str | None) -> Calibration:
+        if not text:
+            return cls()  # an uncalibrated model: identity on the raw score is LightGBM's own sigmoid
+        data = json.loads(text)
+        if data.get("method", "platt") != "platt":
+            raise PropensityError(f"calibration tag: unsupported method {data.get('method')!r} (expected 'platt')")
+        return cls(a=float(data["a"]), b=float(data["b"]))
+
+    def apply(self, raw_score: np.ndarray) -> np.ndarray:
+        z = self.a * np.asarray(raw_score, dtype=np.float64) + self.b
+        return 1.0 / (1.0 + np.exp(-z))
+
+
+@dataclass
+class LoadedModel:
+    """A registered model version ready to score: booster, its inputs, its calibration."""
+
+    name: str
+    version: str
+    booster: Any  # lightgbm.Booster
+    feature_names: list[str]
+    feature_service: str
+    calibration: Calibration
+    holdout_auc: float | None = None
+    alias: str | None = None
+    run_id: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def matrix(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """The model's input matrix: the feature columns in training order, float64 (missing -> NaN)."""
+        if isinstance(X, pd.DataFrame):
+            missing = [c for c in self.feature_names if c not in X.columns]
+            if missing:
+                raise PropensityError(
+                    f"model {self.name} v{self.version}: input lacks feature column(s) {', '.join(missing)}"
+                )
+            return X[self.feature_names].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != len(self.feature_names):
+            raise PropensityError(
+                f"model {self.name} v{self.version}: expected {len(self.feature_names)} feature columns, "
+                f"got array of shape {X.shape}"
+            )
+        return X
+
+    def raw_score(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        return self.booster.predict(self.matrix(X), raw_score=True)
+
+    def predict_proba(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Calibrated probability of the positive class, one per row."""
+        return self.calibration.apply(self.raw_score(X))
+
+    def contributions(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Exact TreeSHAP values in raw-score space, shape (rows, features + 1); last column = base value."""
+        return self.booster.predict(self.matrix(X), pred_contrib=True)
+
+
+def load_model_version(name: str, alias: str = CHAMPION, version: str | int | None = None) -> LoadedModel:
+    """Load registered model ``name`` at ``alias`` (or an explicit ``version``) from the project's registry."""
+    import mlflow
+    import mlflow.lightgbm
+
+    from training.tracking import client as mlflow_client
+
+    client = mlflow_client()
+    try:
+        if version is not None:
+            mv = client.get_model_version(name, str(version))
+            alias = None
+        else:
+            mv = client.get_model_version_by_alias(name, alias)
+    except mlflow.exceptions.MlflowException as exc:
+        where = f"version {version}" if version is not None else f"alias '{alias}'"
+        raise PropensityError(
+            f"no registered model '{name}' with {where} in {mlflow.get_tracking_uri()}; "
+            f"train it with `propensity train {name}`"
+            + (" and promote it with `propensity promote " + name + "`" if alias == CHAMPION else "")
+        ) from exc
+    # Load the version the alias resolved to, so the tags and the booster always belong together even
+    # if the alias moves while we load.
+    booster = mlflow.lightgbm.load_model(f"models:/{name}/{mv.version}")
+    tags = dict(mv.tags)
+    feature_service = tags.get(TAG_FEATURE_SERVICE)
+    if not feature_service:
+        raise PropensityError(f"model {name} v{mv.version} has no '{TAG_FEATURE_SERVICE}' tag")
+    holdout = tags.get(TAG_HOLDOUT_AUC)
+    return LoadedModel(
+        name=name,
+        version=str(mv.version),
+        booster=booster,
+        feature_names=list(booster.feature_name()),
+        feature_service=feature_service,
+        calibration=Calibration.from_json(tags.get(TAG_CALIBRATION)),
+        holdout_auc=float(holdout) if holdout not in (None, "") else None,
+        alias=alias,
+        run_id=mv.run_id,
+        tags=tags,
+    )
+
+
+def pip_requirements() -> list[str]:
+    """Pinned requirements of a logged model; passing them skips MLflow's ~5 s requirement inference."""
+    import lightgbm
+
+    return [f"lightgbm=={lightgbm.__version__}", f"pandas=={pd.__version__}", f"numpy=={np.__version__}"]
+
+
+def register_booster(
+    booster: Any,
+    name: str,
+    *,
+    feature_service: str,
+    calibration: Calibration | None = None,
+    holdout_auc: float | None = None,
+    input_example: pd.DataFrame | None = None,
+    alias: str | None = CHALLENGER,
+    extra_tags: dict[str, str] | None = None,
+) -> str:
+    """Log ``booster`` as ``model`` in the active MLflow run (or a new one), register it as ``name``,
+    tag it per the contract and point ``alias`` at it. Returns the new version number.
+
+    The input example must hold model features only (never customer ids). Without one, a one-row
+    example of NaNs is logged so the signature still names every column as float64 (nullable).
+    """
+    import mlflow
+    import mlflow.lightgbm
+    from mlflow.models import infer_signature
+
+    from training.tracking import ensure_experiment
+
+    feature_names = list(booster.feature_name())
+    if input_example is None:
+        input_example = pd.DataFrame([[math.nan] * len(feature_names)], columns=feature_names)
+    input_example = input_example[feature_names].astype("float64")
+    signature = infer_signature(input_example, booster.predict(input_example.to_numpy()))
+
+    experiment_id = ensure_experiment(name)
+    client = mlflow.MlflowClient()
+    own_run = mlflow.active_run() is None
+    if own_run:
+        mlflow.start_run(experiment_id=experiment_id, run_name=f"register-{name}")
+    try:
+        info = mlflow.lightgbm.log_model(
+            booster,
+            name="model",
+            signature=signature,
+            input_example=input_example,
+            pip_requirements=pip_requirements(),
+        )
+        tags = {TAG_FEATURE_SERVICE: feature_service, TAG_CALIBRATION: (calibration or Calibration()).to_json()}
+        if holdout_auc is not None:
+            tags[TAG_HOLDOUT_AUC] = f"{holdout_auc:.6f}"
+        tags.update(extra_tags or {})
+        mv = mlflow.register_model(info.model_uri, name, tags=tags)
+        if alias:
+            client.set_registered_model_alias(name, alias, mv.version)
+        return str(mv.version)
+    finally:
+        if own_run:
+            mlflow.end_run()

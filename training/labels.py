@@ -1,0 +1,216 @@
+"""Labels and the time split, computed from the event store with DuckDB.
+
+Rows are (customer, cutoff) pairs: a customer eligible at a cutoff gets one row whose label looks only
+at events after the cutoff, while the features (fetched point-in-time at the cutoff) look only before.
+Cutoffs sit at UTC midnight on a weekly (configurable) grid. Events at exactly a cutoff count as after it.
+
+Split by time, never at random: test = the latest cutoff whose label window has fully passed, validation
+= the cutoffs before it, train = the cutoffs before those. With ``purge`` (the default) a cutoff's label
+window ends before the first cutoff of the next split, so no training label has seen the period the
+validation or test labels are about.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date
+
+import pandas as pd
+
+from pipelines.errors import DataError, NotEnoughDataError
+from pipelines.events import EventStore
+from training.config import ChurnLabels, ConversionLabels, Cutoffs, MinData, Split
+
+log = logging.getLogger("propensity.training")
+
+TRAIN, VALIDATION, TEST = "train", "validation", "test"
+SPLITS = (TRAIN, VALIDATION, TEST)
+DAY = pd.Timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """Which cutoffs go in which split, and the (exclusive) end of the data they were planned against."""
+
+    data_end: pd.Timestamp
+    train: tuple[pd.Timestamp, ...]
+    validation: tuple[pd.Timestamp, ...]
+    test: pd.Timestamp
+
+    def frame(self) -> pd.DataFrame:
+        rows = [(c, TRAIN) for c in self.train] + [(c, VALIDATION) for c in self.validation]
+        rows.append((self.test, TEST))
+        df = pd.DataFrame(rows, columns=["cutoff", "split"])
+        df["cutoff"] = pd.to_datetime(df["cutoff"], utc=True).astype("datetime64[us, UTC]")
+        return df
+
+    def describe(self) -> dict[str, list[str]]:
+        fmt = lambda cs: [c.strftime("%Y-%m-%d") for c in cs]  # noqa: E731
+        return {TRAIN: fmt(self.train), VALIDATION: fmt(self.validation), TEST: fmt([self.test])}
+
+
+def _midnight(value: date | pd.Timestamp) -> pd.Timestamp:
+    ts = pd.Timestamp(value)
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return ts.normalize()
+
+
+def _connect():
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone='UTC'")
+    return con
+
+
+def event_span(store: EventStore) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """First and last event timestamp over orders and page views."""
+    if not store.has("orders"):
+        raise DataError(f"no orders in the event store {store.root}: run `propensity ingest` first")
+    parts = [f"SELECT min(ordered_at) lo, max(ordered_at) hi FROM read_parquet('{store.glob('orders')}')"]
+    if store.has("page_views"):
+        parts.append(f"SELECT min(viewed_at), max(viewed_at) FROM read_parquet('{store.glob('page_views')}')")
+    lo, hi = _connect().execute(f"SELECT min(lo), max(hi) FROM ({' UNION ALL '.join(parts)})").fetchone()
+    return pd.Timestamp(lo).tz_convert("UTC"), pd.Timestamp(hi).tz_convert("UTC")
+
+
+def data_end(store: EventStore, cutoffs: Cutoffs) -> pd.Timestamp:
+    """Exclusive end of the data: midnight after the configured last day, or after the last event's day."""
+    if cutoffs.data_end is not None:
+        return _midnight(cutoffs.data_end) + DAY
+    _, last = event_span(store)
+    return last.normalize() + DAY
+
+
+def plan_split(
+    end: pd.Timestamp,
+    horizon_days: int,
+    cutoffs: Cutoffs,
+    split: Split,
+    earliest: pd.Timestamp | None = None,
+) -> SplitPlan:
+    """Lay the cutoff grid over the data and assign train / validation / test cutoffs."""
+    horizon = pd.Timedelta(days=horizon_days)
+    step = pd.Timedelta(days=cutoffs.every_days)
+    anchor = _midnight(cutoffs.anchor) if cutoffs.anchor is not None else end
+    # The latest grid point (anchor + k * step, any integer k) whose label window has fully passed.
+    latest_allowed = end - horizon
+    test = anchor + ((latest_allowed - anchor) // step) * step
+    gap = horizon if split.purge else pd.Timedelta(0)
+
+    def before(limit: pd.Timestamp, count: int) -> list[pd.Timestamp]:
+        # Latest grid points c with c + gap <= limit (strictly before limit when not purging).
+        c = test
+        while c + gap > limit or c >= limit:
+            c -= step
+        out = []
+        while len(out) < count and (earliest is None or c >= earliest):
+            out.append(c)
+            c -= step
+        return sorted(out)
+
+    validation = before(test, split.validation_cutoffs)
+    train = before(min(validation), split.train_cutoffs) if validation else []
+    return SplitPlan(end, tuple(train), tuple(validation), test)
+
+
+def _cutoff_sql(labels: ChurnLabels | ConversionLabels, orders_glob: str, views_glob: str | None) -> str:
+    """SQL over the table ``cutoffs(cutoff, split)`` giving customer_id, event_timestamp, label, split."""
+    h = labels.horizon_days
+    if isinstance(labels, ChurnLabels):
+        return f"""
+        SELECT o.customer_id, c.cutoff AS event_timestamp,
+               CAST(count(*) FILTER (WHERE o.ordered_at >= c.cutoff) = 0 AS INTEGER) AS label, c.split
+        FROM cutoffs c
+        JOIN read_parquet('{orders_glob}') o
+          ON o.ordered_at >= c.cutoff - INTERVAL ({labels.active_window_days}) DAY
+         AND o.ordered_at <  c.cutoff + INTERVAL ({h}) DAY
+        GROUP BY o.customer_id, c.cutoff, c.split
+        HAVING count(*) FILTER (WHERE o.ordered_at < c.cutoff) >= {labels.min_orders}
+        """
+    if views_glob is None:
+        raise DataError("conversion labels need page views, and the event store has none")
+    return f"""
+    WITH browsers AS (
+        SELECT v.customer_id, c.cutoff, c.split
+        FROM cutoffs c
+        JOIN read_parquet('{views_glob}') v
+          ON v.viewed_at >= c.cutoff - INTERVAL ({labels.browse_window_days}) DAY AND v.viewed_at < c.cutoff
+        GROUP BY ALL
+        HAVING count(*) >= {labels.min_page_views}
+    )
+    SELECT b.customer_id, b.cutoff AS event_timestamp,
+           CAST(count(o.ordered_at) FILTER (WHERE o.ordered_at >= b.cutoff) > 0 AS INTEGER) AS label, b.split
+    FROM browsers b
+    LEFT JOIN read_parquet('{orders_glob}') o
+      ON o.customer_id = b.customer_id
+     AND o.ordered_at >= b.cutoff - INTERVAL ({labels.no_order_window_days}) DAY
+     AND o.ordered_at <  b.cutoff + INTERVAL ({h}) DAY
+    GROUP BY b.customer_id, b.cutoff, b.split
+    HAVING count(o.ordered_at) FILTER (WHERE o.ordered_at < b.cutoff) = 0
+    """
+
+
+def build_labels(
+    store: EventStore, labels: ChurnLabels | ConversionLabels, cutoffs: pd.DataFrame
+) -> pd.DataFrame:
+    """Eligible (customer, cutoff) rows with their label. ``cutoffs`` has columns cutoff, split.
+
+    Returns customer_id (str), event_timestamp (datetime64[us, UTC]), label (int 0/1), split; sorted by
+    cutoff then customer so the result (and the training-set hash) is deterministic.
+    """
+    views_glob = store.glob("page_views") if store.has("page_views") else None
+    if not store.has("orders"):
+        raise DataError(f"no orders in the event store {store.root}: run `propensity ingest` first")
+    con = _connect()
+    con.register("cutoffs", cutoffs[["cutoff", "split"]])
+    df = con.execute(_cutoff_sql(labels, store.glob("orders"), views_glob)).df()
+    df["customer_id"] = df["customer_id"].astype(str)
+    df["event_timestamp"] = pd.to_datetime(df["event_timestamp"], utc=True).astype("datetime64[us, UTC]")
+    df["label"] = df["label"].astype("int64")
+    return df.sort_values(["event_timestamp", "customer_id"], kind="stable").reset_index(drop=True)
+
+
+def label_rows(
+    store: EventStore, labels: ChurnLabels | ConversionLabels, cutoffs: Cutoffs, split: Split
+) -> tuple[SplitPlan, pd.DataFrame]:
+    """Plan the split over the store's data and label every eligible row of every planned cutoff."""
+    first, _ = event_span(store)
+    end = data_end(store, cutoffs)
+    plan = plan_split(end, labels.horizon_days, cutoffs, split, earliest=first.normalize())
+    if plan.test < first:
+        raise NotEnoughDataError(
+            f"no cutoff has matured labels: events run from {first:%Y-%m-%d} to {end - DAY:%Y-%m-%d}, and a "
+            f"{labels.kind} label needs {labels.horizon_days} days after its cutoff"
+        )
+    rows = build_labels(store, labels, plan.frame())
+    log.info(
+        "%s labels: %d rows over %d cutoffs (test cutoff %s, data end %s)",
+        labels.kind, len(rows), len(plan.train) + len(plan.validation) + 1,
+        f"{plan.test:%Y-%m-%d}", f"{end - DAY:%Y-%m-%d}",
+    )
+    return plan, rows
+
+
+def check_min_data(rows: pd.DataFrame, minimum: MinData, model: str, plan: SplitPlan | None = None) -> None:
+    """Raise NotEnoughDataError naming each split that has too few rows or positives."""
+    problems = []
+    for split in SPLITS:
+        part = rows[rows["split"] == split]
+        n, pos = len(part), int(part["label"].sum())
+        need_rows = getattr(minimum, f"{split}_rows")
+        need_pos = getattr(minimum, f"{split}_positives")
+        where = ""
+        if plan is not None:
+            cs = plan.describe()[split]
+            where = f" (cutoffs {cs[0]}..{cs[-1]})" if cs else " (no cutoffs: the data is too short)"
+        if n < need_rows:
+            problems.append(f"{split} split has {n} rows, needs >= {need_rows}{where}")
+        if pos < need_pos:
+            problems.append(f"{split} split has {pos} positive labels, needs >= {need_pos}{where}")
+    if problems:
+        raise NotEnoughDataError(
+            f"{model}: not enough data to train: " + "; ".join(problems)
+            + f". Add more history or customers, or lower min_data in configs/{model}.yaml."
+        )

@@ -1,0 +1,182 @@
+"""The training stage end to end: labels -> training set -> Optuna -> final model -> calibration ->
+metrics and plots in MLflow -> registered as ``challenger``.
+
+``train_model(cfg, ...)`` is what the CLI and the end-to-end pipeline call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipelines.events import EventStore
+from pipelines.settings import project_paths
+from training.config import TrainingConfig
+from training.dataset import FeatureSource, TrainingSet, assemble_training_set
+from training.labels import TEST, TRAIN, VALIDATION, check_min_data, label_rows
+
+log = logging.getLogger("propensity.training")
+
+
+
+@dataclass
+class TrainResult:
+    model: str
+    run_id: str
+    study_name: str
+    storage: str
+    trials_in_study: int
+    version: str | None = None  # None for a tune-only worker
+    best_params: dict = field(default_factory=dict)
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    validation_metrics: dict[str, float] = field(default_factory=dict)
+    lineage: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def build_training_set(cfg: TrainingConfig, source: FeatureSource | None = None) -> TrainingSet:
+    """Labels from the event store, the minimum-data guard, then point-in-time features."""
+    store = EventStore(project_paths().events)
+    plan, rows = label_rows(store, cfg.labels, cfg.cutoffs, cfg.split)
+    check_min_data(rows, cfg.min_data, cfg.model, plan)
+    return assemble_training_set(rows, cfg.feature_service, source, plan)
+
+
+def train_model(
+    cfg: TrainingConfig,
+    *,
+    trials: int | None = None,
+    timeout: float | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    tune_only: bool = False,
+    source: FeatureSource | None = None,
+    training_set: TrainingSet | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Tune, fit, calibrate, evaluate, log and register one model. ``tune_only`` adds trials to the
+    study and stops (an extra worker); the process without it fits the final model from the best trial."""
+    import mlflow
+
+    from training.tracking import ensure_experiment
+    from training.tune import Datasets, best_trial, default_storage, open_study, run_trials
+
+    started = time.perf_counter()
+    ts = training_set or build_training_set(cfg, source)
+    lineage = ts.lineage()
+    storage = storage or default_storage()
+    study_name = study_name or f"{cfg.model}-{lineage['training_set_sha256'][:12]}"
+    n_trials = cfg.tuning.trials if trials is None else trials
+    timeout = cfg.tuning.timeout_seconds if timeout is None else timeout
+
+    experiment_id = ensure_experiment(cfg.model)
+    run_name = f"{'tune-worker' if tune_only else 'train'}-{cfg.model}"
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as parent:
+        mlflow.set_tags({"role": "tune-worker" if tune_only else "train", "optuna_study": study_name,
+                         "optuna_storage": _redact(storage), "feature_service": cfg.feature_service})
+        mlflow.log_params(_lineage_params(lineage))
+        data = Datasets.build(ts.X(TRAIN), ts.y(TRAIN), ts.X(VALIDATION), ts.y(VALIDATION))
+        # An extra worker gets another sampler seed, or it would repeat the first worker's random trials.
+        study = open_study(study_name, storage, cfg.tuning, worker_seed_offset=os.getpid() if tune_only else 0)
+        log.info("%s: tuning study %r (%d trials here; %d already in it)", cfg.model, study_name, n_trials,
+                 len(study.trials))
+        run_trials(study, data, cfg.tuning, n_trials, timeout, progress=progress)
+        result = TrainResult(cfg.model, parent.info.run_id, study_name, _redact(storage), len(study.trials),
+                             lineage=lineage)
+        if tune_only:
+            result.seconds = time.perf_counter() - started
+            return result
+
+        best = best_trial(study)
+        result.best_params = dict(best.params)
+        booster, calibration, val_metrics, test_metrics = fit_final(cfg, ts, data, best)
+        result.validation_metrics, result.test_metrics = val_metrics, test_metrics
+        mlflow.log_params({f"best_{k}": v for k, v in best.params.items()})
+        mlflow.log_metrics({f"validation_{k}": v for k, v in val_metrics.items()})
+        mlflow.log_metrics({f"test_{k}": v for k, v in test_metrics.items()})
+        mlflow.log_metric("best_iteration", booster.current_iteration())
+        mlflow.log_metric("trials_in_study", len(study.trials))
+        _log_artifacts(cfg, ts, booster, calibration, lineage)
+
+        from training.champion import register_booster
+
+        result.version = register_booster(
+            booster,
+            cfg.model,
+            feature_service=cfg.feature_service,
+            calibration=calibration,
+            holdout_auc=test_metrics["roc_auc"],
+            input_example=ts.X(TEST).head(5),
+            extra_tags={
+                "holdout_cutoff": lineage["test_cutoffs"][0],
+                "training_set_sha256": lineage["training_set_sha256"],
+                "optuna_study": study_name,
+            },
+        )
+    result.seconds = time.perf_counter() - started
+    log.info("%s: registered version %s as challenger (test AUC %.4f, %d trials in study, %.0f s)",
+             cfg.model, result.version, test_metrics["roc_auc"], result.trials_in_study, result.seconds)
+    return result
+
+
+def fit_final(cfg: TrainingConfig, ts: TrainingSet, data, best):
+    """Refit the best trial on the train split, Platt-calibrate on validation, score the test split."""
+    from training.metrics import classification_metrics, fit_platt
+    from training.tune import base_params, fit_booster
+
+    params = {**base_params(cfg.tuning, cfg.tuning.seed), **best.params}
+    booster = fit_booster(params, data, cfg.tuning.max_boost_rounds, cfg.tuning.early_stopping_rounds)
+    # Keep only the trees up to the best validation round.
+    booster = booster.model_from_string(booster.model_to_string(num_iteration=booster.best_iteration))
+    calibration = fit_platt(booster.predict(ts.X(VALIDATION).to_numpy(), raw_score=True), ts.y(VALIDATION))
+    p_val = calibration.apply(booster.predict(ts.X(VALIDATION).to_numpy(), raw_score=True))
+    p_test = calibration.apply(booster.predict(ts.X(TEST).to_numpy(), raw_score=True))
+    return booster, calibration, classification_metrics(ts.y(VALIDATION), p_val), \
+        classification_metrics(ts.y(TEST), p_test)
+
+
+def _log_artifacts(cfg: TrainingConfig, ts: TrainingSet, booster, calibration, lineage: dict) -> None:
+    import mlflow
+
+    from training import plots
+
+    X_test, y_test = ts.X(TEST), ts.y(TEST)
+    p_test = calibration.apply(booster.predict(X_test.to_numpy(), raw_score=True))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        title = f"{cfg.model} (test cutoff {lineage['test_cutoffs'][0]})"
+        plots.calibration_curve_plot(y_test, p_test, out / "calibration_curve.png", title)
+        plots.cumulative_gain_plot(y_test, p_test, out / "cumulative_gain.png", title)
+        plots.feature_importance_plot(booster, out / "feature_importance.png", title)
+        sample = X_test.sample(min(len(X_test), cfg.shap_sample_rows), random_state=0)
+        plots.shap_summary_plot(booster, sample, out / "shap_summary.png", title)
+        mlflow.log_artifacts(str(out), "plots")
+        mlflow.log_dict(lineage, "lineage.json")
+        # The holdout the promotion gate re-scores: features and labels, never customer ids.
+        holdout = ts.part(TEST)[["event_timestamp", "label", *ts.feature_names]].reset_index(drop=True)
+        holdout_path = out / "holdout.parquet"
+        holdout.to_parquet(holdout_path, index=False)
+        mlflow.log_artifact(str(holdout_path), "holdout")
+
+
+def _lineage_params(lineage: dict) -> dict[str, str]:
+    out = {}
+    for key, value in lineage.items():
+        if isinstance(value, list):
+            value = json.dumps(value) if len(value) <= 3 else f"{value[0]}..{value[-1]} ({len(value)})"
+        out[key] = str(value)
+    return out
+
+
+def _redact(url: str) -> str:
+    """A storage URL without its password, for tags and logs."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url
