@@ -17,13 +17,17 @@ def register(app: typer.Typer) -> None:
     def generate_command(
         customers: int = typer.Option(20_000, "--customers", "-n", help="Number of customers to simulate."),
         days: int = typer.Option(365, "--days", "-d", help="Length of the simulated window in days."),
-        seed: int = typer.Option(7, "--seed", "-s", help="Random seed: same seed, days and end give the same files."),
+        seed: int = typer.Option(
+            7, "--seed", "-s", help="Random seed: same seed, days and end give the same files."
+        ),
         out: Path | None = typer.Option(
             None, "--out", "-o", help="Output folder (default: data/raw under the project root)."
         ),
         end: str = typer.Option("2026-10-31", "--end", help="Last simulated day (YYYY-MM-DD)."),
         file_format: str = typer.Option(
-            "parquet", "--format", help="File format of the four tables: parquet or csv (ground truth is always Parquet)."
+            "parquet",
+            "--format",
+            help="File format of the four tables: parquet or csv (ground truth is always Parquet).",
         ),
         shift_at: str | None = typer.Option(
             None,
@@ -34,7 +38,9 @@ def register(app: typer.Typer) -> None:
         config: Path | None = typer.Option(
             None, "--config", help="Generator YAML (default: configs/generate.yaml, else built-in defaults)."
         ),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar over days."),
+        progress: bool = typer.Option(
+            True, "--progress/--no-progress", help="Show a progress bar over days."
+        ),
     ) -> None:
         """Simulate customers and write customers, orders, page_views, complaints and ground_truth."""
         from pipelines.generate import generate, load_generator_config
@@ -43,7 +49,15 @@ def register(app: typer.Typer) -> None:
         cfg = load_generator_config(config)
         target = out if out is not None else project_paths().raw
         report = generate(
-            customers, days, seed, target, end=end, shift_at=shift_at, fmt=file_format, config=cfg, progress=progress
+            customers,
+            days,
+            seed,
+            target,
+            end=end,
+            shift_at=shift_at,
+            fmt=file_format,
+            config=cfg,
+            progress=progress,
         )
         log.info("generated %s", report.summary())
         for name, path in report.files.items():

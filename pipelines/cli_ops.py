@@ -65,11 +65,12 @@ def register(app: typer.Typer) -> None:
     @app.command("monitor")
     def monitor_command(
         no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log the metrics to MLflow."),
+        as_of: str = typer.Option(None, "--as-of", help="Check the scores of this as-of date (YYYY-MM-DD); default: the newest."),
     ) -> None:
         """Feature drift (PSI), score drift and realised AUC of the champions; HTML report and a retrain verdict."""
         from pipelines.monitor import monitor
 
-        result = monitor(log_to_mlflow=not no_mlflow)
+        result = monitor(log_to_mlflow=not no_mlflow, as_of=as_of)
         _print(_monitor_table(result), f"report: {result.report}", f"[b]{result.verdict.text}[/b]")
 
     @app.command("retrain")
@@ -79,19 +80,14 @@ def register(app: typer.Typer) -> None:
         timeout: float = typer.Option(None, "--timeout", help="Optuna time budget per model in seconds."),
     ) -> None:
         """Rebuild features, train both models, promote by the gate and re-score (after monitoring, with --if-needed)."""
-        from pipelines.monitor import monitor
-        from pipelines.run import load_run_config, run, summary_tables
+        from pipelines.run import load_run_config, retrain, summary_tables
 
-        if if_needed:
-            result = monitor()
-            _print(_monitor_table(result), f"[b]{result.verdict.text}[/b]")
-            if not result.verdict.retrain:
-                log.info("no retraining needed")
-                return
         cfg = load_run_config()
-        state = run(only=["features", "online", "train_churn", "train_conversion", "promote", "score", "report"],
-                    trials=trials, timeout=timeout, cfg=cfg)
-        _print(*summary_tables(state, cfg.serve_hint))
+        checked, state = retrain(if_needed, trials=trials, timeout=timeout, cfg=cfg)
+        if checked is not None:
+            _print(_monitor_table(checked), f"[b]{checked.verdict.text}[/b]")
+        if state is not None:
+            _print(*summary_tables(state, cfg.serve_hint))
 
     @app.command("forget")
     def forget_command(

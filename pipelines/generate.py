@@ -239,13 +239,21 @@ def _probabilities(mapping: dict[str, float], name: str) -> tuple[tuple[str, ...
     return keys, p / p.sum()
 
 
+_DICTIONARY_COLUMNS = {"page_type", "product_id", "channel", "category", "region", "acquisition_channel"}
+_DICTIONARY_COLUMNS |= {"churn_driver", "convert_driver", "as_of", "severity"}
+
+
 class _TableWriter:
     """Writes one table in chunks (a row group per chunk) so memory stays bounded at any size."""
 
     def __init__(self, path: Path, schema: pa.Schema, fmt: str):
         self.path, self.schema, self.fmt, self.rows = path, schema, fmt, 0
         if fmt == "parquet":
-            self._writer = pq.ParquetWriter(path, schema, compression="snappy")
+            # Dictionary-encode only repetitive columns: unique ids gain nothing and cost write time.
+            low_cardinality = [n for n in schema.names if n in _DICTIONARY_COLUMNS]
+            self._writer = pq.ParquetWriter(
+                path, schema, compression="snappy", use_dictionary=low_cardinality
+            )
         else:
             self._writer = pa_csv.CSVWriter(path, schema)
 
@@ -340,6 +348,8 @@ class Simulation:
         self.session_seq = 0
         self.order_seq = 0
         self.complaint_seq = 0
+        self._week_key: tuple | None = None
+        self._week_rates: dict[str, np.ndarray] = {}
 
     # -- population ---------------------------------------------------------------------------------
     def _draw_population(self) -> None:
@@ -443,6 +453,14 @@ class Simulation:
             "decline_term": c.declining_activity * decline,
         }
 
+    def _rates_of_week(self, day: int) -> dict[str, np.ndarray]:
+        """``rates`` of every customer, cached: they change only on Mondays and at the shift date."""
+        key = (self.monday_of(day), self.shifted(day))
+        if self._week_key != key:
+            self._week_key = key
+            self._week_rates = self.rates(day, slice(None))
+        return self._week_rates
+
     def gap_term(self, gap: np.ndarray) -> np.ndarray:
         c = self.cfg.churn
         return c.gap_per_30_days / 30.0 * np.minimum(gap, c.gap_cap_days)
@@ -463,12 +481,12 @@ class Simulation:
         newcomers = idx[self.signup_day[idx] == day]
 
         # 1. churn (not on the signup day)
-        r = self.rates(day, existing)
-        gap = day - self.last_order_day[existing]
-        gap_term = self.gap_term(gap)
-        hazard = np.minimum(
-            np.exp(r["base_eta"] + gap_term + self.complaint_term[existing]), self.cfg.churn.max_daily_hazard
-        )
+        c = self.cfg.churn
+        r = self._rates_of_week(day)
+        decline_term = r["decline_term"][existing]
+        base_eta = r["base_eta"][existing]
+        gap_term = self.gap_term(day - self.last_order_day[existing])
+        hazard = np.minimum(np.exp(base_eta + gap_term + self.complaint_term[existing]), c.max_daily_hazard)
         churned = rng.random(len(existing)) < hazard
         if churned.any():
             gone = existing[churned]
@@ -477,17 +495,16 @@ class Simulation:
             self.churn_driver[gone] = self.driver_of(
                 self.complaint_term[gone],
                 gap_term[churned],
-                r["decline_term"][churned],
-                self.cfg.churn.low_engagement * self.low_engagement[gone],
+                decline_term[churned],
+                c.low_engagement * self.low_engagement[gone],
             )
             existing = existing[~churned]
-            r = {k: (v[:, ~churned] if v.ndim == 2 else v[~churned]) for k, v in r.items()}
 
         # 2. hidden intent stage moves
         stage = self.stage[existing]
         u = rng.random(len(existing))
         new_stage = stage.copy()
-        new_stage[(stage == IDLE) & (u < r["entry"])] = INTERESTED
+        new_stage[(stage == IDLE) & (u < r["entry"][existing])] = INTERESTED
         m = stage == INTERESTED
         new_stage[m & (u < f.interested_to_product)] = PRODUCT
         new_stage[
@@ -500,16 +517,14 @@ class Simulation:
         self.stage[existing] = new_stage
 
         # 3. visits and orders (newcomers always visit: they sign up in a session)
-        cols = np.arange(len(existing))
-        visit_p = r["visit"][new_stage, cols]
-        purchase_p = r["purchase"][new_stage, cols]
+        visit_p = r["visit"][new_stage, existing]
+        purchase_p = r["purchase"][new_stage, existing]
         visited = rng.random(len(existing)) < visit_p
         bought_online = visited & (rng.random(len(existing)) < purchase_p)
-        bought_offline = (rng.random(len(existing)) < r["offline"]) & ~bought_online
+        bought_offline = (rng.random(len(existing)) < r["offline"][existing]) & ~bought_online
         if len(newcomers):
-            rn = self.rates(day, newcomers)
             new_stage_n = self.stage[newcomers]
-            pn = rn["purchase"][new_stage_n, np.arange(len(newcomers))]
+            pn = r["purchase"][new_stage_n, newcomers]
             bought_new = rng.random(len(newcomers)) < pn
         else:
             new_stage_n, bought_new = np.zeros(0, np.int8), np.zeros(0, bool)

@@ -313,12 +313,12 @@ def scored_dates(scores_root: Path) -> list[str]:
 def reference_sample(model) -> pd.DataFrame:
     """The champion's training-time feature distribution: the holdout (latest matured cutoff of its
     training set, features and labels, no ids) that training logs to the model's MLflow run."""
-    from training.train import holdout_arrays
+    from training.promotion import load_holdout
 
     if not model.run_id:
         raise PropensityError(f"model {model.name} v{model.version} has no MLflow run: no training set to compare with")
-    _, features = holdout_arrays(model.run_id, list(model.feature_names))
-    return features
+    holdout = load_holdout(model.run_id)
+    return holdout[[c for c in holdout.columns if c in model.feature_names]]
 
 
 def eligible_ids(store, as_of: pd.Timestamp, model: str) -> pd.Series:
@@ -356,8 +356,11 @@ def _realised_auc(model: str, dates: list[str], scores_root: Path, store, cfg: M
     return pd.DataFrame(rows, columns=["as_of", "rows", "positives", "auc"]), note
 
 
-def monitor(cfg: MonitorConfig | None = None, log_to_mlflow: bool = True) -> MonitorResult:
-    """Compute every signal for both champions, write the report, log metrics; return the verdict."""
+def monitor(cfg: MonitorConfig | None = None, log_to_mlflow: bool = True, as_of: str | None = None) -> MonitorResult:
+    """Compute every signal for both champions, write the report, log metrics; return the verdict.
+
+    The snapshot checked for drift is the newest scored as-of (or ``as_of``); realised AUC uses every
+    scored as-of up to it whose labels have matured."""
     from pipelines.events import EventStore
     from pipelines.score import FEATURE_SNAPSHOT
     from pipelines.settings import project_paths
@@ -368,6 +371,11 @@ def monitor(cfg: MonitorConfig | None = None, log_to_mlflow: bool = True) -> Mon
     dates = scored_dates(paths.scores)
     if not dates:
         raise PropensityError(f"nothing to monitor: no scores under {paths.scores} (run `propensity score` first)")
+    if as_of is not None:
+        wanted = f"{pd.Timestamp(as_of):%Y-%m-%d}"
+        if wanted not in dates:
+            raise PropensityError(f"--as-of {wanted}: no scores for that date under {paths.scores} (have {dates})")
+        dates = [d for d in dates if d <= wanted]
     latest = dates[-1]
     snapshot_file = paths.scores / latest / FEATURE_SNAPSHOT
     if not snapshot_file.is_file():

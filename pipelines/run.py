@@ -52,6 +52,7 @@ class RunConfig(StrictModel):
     seed: int = 7
     end: date = date(2026, 10, 31)
     source: Literal["generate", "raw"] = "generate"
+    shift_at: date | None = Field(None, description="generated behaviour changes from this day (monitoring demos)")
     serve_hint: str = "propensity serve --port 3000"
 
     @model_validator(mode="after")
@@ -79,6 +80,7 @@ class RunState:
     run_id: str
     size: str
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {status, seconds, facts}
+    selected: list[str] = field(default_factory=list)  # the stages this run was asked for, in order
     started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @staticmethod
@@ -138,7 +140,7 @@ def stage_generate(ctx: RunContext) -> dict:
     from pipelines.generate import generate
 
     report = generate(customers=ctx.size.customers, days=ctx.size.days, seed=ctx.cfg.seed, out=raw,
-                      end=ctx.cfg.end)
+                      end=ctx.cfg.end, shift_at=ctx.cfg.shift_at)
     return {"source": f"generated {ctx.size.customers} customers x {ctx.size.days} days (seed {ctx.cfg.seed})",
             "report": _plain(report)}
 
@@ -287,12 +289,15 @@ def run(size: str | None = None, *, resume: bool = False, only: list[str] | None
         cfg.size(size_name)  # fail early on an unknown size
         state = RunState(run_id=f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}", size=size_name)
     ctx = RunContext(cfg=cfg, size=cfg.size(state.size), state=state, trials=trials, timeout=timeout)
-    if only:
+    if resume and state.selected:
+        selected = state.selected  # a resumed run keeps the stages it was started with
+    elif only:
         selected = list(only)
     elif start_at:
         selected = STAGE_NAMES[STAGE_NAMES.index(start_at):]
     else:
         selected = list(STAGE_NAMES)
+    state.selected = selected
     log.info("run %s (size %s): %s", state.run_id, state.size, " -> ".join(selected))
     for name, fn in STAGES:
         if name not in selected:
@@ -319,6 +324,25 @@ def run(size: str | None = None, *, resume: bool = False, only: list[str] | None
         state.save()
         log.info("stage %-17s done in %.1f s", name, seconds)
     return state
+
+
+RETRAIN_STAGES = ["features", "online", "train_churn", "train_conversion", "promote", "score", "report"]
+
+
+def retrain(if_needed: bool = False, trials: int | None = None, timeout: float | None = None,
+            cfg: RunConfig | None = None):
+    """Rebuild features, train both models, promote by the gate, re-score. With ``if_needed`` only when
+    the monitoring verdict says so. Returns (monitor result or None, run state or None)."""
+    checked = None
+    if if_needed:
+        from pipelines.monitor import monitor
+
+        checked = monitor()
+        if not checked.verdict.retrain:
+            log.info("no retraining needed: %s", checked.verdict.text)
+            return checked, None
+        log.info("retraining: %s", checked.verdict.text)
+    return checked, run(only=RETRAIN_STAGES, trials=trials, timeout=timeout, cfg=cfg)
 
 
 # ---- the summary ------------------------------------------------------------------------------------------

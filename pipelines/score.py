@@ -60,7 +60,9 @@ class StageTimes:
     def stage(self, name: str, rows: int) -> Iterator[None]:
         start = time.perf_counter()
         yield
-        seconds = time.perf_counter() - start
+        self.record(name, time.perf_counter() - start, rows)
+
+    def record(self, name: str, seconds: float, rows: int) -> None:
         self.stages[name] = (seconds, rows)
         log.info("%-22s %9d rows %7.2f s %12.0f rows/s", name, rows, seconds, rows / seconds if seconds else 0)
 
@@ -290,9 +292,9 @@ def score(as_of: Any = None, cfg: ActionsConfig | None = None, models: dict[str,
     log.info("scoring at %s with churn v%s, conversion v%s; features from the offline store (point in time)",
              f"{as_of:%Y-%m-%d}", models["churn"].version, models["conversion"].version)
 
-    with times.stage("active customers", 0):
-        ids = active_customers(as_of, cfg.scoring.active_days, cfg.scoring.count_signup_as_activity)
-    times.stages["active customers"] = (times.stages["active customers"][0], len(ids))
+    started = time.perf_counter()
+    ids = active_customers(as_of, cfg.scoring.active_days, cfg.scoring.count_signup_as_activity)
+    times.record("active customers", time.perf_counter() - started, len(ids))
     if ids.empty:
         raise PropensityError(
             f"no active customer at {as_of:%Y-%m-%d} (no event in the {cfg.scoring.active_days} days before)"

@@ -291,6 +291,23 @@ def online_fetcher() -> FeatureFetcher:
 
 
 # ---------------------------------------------------------------------------------------------- scoring
+# Features as column arrays: slicing numpy arrays costs microseconds where DataFrame slicing costs
+# hundreds, and one-customer requests are dominated by such fixed costs.
+Columns = dict[str, np.ndarray]
+
+
+def _aligned_columns(frame: pd.DataFrame, ids: list[str]) -> Columns:
+    """Columns of ``frame`` with row i = ids[i] (the look-up promises that order; checked, not trusted)."""
+    got = frame["customer_id"].to_numpy()
+    if len(got) != len(ids) or any(a != b for a, b in zip(got, ids, strict=True)):
+        frame = frame.drop_duplicates("customer_id").set_index("customer_id").reindex(ids).reset_index()
+        frame["found"] = frame["found"].fillna(False)
+    return {col: frame[col].to_numpy() for col in frame.columns}
+
+
+def _take(columns: Columns, rows: np.ndarray) -> Columns:
+    return {col: values[rows] for col, values in columns.items()}
+
 @dataclass
 class RecentFlagged:
     """Flagged customers from recent API calls, newest first, for the staff page."""
@@ -359,51 +376,52 @@ class Predictor:
         top_k = self.config.default_top_k if request.top_k is None else request.top_k
         return names, top_k, request.lang or self.config.default_lang
 
-    def _score_model(
-        self, model: Any, frame: pd.DataFrame, rows: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities and SHAP contributions for ``rows`` of ``frame`` (one pred_contrib call)."""
-        X = frame[model.feature_names].to_numpy(dtype=np.float64)[rows]
-        if len(X) == 0:
+    def _score_model(self, model: Any, columns: Columns, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities and SHAP contributions for ``rows``, from a single pred_contrib call: the raw
+        score is the row sum of the contributions (exact), so a second predict would only cost time."""
+        if len(rows) == 0:
             return np.empty(0), np.empty((0, len(model.feature_names) + 1))
-        return model.predict_proba(X), model.contributions(X)
+        X = np.column_stack([np.asarray(columns[f], dtype=np.float64)[rows] for f in model.feature_names])
+        contrib = model.contributions(X)
+        calibration = getattr(model, "calibration", None)
+        proba = calibration.apply(contrib.sum(axis=1)) if calibration is not None else model.predict_proba(X)
+        return proba, contrib
 
     def _results(
         self,
         ids: list[str],
-        frame_of: dict[str, pd.DataFrame],
+        columns_of: dict[str, Columns],
         found: np.ndarray,
         names: list[str],
         models: ModelSet,
         top_k: int,
         lang: str,
     ) -> list[dict[str, Any]]:
-        """Per-customer answers; ``frame_of`` maps model name -> its features, row i = ids[i]."""
+        """Per-customer answers; ``columns_of`` maps model name -> its feature columns, row i = ids[i]."""
         rows = np.flatnonzero(found)
         per_model: dict[str, dict[str, Any]] = {}
         for name in names:
             model = models.models[name]
-            frame = frame_of[name]
-            proba, contrib = self._score_model(model, frame, rows)
+            columns = columns_of[name]
+            proba, contrib = self._score_model(model, columns, rows)
             reasons = explain(
-                contrib, frame.iloc[rows], list(model.feature_names), name, top_k, lang, self.templates
+                contrib, _take(columns, rows), list(model.feature_names), name, top_k, lang, self.templates
             )
             per_model[name] = {
                 "proba": proba,
                 "band": band(proba, self.config.bands[name]) if len(proba) else [],
                 "reasons": reasons,
             }
-        segments_frame = frame_of[names[0]]
+        segments = columns_of[names[0]]
         results: list[dict[str, Any]] = []
-        position = {int(r): j for j, r in enumerate(rows)}
+        j = 0
         for i, cid in enumerate(ids):
             if not found[i]:
                 results.append({"customer_id": cid, "found": False, "error": "customer not found in the online store"})
                 continue
-            j = position[i]
             entry: dict[str, Any] = {"customer_id": cid, "found": True}
             for col in SEGMENT_COLUMNS:
-                value = segments_frame[col].iloc[i] if col in segments_frame.columns else None
+                value = segments[col][i] if col in segments else None
                 entry[col] = None if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
             for name in names:
                 scored = per_model[name]
@@ -414,6 +432,7 @@ class Predictor:
                     "reasons": [r.to_dict() for r in scored["reasons"][j]],
                 }
             results.append(entry)
+            j += 1
         return results
 
     # --- endpoints
@@ -423,28 +442,27 @@ class Predictor:
     def predict_many(self, requests: list[PredictRequest]) -> list[dict[str, Any]]:
         """Answer several /predict requests with one feature look-up and one model call per model.
 
-        Concurrent requests are batched here (see service.py): the per-call costs of Feast, pandas and
-        LightGBM are paid once per batch instead of once per request.
+        Concurrent requests are batched here (see service.py): the per-call costs of the store read and
+        of LightGBM are paid once per batch instead of once per request.
         """
         models = self.models()  # one snapshot for the whole batch
         all_ids = list(dict.fromkeys(cid for r in requests for cid in r.customer_ids))
         wanted = list(dict.fromkeys(n for r in requests for n in (r.models or list(models.models))))
-        frames: dict[str, pd.DataFrame] = {}
+        tables: dict[str, Columns] = {}
         for name in wanted:
             service = models.models[name].feature_service
-            if service not in frames:
-                frame = self.fetch(all_ids, service)
-                frames[service] = frame.set_index("customer_id").reindex(all_ids).reset_index()
+            if service not in tables:
+                tables[service] = _aligned_columns(self.fetch(all_ids, service), all_ids)
         index = {cid: i for i, cid in enumerate(all_ids)}
         answers = []
         for request in requests:
             names, top_k, lang = self._options(request, models)
-            rows = np.array([index[cid] for cid in request.customer_ids])
-            frame_of = {n: frames[models.models[n].feature_service].iloc[rows].reset_index(drop=True) for n in names}
+            rows = np.array([index[cid] for cid in request.customer_ids], dtype=np.int64)
+            columns_of = {n: _take(tables[models.models[n].feature_service], rows) for n in names}
             found = np.ones(len(rows), dtype=bool)
-            for frame in frame_of.values():
-                found &= frame["found"].fillna(False).to_numpy(dtype=bool)
-            results = self._results(request.customer_ids, frame_of, found, names, models, top_k, lang)
+            for columns in columns_of.values():
+                found &= columns["found"].astype(bool)
+            results = self._results(request.customer_ids, columns_of, found, names, models, top_k, lang)
             self.recent.add(results)
             answers.append({"model_versions": models.versions(), "results": results})
         return answers
@@ -469,12 +487,15 @@ class Predictor:
                     "(send null for an unknown value)",
                     f"rows.{i}.{absent[0]}",
                 )
-        frame = pd.DataFrame(request.rows)
-        for col in needed:
-            frame[col] = pd.to_numeric(frame[col]).astype("float64")
+        columns: Columns = {
+            col: np.array([np.nan if row[col] is None else float(row[col]) for row in request.rows])
+            for col in needed
+        }
+        for col in SEGMENT_COLUMNS:
+            columns[col] = np.array([row.get(col) for row in request.rows], dtype=object)
         ids = [str(row.get("customer_id", f"row-{i}")) for i, row in enumerate(request.rows)]
-        found = np.ones(len(frame), dtype=bool)
-        results = self._results(ids, {n: frame for n in names}, found, names, models, top_k, lang)
+        found = np.ones(len(ids), dtype=bool)
+        results = self._results(ids, {n: columns for n in names}, found, names, models, top_k, lang)
         return {"model_versions": models.versions(), "results": results}
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import string
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -141,7 +142,7 @@ def rank_contributions(contributions: np.ndarray, top_k: int) -> np.ndarray:
 
 def explain(
     contributions: np.ndarray,
-    features: pd.DataFrame,
+    features: pd.DataFrame | Mapping[str, np.ndarray],
     feature_names: list[str],
     model_name: str,
     top_k: int = 5,
@@ -150,24 +151,30 @@ def explain(
 ) -> list[list[Reason]]:
     """Top-k reasons for every row of ``features`` (aligned with ``contributions`` row for row).
 
+    ``features`` is a DataFrame or a mapping of column name -> array (the service's cheaper form).
+
     ``contributions`` is ``pred_contrib`` output: len(feature_names) + 1 columns, the last the base value.
     Zero contributions (a feature the trees never used for this row) are not reasons and are dropped.
     """
     if lang not in LANGS:
         raise ValueError(f"lang must be one of {LANGS}, got {lang!r}")
-    if contributions.shape != (len(features), len(feature_names) + 1):
+    columns = (
+        {c: features[c].to_numpy() for c in features.columns} if isinstance(features, pd.DataFrame) else features
+    )
+    n_rows = len(next(iter(columns.values()))) if columns else 0
+    if contributions.shape != (n_rows, len(feature_names) + 1):
         raise ValueError(
             f"contributions have shape {contributions.shape}; expected "
-            f"({len(features)}, {len(feature_names) + 1}) for {model_name}"
+            f"({n_rows}, {len(feature_names) + 1}) for {model_name}"
         )
     templates = templates or load_templates()
     top = rank_contributions(contributions, top_k)
     top_values = np.take_along_axis(contributions[:, :-1], top, axis=1)
-    # Rows as plain dicts once, so templates can cite any column (e.g. open complaints next to complaints).
-    records = features.astype(object).where(features.notna(), None).to_dict("records")
     names = np.asarray(feature_names)
     out: list[list[Reason]] = []
-    for row, idx, vals in zip(records, top, top_values, strict=True):
+    for i, (idx, vals) in enumerate(zip(top, top_values, strict=True)):
+        # The whole row, so templates can cite any column (e.g. open complaints next to complaints).
+        row = {col: _plain(values[i]) for col, values in columns.items()}
         reasons = []
         for feature, contribution in zip(names[idx], vals, strict=True):
             if contribution == 0.0:
@@ -184,6 +191,15 @@ def explain(
             )
         out.append(reasons)
     return out
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars -> Python floats / str; missing -> None (JSON-ready, template-ready)."""
+    if value is None or (isinstance(value, float | np.floating) and np.isnan(value)):
+        return None
+    if isinstance(value, np.integer | np.floating | int | float) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def explain_model(

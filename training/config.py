@@ -100,6 +100,10 @@ class Tuning(StrictModel):
     max_boost_rounds: int = Field(2000, ge=1)
     num_threads: int = Field(2, ge=1)
     fixed_params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    monotone: dict[str, Literal[-1, 1]] = Field(
+        default_factory=dict,
+        description="feature -> +1 (never lowers the score) or -1 (never raises it): LightGBM monotone constraints",
+    )
     search_space: dict[str, Param]
 
 

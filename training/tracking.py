@@ -17,14 +17,33 @@ def configure_mlflow() -> str:
 
     paths = project_paths()
     uri = paths.tracking_uri()
-    if uri.startswith("sqlite:///"):
-        # SQLite cannot create the folder its database lives in.
-        from pathlib import Path
-
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    if uri.startswith("sqlite:///") and uri not in _initialised:
+        _init_sqlite_store(uri)
     return uri
+
+
+_initialised: set[str] = set()
+
+
+def _init_sqlite_store(uri: str) -> None:
+    """Create the SQLite store's tables under a file lock: two processes migrating a fresh database at
+    once fail with an alembic error (seen with two `propensity train` workers)."""
+    import fcntl
+    from pathlib import Path
+
+    import mlflow
+
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)  # SQLite cannot create the folder itself
+    with open(db.parent / ".mlflow-init.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            mlflow.MlflowClient().search_experiments(max_results=1)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    _initialised.add(uri)
 
 
 def ensure_experiment(name: str) -> str:

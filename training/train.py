@@ -129,7 +129,7 @@ def fit_final(cfg: TrainingConfig, ts: TrainingSet, data, best):
     from training.metrics import classification_metrics, fit_platt
     from training.tune import base_params, fit_booster
 
-    params = {**base_params(cfg.tuning, cfg.tuning.seed), **best.params}
+    params = {**base_params(cfg.tuning, cfg.tuning.seed, ts.feature_names), **best.params}
     booster = fit_booster(params, data, cfg.tuning.max_boost_rounds, cfg.tuning.early_stopping_rounds)
     # Keep only the trees up to the best validation round.
     booster = booster.model_from_string(booster.model_to_string(num_iteration=booster.best_iteration))

@@ -32,7 +32,14 @@ def default_storage() -> str:
     return f"sqlite:///{path.resolve()}"
 
 
-def base_params(tuning: Tuning, seed: int) -> dict[str, Any]:
+def base_params(tuning: Tuning, seed: int, feature_names: list[str]) -> dict[str, Any]:
+    unknown = sorted(set(tuning.monotone) - set(feature_names))
+    if unknown:
+        log.warning("monotone constraint(s) on %s ignored: not inputs of this model", ", ".join(unknown))
+    monotone = {}
+    if tuning.monotone:
+        monotone = {"monotone_constraints": [tuning.monotone.get(n, 0) for n in feature_names],
+                    "monotone_constraints_method": "advanced"}
     return {
         "objective": "binary",
         "metric": METRIC,
@@ -41,6 +48,7 @@ def base_params(tuning: Tuning, seed: int) -> dict[str, Any]:
         "seed": seed,
         "deterministic": True,
         "force_row_wise": True,  # skips LightGBM's row/col-wise timing test on every trial
+        **monotone,
         **tuning.fixed_params,
     }
 
@@ -63,6 +71,7 @@ class Datasets:
 
     train: Any
     valid: Any
+    feature_names: list[str]
 
     @classmethod
     def build(cls, X_train: pd.DataFrame, y_train: np.ndarray, X_valid: pd.DataFrame, y_valid: np.ndarray):
@@ -74,7 +83,7 @@ class Datasets:
         valid = lgb.Dataset(X_valid, y_valid, reference=train, free_raw_data=False)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*Overriding the parameters from Reference Dataset.*")
-            return cls(train.construct(), valid.construct())
+            return cls(train.construct(), valid.construct(), list(X_train.columns))
 
 
 def fit_booster(params: dict[str, Any], data: Datasets, max_rounds: int, early_stopping: int, callbacks=()):
@@ -138,7 +147,7 @@ def run_trials(
     seed = tuning.seed
 
     def objective(trial: optuna.Trial) -> float:
-        params = {**base_params(tuning, seed), **suggest(trial, tuning.search_space)}
+        params = {**base_params(tuning, seed, data.feature_names), **suggest(trial, tuning.search_space)}
         state, value, best_iteration = "complete", None, None
         try:
             booster = fit_booster(

@@ -22,25 +22,55 @@ def asgi_app():
     return PropensityService.to_asgi()
 
 
-@pytest.fixture
-def client(asgi_app, registered_champions, customers, monkeypatch):
+@pytest.fixture(scope="module")
+def app_home(tmp_path_factory, boosters):
+    """One project home for this module (registering in a fresh MLflow costs seconds per test)."""
+    from pipelines.settings import REPO_ROOT
+    from training.champion import Calibration, register_booster
+
+    home = tmp_path_factory.mktemp("app") / "project"
+    (home / "mlruns").mkdir(parents=True)
+    mp = pytest.MonkeyPatch()
+    for key, value in {
+        "PROPENSITY_HOME": str(home), "PROPENSITY_CONFIGS": str(REPO_ROOT / "configs"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlruns' / 'mlflow.db'}",
+        "BENTOML_HOME": str(home / "bentoml_home"), "PROPENSITY_API_KEY": "test-key",
+    }.items():
+        mp.setenv(key, value)
+    versions = {
+        name: register_booster(boosters[name], name, feature_service=service, calibration=Calibration(),
+                               alias="champion")
+        for name, service in (("churn", "churn_v1"), ("conversion", "conversion_v1"))
+    }
+    yield home, versions
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def registered(app_home):
+    return app_home[1]
+
+
+@pytest.fixture(scope="module")
+def client(asgi_app, app_home, customers):
     from starlette.testclient import TestClient
 
     import serving.logic
 
-    monkeypatch.setenv("PROPENSITY_API_KEY", "test-key")
-    monkeypatch.setattr(serving.logic, "online_fetcher", lambda: table_fetcher(customers))
+    mp = pytest.MonkeyPatch()
+    mp.setattr(serving.logic, "online_fetcher", lambda: table_fetcher(customers))
     with TestClient(asgi_app) as test_client:
         yield test_client
+    mp.undo()
 
 
-def test_health_and_ready_carry_versions(client, registered_champions):
+def test_health_and_ready_carry_versions(client, registered):
     health = client.get("/healthz")
     assert health.status_code == 200
-    assert health.json() == {"status": "alive", "models": registered_champions}
+    assert health.json() == {"status": "alive", "models": registered}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["models"] == registered_champions and ready.json()["online_store"] == "ok"
+    assert ready.json()["models"] == registered and ready.json()["online_store"] == "ok"
 
 
 def test_data_endpoints_need_the_key(client):
@@ -50,14 +80,14 @@ def test_data_endpoints_need_the_key(client):
         assert bad.status_code == 401 and "wrong API key" in bad.json()["error"]
 
 
-def test_predict_answers_per_customer(client, registered_champions):
+def test_predict_answers_per_customer(client, registered):
     res = client.post("/predict", json={"customer_ids": ["c0001", "ghost"], "top_k": 2, "lang": "zh"}, headers=KEY)
     assert res.status_code == 200
     body = res.json()
-    assert body["model_versions"] == registered_champions
+    assert body["model_versions"] == registered
     known, ghost = body["results"]
     assert known["found"] and len(known["churn"]["reasons"]) == 2
-    assert known["churn"]["model_version"] == registered_champions["churn"]
+    assert known["churn"]["model_version"] == registered["churn"]
     assert ghost == {"customer_id": "ghost", "found": False, "error": "customer not found in the online store"}
 
 
@@ -87,14 +117,14 @@ def test_concurrent_requests_are_batched_and_each_answered(client):
     assert [a.json()["results"][0]["customer_id"] for a in answers] == ids
 
 
-def test_ui_page_and_flagged_feed(client, project_home):
+def test_ui_page_and_flagged_feed(client, app_home):
     import pandas as pd
 
     page = client.get("/ui")
     assert page.status_code == 200 and "Flagged customers" in page.text and "<script" in page.text
     assert "http" not in page.text.split("<script", 1)[1].split("fetch(", 1)[0]  # no external resources
     client.post("/predict", json={"customer_ids": [f"c{i:04d}" for i in range(50)]}, headers=KEY)
-    scores = project_home / "data" / "scores"
+    scores = app_home[0] / "data" / "scores"
     scores.mkdir(parents=True)
     pd.DataFrame({
         "customer_id": ["x1", "x2"], "as_of": pd.to_datetime(["2026-10-31"] * 2, utc=True),

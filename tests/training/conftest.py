@@ -1,5 +1,5 @@
 """Fixtures for training tests: a synthetic event store (generated once per session and copied into each
-project home), configs scaled down for tiny data, and one trained churn / conversion model per module."""
+project home), configs scaled down for tiny data, and one trained churn / conversion model per session (read-only: tests must not move its aliases)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def events_home(project_home, synthetic_events):
     return project_home, EventFeatures(EventStore(dest))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained_home(tmp_path_factory, synthetic_events):
     """A project home (same env as ``project_home``) holding a trained churn and conversion model."""
     from training.train import train_model

@@ -1,0 +1,174 @@
+"""End to end on generated data (slow): one `propensity run --size tiny` chain whose generated behaviour
+shifts on 2026-09-15, then: scores per the contract, monitoring before and after the shift, a failing
+stage that leaves champions / online store / scores as they were and `--resume`, `retrain --if-needed`
+when nothing is wrong, and `forget` including the online store."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+
+import pandas as pd
+import pytest
+import yaml
+
+from pipelines.errors import PropensityError
+from pipelines.settings import REPO_ROOT, TELEMETRY_OFF, project_paths
+
+pytestmark = pytest.mark.slow
+
+SHIFT = dt.date(2026, 9, 15)  # after the churn holdout cutoff (60-day horizon before 2026-11-01)
+BEFORE_SHIFT = "2026-09-05"
+MATURED = "2026-08-23"  # + 60 days is inside the data: realised AUC is defined
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """A project after `propensity run --size tiny` with a behaviour shift, plus two earlier scorings."""
+    home = tmp_path_factory.mktemp("e2e") / "project"
+    (home / "mlruns").mkdir(parents=True)
+    configs = home / "configs"
+    shutil.copytree(REPO_ROOT / "configs", configs)
+    mp = pytest.MonkeyPatch()
+    for k, v in TELEMETRY_OFF.items():
+        mp.setenv(k, v)
+    mp.setenv("PROPENSITY_HOME", str(home))
+    mp.setenv("PROPENSITY_CONFIGS", str(configs))
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlruns' / 'mlflow.db'}")
+    mp.setenv("BENTOML_HOME", str(home / "bentoml_home"))
+    mp.delenv("PROPENSITY_REDIS_URL", raising=False)
+    from pipelines.run import load_run_config, run
+    from pipelines.score import score
+
+    cfg = load_run_config().model_copy(update={"shift_at": SHIFT})
+    state = run("tiny", cfg=cfg)
+    earlier = {d: score(d) for d in (MATURED, BEFORE_SHIFT)}
+    yield {"home": home, "configs": configs, "state": state, "cfg": cfg, "earlier": earlier}
+    mp.undo()
+
+
+def test_run_summary_and_scores_contract(chain):
+    from pipelines.run import STAGE_NAMES, summary_tables
+    from pipelines.score import SCORE_COLUMNS
+
+    state = chain["state"]
+    assert [s for s in STAGE_NAMES if state.stages[s]["status"] == "done"] == STAGE_NAMES
+    promote = state.stages["promote"]["facts"]
+    assert promote["churn"]["decision"] == "promoted" and promote["conversion"]["decision"] == "promoted"
+    scored = state.stages["score"]["facts"]
+    assert scored["as_of"] == "2026-11-01" and scored["rows"] > 500 and 0 < scored["flagged"] < scored["rows"]
+    assert len(summary_tables(state, chain["cfg"].serve_hint)) == 5
+
+    paths = project_paths()
+    latest = pd.read_parquet(paths.scores / "latest.parquet")
+    assert list(latest.columns) == SCORE_COLUMNS
+    pd.testing.assert_frame_equal(latest, pd.read_parquet(paths.scores / "2026-11-01" / "scores.parquet"))
+    csv = pd.read_csv(paths.scores / "2026-11-01" / "scores.csv", keep_default_na=False)
+    assert len(csv) == len(latest) and list(csv.columns) == SCORE_COLUMNS
+    flagged = latest["action"] != "no action"
+    assert (latest.loc[flagged, "reasons"].str.len() > 0).all()
+    assert set(latest["lifecycle_stage"]) <= {"new", "active", "at_risk", "lapsed"}
+    assert latest["rfm_segment"].notna().all()
+    # Only active customers are scored: every scored id has an event in the 365 days before as-of.
+    assert latest["customer_id"].is_unique
+
+
+@pytest.mark.behaviour
+def test_monitor_sees_the_shift_and_not_before_it(chain):
+    from pipelines.monitor import load_monitor_config, monitor
+
+    thresholds = load_monitor_config().thresholds
+    before = monitor(as_of=BEFORE_SHIFT)
+    churn_before = next(s for s in before.signals if s.model == "churn")
+    assert (churn_before.drift["psi"] > thresholds.feature_psi).sum() <= thresholds.max_drifted_features
+    assert not any(r.startswith("churn") for r in before.verdict.reasons)
+
+    after = monitor()
+    churn_after = next(s for s in after.signals if s.model == "churn")
+    drifted = churn_after.drift[churn_after.drift["psi"] > thresholds.feature_psi]["feature"].tolist()
+    assert after.verdict.retrain
+    assert any("complaint" in f for f in drifted), drifted  # the shift doubles complaints
+    assert churn_after.drift["psi"].max() > churn_before.drift["psi"].max()
+
+    # Realised AUC of the scores whose labels have matured (2026-08-23 + 60 days < data end).
+    realised = churn_after.realised.dropna(subset=["auc"])
+    assert f"{realised['as_of'].iloc[0]:%Y-%m-%d}" == MATURED
+    assert realised["auc"].iloc[0] > 0.6
+    html = after.report.read_text()
+    assert "RETRAIN" in html and "churn_feature_psi.png" in html and (after.report.parent / "churn_realised_auc.png").exists()
+    # MLflow got aggregates, never a customer id.
+    from training.tracking import client
+
+    run = client().get_run(after.mlflow_run_id)
+    assert run.data.metrics["retrain"] == 1.0 and "churn_max_feature_psi" in run.data.metrics
+    ids = set(pd.read_parquet(project_paths().scores / "latest.parquet")["customer_id"])
+    logged = " ".join([*run.data.params.values(), *run.data.tags.values(), html])
+    assert not any(f" {i} " in f" {logged} " or f">{i}<" in logged for i in list(ids)[:200])
+
+
+def test_failed_stage_leaves_everything_and_resume_continues(chain):
+    from pipelines.run import load_run_config, run
+    from training.champion import load_model_version
+
+    paths = project_paths()
+    champions = {m: load_model_version(m).version for m in ("churn", "conversion")}
+    latest_before = (paths.scores / "latest.parquet").read_bytes()
+    online_before = paths.online_store.stat().st_mtime_ns
+    actions = chain["configs"] / "actions.yaml"
+    good = actions.read_text()
+    broken = yaml.safe_load(good)
+    broken["rules"][0]["when"] = {"at_least": {"no_such_column": 1}}
+    actions.write_text(yaml.safe_dump(broken))
+    try:
+        with pytest.raises(PropensityError, match="stage 'score' failed.*no_such_column"):
+            run(only=["score", "report"], cfg=load_run_config())
+    finally:
+        actions.write_text(good)
+    assert {m: load_model_version(m).version for m in champions} == champions
+    assert (paths.scores / "latest.parquet").read_bytes() == latest_before
+    assert paths.online_store.stat().st_mtime_ns == online_before
+
+    resumed = run(resume=True, cfg=load_run_config())
+    assert resumed.selected == ["score", "report"]
+    assert resumed.stages["score"]["status"] == "done" and resumed.stages["report"]["status"] == "done"
+    assert "generate" not in resumed.stages  # a resumed run keeps the stages it was started with
+
+
+def test_retrain_if_needed_does_nothing_when_monitoring_is_happy(chain):
+    from pipelines.run import retrain
+    from training.champion import load_model_version
+
+    monitor_yaml = chain["configs"] / "monitor.yaml"
+    original = monitor_yaml.read_text()
+    lenient = yaml.safe_load(original)
+    lenient["thresholds"] = {"feature_psi": 50, "score_psi": 50, "min_realised_auc": 0.01, "max_auc_drop": 0.99,
+                             "max_drifted_features": 100}
+    monitor_yaml.write_text(yaml.safe_dump(lenient))
+    try:
+        versions = {m: load_model_version(m).version for m in ("churn", "conversion")}
+        checked, state = retrain(if_needed=True)
+    finally:
+        monitor_yaml.write_text(original)
+    assert checked is not None and not checked.verdict.retrain and state is None
+    assert {m: load_model_version(m).version for m in versions} == versions
+
+
+def test_forget_reaches_the_online_store(chain):
+    from features.retrieval import online_features
+    from pipelines.events import EventStore
+    from pipelines.forget import forget
+
+    paths = project_paths()
+    victim = pd.read_parquet(paths.scores / "latest.parquet")["customer_id"].iloc[0]
+    assert online_features([victim], "churn_v1")["found"].iloc[0]
+    report = forget([victim])
+    assert not online_features([victim], "churn_v1")["found"].iloc[0]
+    assert any(k.startswith("online store (sqlite)") for k in report.removed)
+    assert any(k.startswith("event store") for k in report.removed)
+    assert any(k.startswith("feature sources") for k in report.removed)
+    for table in ("orders", "page_views", "customers"):
+        assert victim not in set(EventStore(paths.events).read(table, columns=["customer_id"])["customer_id"])
+    for folder in paths.scores.glob("20*"):
+        assert victim not in set(pd.read_parquet(folder / "scores.parquet")["customer_id"])
+    assert victim not in set(pd.read_parquet(paths.scores / "latest.parquet")["customer_id"])
+    assert report.mlflow_hits == [] and report.not_found == []
