@@ -373,24 +373,20 @@ def drop_repeated_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df[~repeated].reset_index(drop=True)
 
 
-def _already_stored(stored: pd.DataFrame, new: pd.DataFrame) -> np.ndarray:
-    """Per row of ``new``: is an identical row (every column) already stored?
+def _already_stored(stored: pd.DataFrame, new: pd.DataFrame, id_column: str) -> np.ndarray:
+    """Per row of ``new``: is the row with its id already stored with every column equal?
 
-    Matches rows by hash, then confirms each match column by column (a differing or missing column means
-    not identical), so the answer is exact and costs a few vectorised passes, not a sort of both tables.
+    A column only one side has counts as null there; two nulls are equal whatever their dtype.
     """
     if stored.empty:
         return np.zeros(len(new), dtype=bool)
     columns = list(dict.fromkeys([*stored.columns, *new.columns]))
     stored, new = stored.reindex(columns=columns), new.reindex(columns=columns)
-    stored_hashes = pd.Index(_row_hashes(stored))
-    first = ~stored_hashes.duplicated()
-    position = pd.Index(stored_hashes[first]).get_indexer(_row_hashes(new))
-    at = np.flatnonzero(first)[position[position >= 0]]  # stored row with the same hash
+    position = pd.Index(stored[id_column]).get_indexer(new[id_column])  # ids are unique on both sides
     found = np.flatnonzero(position >= 0)
     equal = np.ones(len(found), dtype=bool)
     for col in columns:
-        a = stored[col].iloc[at].reset_index(drop=True)
+        a = stored[col].iloc[position[found]].reset_index(drop=True)
         b = new[col].iloc[found].reset_index(drop=True)
         equal &= (a.eq(b) | (a.isna() & b.isna())).to_numpy()
     same = np.zeros(len(new), dtype=bool)
@@ -408,7 +404,7 @@ def plan_table(store: EventStore, spec: Table, new: pd.DataFrame) -> TablePlan:
     stored = store.read_months(spec.name, set(hits["month"]))
     stored = stored[stored[idc].isin(new[idc])]
     # A new row equal (every column) to its stored version changes nothing.
-    same = _already_stored(stored, new)
+    same = _already_stored(stored, new, idc)
     changed = new[~same]
     is_update = changed[idc].isin(stored[idc])
     plan = TablePlan(added=int((~is_update).sum()), updated=int(is_update.sum()), already_present=int(same.sum()))

@@ -469,3 +469,36 @@ def test_cli_ingest_bad_input_raises_data_error(tmp_path, cli, event_log):
     result = CliRunner().invoke(cli, ["ingest", "--orders", str(path), "--store", str(tmp_path / "ev")])
     assert isinstance(result.exception, DataError)  # pipelines.cli.main turns it into exit code 2
     assert "'amount'" in str(result.exception)
+
+
+# ---- row identity helpers --------------------------------------------------------------------------------------
+def test_repeated_rows_are_dropped_exactly():
+    from pipelines.ingest import drop_repeated_rows
+
+    df = pd.DataFrame({"a": ["x", "x", "x", "y"], "b": [1.0, 1.0, None, None]})
+    kept = drop_repeated_rows(df)
+    assert kept["a"].tolist() == ["x", "x", "y"]
+    assert kept["b"].isna().tolist() == [False, True, True]  # ("x", null) differs from ("x", 1.0)
+
+
+def test_already_stored_compares_every_column_including_nulls_and_attributes():
+    from pipelines.ingest import _already_stored
+
+    stored = pd.DataFrame({"id": ["a", "b", "c"], "v": [1.0, None, 3.0]})
+    new = pd.DataFrame({"id": ["a", "b", "c", "d"], "v": [1.0, None, 3.5, 1.0], "tier": [None, None, None, None]})
+    assert _already_stored(stored, new, "id").tolist() == [True, True, False, False]
+    with_attribute = new.assign(tier=["gold", None, None, None])
+    assert _already_stored(stored, with_attribute, "id").tolist() == [False, True, False, False]
+
+
+def test_optional_columns_absent_from_a_file_are_stored_as_nulls(tmp_path, event_log):
+    views = event_log["page_views"].drop(columns=["product_id"])
+    orders = write_table(event_log["orders"], tmp_path, "orders", "csv")
+    ingest(orders, page_views=write_table(views, tmp_path, "page_views", "csv"), store=tmp_path / "ev")
+    stored = EventStore(tmp_path / "ev").read("page_views")
+    assert "product_id" in stored.columns and stored["product_id"].isna().all()
+    # The same views again, now with product ids: rows differ, so they are new page views, not updates.
+    with_ids = write_table(event_log["page_views"], tmp_path / "b", "page_views", "parquet")
+    report = ingest(orders, page_views=with_ids, store=tmp_path / "ev")
+    assert report.tables["page_views"].already_present == 2  # the two rows whose product_id is null anyway
+    assert report.tables["page_views"].added == 3
