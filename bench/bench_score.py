@@ -80,7 +80,7 @@ def synthetic_views(n: int, seed: int) -> dict[str, pd.DataFrame]:
     return out
 
 
-def setup(n: int, trees: int, seed: int) -> None:
+def setup(n: int, trees: int, seed: int, max_depth: int = -1) -> None:
     import lightgbm as lgb
 
     from features.build import snapshot_file
@@ -121,8 +121,8 @@ def setup(n: int, trees: int, seed: int) -> None:
         if model == "conversion":
             z = 0.5 * X["cart_views_30d"].fillna(0) + 0.1 * X["product_views_30d"].fillna(0) - 2
         y = (rng.random(len(X)) < 1 / (1 + np.exp(-(z - z.mean())))).astype(int)
-        booster = lgb.train({"objective": "binary", "num_leaves": 31, "learning_rate": 0.05, "verbose": -1,
-                             "num_threads": 2, "feature_pre_filter": False},
+        booster = lgb.train({"objective": "binary", "num_leaves": 31, "max_depth": max_depth, "learning_rate": 0.05,
+                             "verbose": -1, "num_threads": 2, "feature_pre_filter": False},
                             lgb.Dataset(X, label=y), num_boost_round=trees)
         register_booster(booster, model, feature_service=service, alias="champion",
                          calibration=fit_platt(booster.predict(X.to_numpy(), raw_score=True), y.to_numpy()))
@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--customers", type=int, default=1_000_000, help="customers to score")
     parser.add_argument("--trees", type=int, default=300, help="trees per model (31 leaves each)")
+    parser.add_argument("--max-depth", type=int, default=-1, help="tree depth limit (-1: none); TreeSHAP cost grows with depth squared")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--home", type=Path, default=None, help="project folder to use (default: a temp dir)")
     args = parser.parse_args(argv)
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         home = args.home or Path(tmp)
         _setup_env(home)
         started = time.perf_counter()
-        setup(args.customers, args.trees, args.seed)
+        setup(args.customers, args.trees, args.seed, args.max_depth)
         log.info("set-up (not timed): %.0f s", time.perf_counter() - started)
 
         from pipelines.score import score

@@ -18,11 +18,15 @@ def register(app: typer.Typer) -> None:
 
     @app.command("ingest")
     def ingest_command(
-        orders: Path = typer.Option(..., "--orders", help="Orders file (CSV or Parquet): the only required table."),
+        orders: Path = typer.Option(
+            ..., "--orders", help="Orders file (CSV or Parquet): the only required table."
+        ),
         customers: Path | None = typer.Option(
             None, "--customers", help="Customers file; without it customers are derived from the events."
         ),
-        page_views: Path | None = typer.Option(None, "--page-views", help="Page-view file (browse behaviour)."),
+        page_views: Path | None = typer.Option(
+            None, "--page-views", help="Page-view file (browse behaviour)."
+        ),
         complaints: Path | None = typer.Option(None, "--complaints", help="Complaints file."),
         column_map: Path | None = typer.Option(
             None,
@@ -72,7 +76,16 @@ def _print_report(report) -> None:
     from rich.table import Table
 
     table = Table(title=f"ingest into {report.store}")
-    for name in ("table", "status", "source", "rows read", "added", "updated", "already present", "months written"):
+    for name in (
+        "table",
+        "status",
+        "source",
+        "rows read",
+        "added",
+        "updated",
+        "already present",
+        "months written",
+    ):
         table.add_column(name, justify="right" if name not in ("table", "status", "source") else "left")
     for name, result in report.tables.items():
         table.add_row(
@@ -99,9 +112,14 @@ def _print_summary(summaries, store) -> None:
     table = Table(title=f"event store {store or 'data/events'}: valid")
     for name in ("table", "status", "rows", "customers", "first", "last", "months"):
         table.add_column(name, justify="right" if name in ("rows", "customers", "months") else "left")
+
+    def stamp(t) -> str:
+        return "-" if t is None else f"{t:%Y-%m-%d %H:%M}"
+
     for s in summaries:
-        stamp = (lambda t: "-" if t is None else f"{t:%Y-%m-%d %H:%M}")
-        table.add_row(s.table, s.status, f"{s.rows:,}", f"{s.customers:,}", stamp(s.first), stamp(s.last), str(s.months))
+        table.add_row(
+            s.table, s.status, f"{s.rows:,}", f"{s.customers:,}", stamp(s.first), stamp(s.last), str(s.months)
+        )
     Console().print(table)
     absent = [s.table for s in summaries if s.status == "absent"]
     if absent:

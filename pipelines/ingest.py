@@ -14,6 +14,7 @@ export that now carries a complaint's ``resolved_at``); new ids are appended to 
 from __future__ import annotations
 
 import logging
+import warnings
 import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,9 +46,12 @@ class TableMap(StrictModel):
         default_factory=dict, description="canonical column name -> the column's name in your file"
     )
     date_format: str | None = Field(
-        None, description="strftime format of every timestamp column of this file, 'ISO8601', 'epoch_s' or 'epoch_ms'"
+        None,
+        description="strftime format of every timestamp column of this file, 'ISO8601', 'epoch_s' or 'epoch_ms'",
     )
-    date_formats: dict[str, str] = Field(default_factory=dict, description="per canonical column, overrides date_format")
+    date_formats: dict[str, str] = Field(
+        default_factory=dict, description="per canonical column, overrides date_format"
+    )
     drop: list[str] = Field(default_factory=list, description="columns of your file to ignore")
 
 
@@ -69,7 +73,9 @@ class ColumnMap(StrictModel):
         try:
             zoneinfo.ZoneInfo(value)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as 'Europe/Berlin')") from exc
+            raise ValueError(
+                f"unknown time zone {value!r} (use an IANA name such as 'Europe/Berlin')"
+            ) from exc
         return value
 
     @model_validator(mode="after")
@@ -154,11 +160,12 @@ class Source:
 
 
 def _read_raw(path: Path, cmap: ColumnMap) -> pd.DataFrame:
+    """The file's table as read; DataError (without the path: the caller names the file) when unreadable."""
     name = path.name.lower()
     if not path.is_file():
-        raise DataError(f"{path}: file not found")
+        raise DataError("file not found")
     if path.stat().st_size == 0:
-        raise DataError(f"{path}: file is empty")
+        raise DataError("file is empty")
     try:
         if name.endswith(CSV_SUFFIXES):
             # Everything as text: ids like '007' keep their zeros and each column gets parsed by its contract.
@@ -167,10 +174,10 @@ def _read_raw(path: Path, cmap: ColumnMap) -> pd.DataFrame:
         if name.endswith(PARQUET_SUFFIXES):
             return pd.read_parquet(path)
     except pd.errors.EmptyDataError as exc:
-        raise DataError(f"{path}: file is empty") from exc
+        raise DataError("file is empty") from exc
     except Exception as exc:  # the parsers raise many types; all mean the file cannot be read
-        raise DataError(f"{path}: cannot read the file: {exc}") from exc
-    raise DataError(f"{path}: unknown file type; use .csv, .tsv, .csv.gz, .parquet or .pq")
+        raise DataError(f"cannot read the file: {exc}") from exc
+    raise DataError("unknown file type; use .csv, .tsv, .csv.gz, .parquet or .pq")
 
 
 def read_source(path: str | Path, table: str, cmap: ColumnMap) -> Source:
@@ -182,7 +189,7 @@ def read_source(path: str | Path, table: str, cmap: ColumnMap) -> Source:
     try:
         raw = _read_raw(path, cmap)
     except DataError as exc:
-        return Source(table, path, None, [Problem(label, None, str(exc).split(": ", 1)[1])])
+        return Source(table, path, None, [Problem(label, None, str(exc))])
     raw.columns = [str(c).strip() for c in raw.columns]
     raw = raw.reset_index(drop=True)
     problems: list[Problem] = []
@@ -193,8 +200,12 @@ def read_source(path: str | Path, table: str, cmap: ColumnMap) -> Source:
     for foreign in missing_mapped:
         canonical = next(c for c, f in tmap.columns.items() if f == foreign)
         problems.append(
-            Problem(label, foreign, f"not in the file, but the column map names it for {table}.{canonical} "
-                    f"(columns in the file: {', '.join(raw.columns)})")
+            Problem(
+                label,
+                foreign,
+                f"not in the file, but the column map names it for {table}.{canonical} "
+                f"(columns in the file: {', '.join(raw.columns)})",
+            )
         )
     raw = raw.drop(columns=[c for c in tmap.drop if c in raw.columns])
     raw = raw.rename(columns={f: c for c, f in tmap.columns.items()})
@@ -203,15 +214,23 @@ def read_source(path: str | Path, table: str, cmap: ColumnMap) -> Source:
     missing = [c for c in spec.required_names if c not in raw.columns and c not in derivable]
     for col in missing:
         problems.append(
-            Problem(label, col, f"required column is missing (columns in the file: {', '.join(raw.columns)}); "
-                    "map your name for it in the column map")
+            Problem(
+                label,
+                col,
+                f"required column is missing (columns in the file: {', '.join(raw.columns)}); "
+                "map your name for it in the column map",
+            )
         )
     extras = [c for c in raw.columns if c not in spec.names]
     if extras and not spec.extra_columns_allowed:
         for col in extras:
             problems.append(
-                Problem(label, col, f"unexpected column in {table}; list it under {table}.drop in the column map "
-                        "to ignore it")
+                Problem(
+                    label,
+                    col,
+                    f"unexpected column in {table}; list it under {table}.drop in the column map "
+                    "to ignore it",
+                )
             )
     if problems:
         return Source(table, path, None, problems)
@@ -239,7 +258,9 @@ def read_source(path: str | Path, table: str, cmap: ColumnMap) -> Source:
             out[col.name] = pd.Series(None, index=out.index, dtype=dtype)
     if spec.id_derivable and spec.id_column not in out.columns:
         out.insert(0, spec.id_column, _derive_ids(out, spec))
-        notes.append(f"{label}: no {spec.id_column} column; ids derived from the row content (stable on re-ingest)")
+        notes.append(
+            f"{label}: no {spec.id_column} column; ids derived from the row content (stable on re-ingest)"
+        )
     for col in spec.columns:  # nulls were rejected above: the strict numpy integer type is safe now
         if col.kind == INT and col.name in out.columns and not col.nullable:
             out[col.name] = out[col.name].astype("int64")
@@ -286,7 +307,10 @@ def _as_strings(values: pd.Series) -> pd.Series:
         whole = values.dropna()
         if (whole == np.floor(whole)).all():
             values = values.astype("Int64")
-    if pd.api.types.is_object_dtype(values) and pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
+    if pd.api.types.is_object_dtype(values) and pd.api.types.infer_dtype(values, skipna=True) in (
+        "string",
+        "empty",
+    ):
         return values
     return values.astype("string").astype(object).where(values.notna(), None)
 
@@ -305,9 +329,15 @@ def _parse_timestamps(values: pd.Series, fmt: str | None, timezone: str) -> pd.S
         if timezone == "UTC":
             parsed = pd.to_datetime(text, format=fmt or "ISO8601", utc=True, errors="coerce")
         else:
-            try:
-                parsed = pd.to_datetime(text, format=fmt or "ISO8601", errors="coerce")
-            except (ValueError, TypeError):  # mixed offsets: each value carries its own zone
+            # Naive values are wall-clock times in ``timezone``; values with an offset keep it. Mixed
+            # offsets come back as objects (with a warning): then each value is converted on its own.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                try:
+                    parsed = pd.to_datetime(text, format=fmt or "ISO8601", errors="coerce")
+                except (ValueError, TypeError):
+                    parsed = None
+            if parsed is None or not pd.api.types.is_datetime64_any_dtype(parsed):
                 parsed = pd.to_datetime(text, format=fmt or "ISO8601", utc=True, errors="coerce")
     if getattr(parsed.dt, "tz", None) is None:
         # Wall-clock times in a zone with DST: an ambiguous hour is read as standard time.
@@ -339,7 +369,7 @@ def _derive_ids(df: pd.DataFrame, spec: Table) -> pd.Series:
 class TablePlan:
     """The month files to write for one table and the counts for the report."""
 
-    frames: list[pd.DataFrame] = field(default_factory=list)
+    frame: pd.DataFrame | None = None  # full content of every month written (None: nothing to write)
     drop: set[str] = field(default_factory=set)
     months: list[str] = field(default_factory=list)
     added: int = 0
@@ -407,7 +437,9 @@ def plan_table(store: EventStore, spec: Table, new: pd.DataFrame) -> TablePlan:
     same = _already_stored(stored, new, idc)
     changed = new[~same]
     is_update = changed[idc].isin(stored[idc])
-    plan = TablePlan(added=int((~is_update).sum()), updated=int(is_update.sum()), already_present=int(same.sum()))
+    plan = TablePlan(
+        added=int((~is_update).sum()), updated=int(is_update.sum()), already_present=int(same.sum())
+    )
     if changed.empty:
         return plan
     old_months = set(hits.loc[hits["value"].isin(changed[idc]), "month"])
@@ -415,7 +447,7 @@ def plan_table(store: EventStore, spec: Table, new: pd.DataFrame) -> TablePlan:
     current = store.read_months(spec.name, touched)
     kept = current[~current[idc].isin(changed[idc])] if not current.empty else current
     merged = _concat([kept, changed])
-    plan.frames = [merged]
+    plan.frame = merged
     plan.months = sorted(touched)
     plan.drop = touched - set(_month(merged, spec))
     return plan
@@ -431,7 +463,7 @@ def _plan_by_row(store: EventStore, spec: Table, new: pd.DataFrame) -> TablePlan
     if fresh.empty:
         return plan
     touched = set(months[~same])
-    plan.frames = [_concat([store.read_months(spec.name, touched), fresh])]
+    plan.frame = _concat([store.read_months(spec.name, touched), fresh])
     plan.months = sorted(touched)
     return plan
 
@@ -536,8 +568,8 @@ def ingest(
             duplicate_rows_dropped=dropped,
             months_written=plan.months,
         )
-        if plan.frames:
-            writes[table] = plan.frames[0]
+        if plan.frame is not None:
+            writes[table] = plan.frame
         if plan.drop:
             drops[table] = plan.drop
 
@@ -552,7 +584,7 @@ def ingest(
     notes = [n for s in sources.values() for n in s.notes]
     report = IngestReport(store.root, {t: results[t] for t in TABLES}, families, notes)
 
-    if report.changed:
+    if report.changed or families != store.families():
         step(f"writing {sum(len(p) for p in writes.values()):,} rows to {store.root}")
         manifest = store.manifest()
         manifest["families"] = families
@@ -577,7 +609,9 @@ def _raise_if(problems: list[Problem]) -> None:
         raise DataError(f"ingest rejected, nothing was written ({len(problems)} problem(s)):\n{lines}")
 
 
-def _unknown_customers(store: EventStore, sources: dict[str, Source], families: dict[str, str]) -> list[Problem]:
+def _unknown_customers(
+    store: EventStore, sources: dict[str, Source], families: dict[str, str]
+) -> list[Problem]:
     """Events must belong to known customers when customers are given (this run or already in the store)."""
     file_has = "customers" in sources
     if not file_has and families.get("customers") != "present":
@@ -591,8 +625,9 @@ def _unknown_customers(store: EventStore, sources: dict[str, Source], families: 
         if table == "customers":
             continue
         ids = src.frame["customer_id"]
-        problem = problem_from_mask(str(src.path), "customer_id", f"unknown customer (not in {where})",
-                                    ~ids.isin(known), ids)
+        problem = problem_from_mask(
+            str(src.path), "customer_id", f"unknown customer (not in {where})", ~ids.isin(known), ids
+        )
         if problem:
             problems.append(problem)
     return problems
@@ -604,7 +639,9 @@ def _derive_customers(store: EventStore, frames: dict[str, pd.DataFrame]) -> pd.
     firsts = []
     for table, frame in frames.items():
         spec = TABLES[table]
-        firsts.append(frame[["customer_id", spec.time_column]].rename(columns={spec.time_column: "signup_at"}))
+        firsts.append(
+            frame[["customer_id", spec.time_column]].rename(columns={spec.time_column: "signup_at"})
+        )
     stored = store.read("customers", columns=["customer_id", "signup_at"])
     new_ids = pd.concat(firsts, ignore_index=True)["customer_id"].unique()
     firsts.append(stored[stored["customer_id"].isin(new_ids)])
@@ -625,7 +662,9 @@ class TableSummary:
     months: int = 0
 
 
-def validate_store(store: str | Path | EventStore | None = None, now: pd.Timestamp | None = None) -> list[TableSummary]:
+def validate_store(
+    store: str | Path | EventStore | None = None, now: pd.Timestamp | None = None
+) -> list[TableSummary]:
     """Re-check every month file of a store against the schemas, partitions, ids and customer references.
 
     Returns one summary per table; raises DataError naming the partition files and rows when broken.
@@ -646,9 +685,13 @@ def validate_store(store: str | Path | EventStore | None = None, now: pd.Timesta
         status = families.get(table, "absent")
         files = sorted(store.table_dir(table).glob("month=*/*.parquet"))
         if status == "absent" and files:
-            problems.append(Problem(str(store.table_dir(table)), None, "holds files but the manifest says absent"))
+            problems.append(
+                Problem(str(store.table_dir(table)), None, "holds files but the manifest says absent")
+            )
         if status != "absent" and not files:
-            problems.append(Problem(str(store.table_dir(table)), None, f"manifest says {status} but no files"))
+            problems.append(
+                Problem(str(store.table_dir(table)), None, f"manifest says {status} but no files")
+            )
         if not files:
             summaries.append(TableSummary(table, status))
             continue
@@ -663,14 +706,23 @@ def validate_store(store: str | Path | EventStore | None = None, now: pd.Timesta
         problems += check_table(df, table, str(store.table_dir(table)), now, row_label)
         if spec.time_column in df.columns and pd.api.types.is_datetime64_any_dtype(df[spec.time_column]):
             expected = np.repeat([f.parent.name.split("=", 1)[1] for f in files], [len(p) for p in parts])
-            wrong = (_month(df, spec).to_numpy() != expected)
-            problems += _labelled(problem_from_mask("", spec.time_column, "row in the wrong month partition",
-                                                    wrong, df[spec.time_column]), row_label)
+            wrong = _month(df, spec).to_numpy() != expected
+            problems += _labelled(
+                problem_from_mask(
+                    "", spec.time_column, "row in the wrong month partition", wrong, df[spec.time_column]
+                ),
+                row_label,
+            )
         frames[table] = (df, row_label)
         summaries.append(
             TableSummary(
-                table, status, rows=len(df), customers=int(df["customer_id"].nunique()),
-                first=df[spec.time_column].min(), last=df[spec.time_column].max(), months=len(files),
+                table,
+                status,
+                rows=len(df),
+                customers=int(df["customer_id"].nunique()),
+                first=df[spec.time_column].min(),
+                last=df[spec.time_column].max(),
+                months=len(files),
             )
         )
         if table == "customers":
@@ -678,9 +730,16 @@ def validate_store(store: str | Path | EventStore | None = None, now: pd.Timesta
     if customer_ids is not None:
         for table, (df, row_label) in frames.items():
             if table != "customers":
-                problems += _labelled(problem_from_mask("", "customer_id", "unknown customer (not in customers)",
-                                                        ~df["customer_id"].isin(customer_ids), df["customer_id"]),
-                                      row_label)
+                problems += _labelled(
+                    problem_from_mask(
+                        "",
+                        "customer_id",
+                        "unknown customer (not in customers)",
+                        ~df["customer_id"].isin(customer_ids),
+                        df["customer_id"],
+                    ),
+                    row_label,
+                )
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)
         raise DataError(f"event store {store.root} is invalid ({len(problems)} problem(s)):\n{lines}")
@@ -695,4 +754,6 @@ def _labelled(problem: Problem | None, row_label: Callable) -> list[Problem]:
     src = labelled[0][0]
     keep = [i for i, (s, _) in enumerate(labelled) if s == src]  # the rows that live in that same file
     rows = [labelled[i][1] for i in keep]
-    return [Problem(src, problem.column, problem.what, problem.count, rows, [problem.values[i] for i in keep])]
+    return [
+        Problem(src, problem.column, problem.what, problem.count, rows, [problem.values[i] for i in keep])
+    ]

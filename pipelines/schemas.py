@@ -148,7 +148,12 @@ def _problems(cases: pd.DataFrame, df: pd.DataFrame, source: str, row_label) -> 
         for src, items in by_source.items():
             problems.append(
                 Problem(
-                    src, column, what, count=len(index), rows=[r for r, _ in items], values=[v for _, v in items]
+                    src,
+                    column,
+                    what,
+                    count=len(index),
+                    rows=[r for r, _ in items],
+                    values=[v for _, v in items],
                 )
             )
     return problems

@@ -213,16 +213,23 @@ def add_reasons(frame: pd.DataFrame, models: dict[str, Any], features: dict[str,
     reasons = np.full(len(frame), "", dtype=object)
     reasons_json = np.full(len(frame), "[]", dtype=object)
     flagged = frame["action"].to_numpy() != cfg.default.action
-    with times.stage("reasons (flagged)", int(flagged.sum())):
+    from rich.progress import Progress
+
+    chunk = 20_000  # TreeSHAP is the slow part of scoring: show progress, keep memory flat
+    with times.stage("reasons (flagged)", int(flagged.sum())), \
+            Progress(transient=True, disable=flagged.sum() < 2 * chunk) as bar:
+        task = bar.add_task("reasons", total=int(flagged.sum()))
         for name, model in models.items():
-            rows = np.flatnonzero(flagged & (frame["explain"].to_numpy() == name))
-            if rows.size == 0:
-                continue
-            explained = explain_model(model, features[name].iloc[rows], cfg.scoring.top_k, cfg.scoring.lang, templates)
-            reasons[rows] = ["; ".join(r.sentence for r in row) for row in explained]
-            reasons_json[rows] = [
-                json.dumps([{"model": name, **r.to_dict()} for r in row], ensure_ascii=False) for row in explained
-            ]
+            selected = np.flatnonzero(flagged & (frame["explain"].to_numpy() == name))
+            for start in range(0, selected.size, chunk):
+                rows = selected[start:start + chunk]
+                explained = explain_model(model, features[name].iloc[rows], cfg.scoring.top_k, cfg.scoring.lang,
+                                          templates)
+                reasons[rows] = ["; ".join(r.sentence for r in row) for row in explained]
+                reasons_json[rows] = [
+                    json.dumps([{"model": name, **r.to_dict()} for r in row], ensure_ascii=False) for row in explained
+                ]
+                bar.advance(task, rows.size)
     frame["reasons"] = reasons
     frame["reasons_json"] = reasons_json
     return frame

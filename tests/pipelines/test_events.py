@@ -12,15 +12,19 @@ from .conftest import tiny_event_log
 
 
 def files_of(store: EventStore) -> dict[str, bytes]:
-    return {str(p.relative_to(store.root)): p.read_bytes() for p in sorted(store.root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(store.root)): p.read_bytes() for p in sorted(store.root.rglob("*")) if p.is_file()
+    }
 
 
 @pytest.fixture
 def store(tmp_path) -> EventStore:
     store = EventStore(tmp_path / "events")
     log = tiny_event_log()
-    store.replace_months({"orders": log["orders"], "customers": log["customers"]},
-                         {"families": {"orders": "present", "customers": "present"}})
+    store.replace_months(
+        {"orders": log["orders"], "customers": log["customers"]},
+        {"families": {"orders": "present", "customers": "present"}},
+    )
     return store
 
 
@@ -46,7 +50,12 @@ def test_an_empty_store_reads_as_canonical_empty_frames(tmp_path):
 def test_replace_months_touches_only_the_months_given(store):
     february = store.month_file("orders", "2026-02").read_bytes()
     new_january = pd.DataFrame(
-        {"order_id": ["o7"], "customer_id": ["c1"], "ordered_at": [pd.Timestamp("2026-01-09T00:00Z")], "amount": [1.0]}
+        {
+            "order_id": ["o7"],
+            "customer_id": ["c1"],
+            "ordered_at": [pd.Timestamp("2026-01-09T00:00Z")],
+            "amount": [1.0],
+        }
     )
     store.replace_months({"orders": new_january})
     assert store.read_months("orders", {"2026-01"})["order_id"].tolist() == ["o7"]  # whole month replaced
@@ -62,9 +71,12 @@ def test_drop_months_removes_a_partition(store):
 def test_a_failed_write_leaves_the_store_as_it_was(store):
     before = files_of(store)
     unwritable = pd.DataFrame(
-        {"order_id": ["o8", "o9"], "customer_id": ["c1", "c2"],
-         "ordered_at": pd.to_datetime(["2026-01-03T00:00Z", "2026-03-03T00:00Z"]),
-         "amount": [1.0, object()]}  # pyarrow cannot write an arbitrary object: fails mid-way
+        {
+            "order_id": ["o8", "o9"],
+            "customer_id": ["c1", "c2"],
+            "ordered_at": pd.to_datetime(["2026-01-03T00:00Z", "2026-03-03T00:00Z"]),
+            "amount": [1.0, object()],
+        }  # pyarrow cannot write an arbitrary object: fails mid-way
     )
     with pytest.raises(Exception):  # noqa: B017 - whatever pyarrow raises, the store must be untouched
         store.replace_months({"orders": unwritable}, {"families": {}})

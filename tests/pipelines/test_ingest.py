@@ -133,7 +133,15 @@ BAD_CASES = [
     (_bad_page_type, "page_views", "page_type", "must be one of home", 5, "'landing'", 1),
     (_severity_out_of_range, "complaints", "severity", "must be one of 1, 2, 3", 2, "4", 1),
     (_severity_not_whole, "complaints", "severity", "not a whole number", 2, "2.5", 1),
-    (_resolved_before_opened, "complaints", "resolved_at", "resolved_at is before opened_at", 1, "2026-01-01", 1),
+    (
+        _resolved_before_opened,
+        "complaints",
+        "resolved_at",
+        "resolved_at is before opened_at",
+        1,
+        "2026-01-01",
+        1,
+    ),
     (_missing_customer_id, "page_views", "customer_id", "missing value", 3, "<empty>", 1),
     (_duplicate_customer, "customers", "customer_id", "duplicate value", 1, "'c1'", 2),
 ]
@@ -164,7 +172,9 @@ def test_bad_input_is_rejected_naming_file_column_rows(tmp_path, fmt, exports, c
     assert not list(tmp_path.glob(".events.staging-*"))
 
 
-@pytest.mark.parametrize("content", ["", "order_id,customer_id,ordered_at,amount\n"], ids=["zero-bytes", "header-only"])
+@pytest.mark.parametrize(
+    "content", ["", "order_id,customer_id,ordered_at,amount\n"], ids=["zero-bytes", "header-only"]
+)
 def test_empty_csv_is_rejected(tmp_path, content):
     path = tmp_path / "orders.csv"
     path.write_text(content)
@@ -196,10 +206,17 @@ def test_events_of_customers_unknown_to_the_store_are_rejected(tmp_path, exports
     ingest_all(exports, store_dir)
     before = snapshot(store_dir)
     later = pd.DataFrame(
-        {"order_id": ["o9"], "customer_id": ["c42"], "ordered_at": [pd.Timestamp("2026-03-01T10:00Z")], "amount": [5.0]}
+        {
+            "order_id": ["o9"],
+            "customer_id": ["c42"],
+            "ordered_at": [pd.Timestamp("2026-03-01T10:00Z")],
+            "amount": [5.0],
+        }
     )
     path = write_table(later, tmp_path / "later", "orders", "csv")
-    with pytest.raises(DataError, match=r"orders\.csv: column 'customer_id': unknown customer .*row 1: 'c42'"):
+    with pytest.raises(
+        DataError, match=r"orders\.csv: column 'customer_id': unknown customer .*row 1: 'c42'"
+    ):
         ingest(path, store=store_dir)
     assert snapshot(store_dir) == before
 
@@ -215,7 +232,10 @@ def test_ingesting_the_same_files_twice_changes_nothing(tmp_path, exports):
     assert not again.changed
     assert again.rows_added() == dict.fromkeys(["customers", "orders", "page_views", "complaints"], 0)
     assert {t: r.already_present for t, r in again.tables.items()} == {
-        "customers": 3, "orders": 4, "page_views": 5, "complaints": 2,
+        "customers": 3,
+        "orders": 4,
+        "page_views": 5,
+        "complaints": 2,
     }
     assert snapshot(store_dir) == before
 
@@ -223,7 +243,9 @@ def test_ingesting_the_same_files_twice_changes_nothing(tmp_path, exports):
 def test_repeated_page_view_rows_in_a_file_count_once(tmp_path, event_log):
     views = pd.concat([event_log["page_views"], event_log["page_views"].iloc[[0]]], ignore_index=True)
     orders = write_table(event_log["orders"], tmp_path, "orders", "csv")
-    report = ingest(orders, page_views=write_table(views, tmp_path, "page_views", "csv"), store=tmp_path / "ev")
+    report = ingest(
+        orders, page_views=write_table(views, tmp_path, "page_views", "csv"), store=tmp_path / "ev"
+    )
     assert report.tables["page_views"].rows_read == 6
     assert report.tables["page_views"].duplicate_rows_dropped == 1
     assert report.tables["page_views"].added == 5
@@ -319,8 +341,12 @@ def test_transactions_only_log_runs_with_other_families_absent(tmp_path, transac
 
     report = ingest(log, column_map=cmap, store=store_dir)
 
-    assert report.families == {"customers": "derived", "orders": "present", "page_views": "absent",
-                               "complaints": "absent"}
+    assert report.families == {
+        "customers": "derived",
+        "orders": "present",
+        "page_views": "absent",
+        "complaints": "absent",
+    }
     assert report.absent == ["page_views", "complaints"]
     assert report.tables["page_views"].source is None and report.tables["page_views"].added == 0
     store = EventStore(store_dir)
@@ -367,6 +393,23 @@ def test_timestamps_in_epoch_seconds(tmp_path, event_log):
     ingest(path, column_map=cmap, store=tmp_path / "events")
     stored = EventStore(tmp_path / "events").read("orders").sort_values("order_id")
     assert stored["ordered_at"].tolist() == event_log["orders"]["ordered_at"].tolist()
+
+
+@pytest.mark.parametrize(
+    ("stamps", "expected"),
+    [
+        (["2026-01-05 12:00", "2026-07-05 12:00"], ["2026-01-05T11:00Z", "2026-07-05T10:00Z"]),  # CET, CEST
+        (["2026-01-05T12:00+00:00", "2026-01-05T12:00+05:00"], ["2026-01-05T12:00Z", "2026-01-05T07:00Z"]),
+        (["2026-01-05T12:00+02:00", "2026-01-05T12:00+02:00"], ["2026-01-05T10:00Z", "2026-01-05T10:00Z"]),
+    ],
+    ids=["naive-in-zone", "mixed-offsets", "one-offset"],
+)
+def test_timestamps_are_read_in_the_map_time_zone_and_stored_in_utc(tmp_path, stamps, expected):
+    path = tmp_path / "orders.csv"
+    path.write_text("customer_id,ordered_at,amount\n" + "".join(f"c1,{t},1.0\n" for t in stamps))
+    ingest(path, column_map=ColumnMap(timezone="Europe/Berlin"), store=tmp_path / "events")
+    stored = EventStore(tmp_path / "events").read("orders").sort_values("ordered_at")
+    assert stored["ordered_at"].tolist() == sorted(pd.Timestamp(e) for e in expected)
 
 
 def test_numbers_in_a_timestamp_column_need_an_epoch_format(tmp_path, event_log):
@@ -485,7 +528,9 @@ def test_already_stored_compares_every_column_including_nulls_and_attributes():
     from pipelines.ingest import _already_stored
 
     stored = pd.DataFrame({"id": ["a", "b", "c"], "v": [1.0, None, 3.0]})
-    new = pd.DataFrame({"id": ["a", "b", "c", "d"], "v": [1.0, None, 3.5, 1.0], "tier": [None, None, None, None]})
+    new = pd.DataFrame(
+        {"id": ["a", "b", "c", "d"], "v": [1.0, None, 3.5, 1.0], "tier": [None, None, None, None]}
+    )
     assert _already_stored(stored, new, "id").tolist() == [True, True, False, False]
     with_attribute = new.assign(tier=["gold", None, None, None])
     assert _already_stored(stored, with_attribute, "id").tolist() == [False, True, False, False]
@@ -500,5 +545,21 @@ def test_optional_columns_absent_from_a_file_are_stored_as_nulls(tmp_path, event
     # The same views again, now with product ids: rows differ, so they are new page views, not updates.
     with_ids = write_table(event_log["page_views"], tmp_path / "b", "page_views", "parquet")
     report = ingest(orders, page_views=with_ids, store=tmp_path / "ev")
-    assert report.tables["page_views"].already_present == 2  # the two rows whose product_id is null anyway
-    assert report.tables["page_views"].added == 3
+    assert report.tables["page_views"].already_present == 3  # the three rows whose product_id is null anyway
+    assert report.tables["page_views"].added == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "said"),
+    [
+        ("orders.csv", None, "file not found"),
+        ("orders.xlsx", "x", "unknown file type"),
+        ("orders.parquet", "not parquet", "cannot read the file"),
+    ],
+)
+def test_unreadable_files_are_named(tmp_path, name, content, said):
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(DataError, match=f"{name}: {said}"):
+        ingest(path, store=tmp_path / "events")

@@ -61,8 +61,8 @@ def test_churn_model_beats_chance_and_is_calibrated(trained_home):
 
 
 def test_mean_probability_tracks_label_rate(trained_home):
-    from training.train import build_training_set
     from tests.training.conftest import small_config
+    from training.train import build_training_set
 
     _, source, _ = trained_home
     ts = build_training_set(small_config("churn"), source)
