@@ -100,6 +100,10 @@ def _child(stage: str, home: Path, args: argparse.Namespace) -> dict:
 
 
 def _peak_mb() -> float:
+    """This process's own peak RSS. ru_maxrss would carry the parent's peak over fork + exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

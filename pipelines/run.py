@@ -137,10 +137,10 @@ def stage_generate(ctx: RunContext) -> dict:
         if not any(raw.glob("orders.*")):
             raise PropensityError(f"source is 'raw' but {raw} has no orders.parquet or orders.csv")
         return {"source": f"existing exports in {raw}"}
-    from pipelines.generate import generate
+    from pipelines.generate import generate, load_generator_config
 
     report = generate(customers=ctx.size.customers, days=ctx.size.days, seed=ctx.cfg.seed, out=raw,
-                      end=ctx.cfg.end, shift_at=ctx.cfg.shift_at)
+                      end=ctx.cfg.end, shift_at=ctx.cfg.shift_at, config=load_generator_config())
     return {"source": f"generated {ctx.size.customers} customers x {ctx.size.days} days (seed {ctx.cfg.seed})",
             "report": _plain(report)}
 
