@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from features.catalog import FLOAT, JOIN_KEY, VIEWS
+from features.catalog import FLOAT, INT, JOIN_KEY, TIMESTAMP_FIELD, VIEWS
 from features.settings import FeaturesConfig, load_features_config
 from pipelines.errors import PropensityError
 from pipelines.settings import ProjectPaths, project_paths
@@ -159,6 +159,13 @@ def _is_connection_error(exc: BaseException) -> bool:
 _STRING_VALUE_TYPE = 2  # feast ValueType.STRING
 _KEY_PREFIX = struct.pack("<I", 1) + struct.pack("<II", _STRING_VALUE_TYPE, len(JOIN_KEY)) + JOIN_KEY.encode()
 
+# A ValueProto holding one number is a field tag and the number: double_val (field 5, 8 little-endian
+# bytes) or int64_val (field 4, a varint of up to 10 bytes). A null is the empty message, b"".
+# tests/features/test_store.py checks these patterns against ValueProto.SerializeToString().
+DOUBLE_TAG = 0x29
+INT64_TAG = 0x20
+SLOT_WIDTH = {FLOAT: 9, INT: 11}  # bytes of the longest serialized value of each kind
+
 
 def entity_key_bytes(customer_id: str) -> bytes:
     """feast.infra.key_encoding_utils.serialize_entity_key (version 3) of one customer_id key."""
@@ -166,28 +173,45 @@ def entity_key_bytes(customer_id: str) -> bytes:
     return _KEY_PREFIX + struct.pack("<II", _STRING_VALUE_TYPE, len(raw)) + raw
 
 
-def value_blobs(values, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """Serialized ValueProto bytes and Feast's ``value_text`` for each value (nulls: b"" and None).
+def encode_values(values, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """Serialized ValueProto bytes of many numbers at once, without a Python object per value.
 
-    Serializes each distinct value once with Feast's own ValueProto; counts and amounts repeat a lot.
+    Returns ``(slots, lengths)``: row i of the uint8 matrix ``slots`` starts with the ``lengths[i]``
+    bytes of value i (0 bytes for a null/NaN); the rest of the row is padding.
     """
-    from feast.protos.feast.types.Value_pb2 import Value as ValueProto
-
     arr = np.asarray(values, dtype="float64")
-    blobs = np.full(len(arr), b"", dtype=object)
-    texts = np.full(len(arr), None, dtype=object)
+    n = len(arr)
     present = ~np.isnan(arr)
-    if present.any():
-        uniq, inverse = np.unique(arr[present], return_inverse=True)
-        if kind == FLOAT:
-            protos = [ValueProto(double_val=float(u)) for u in uniq]
-            text = [str(p.double_val) for p in protos]
-        else:
-            protos = [ValueProto(int64_val=int(u)) for u in uniq]
-            text = [str(p.int64_val) for p in protos]
-        blobs[present] = np.array([p.SerializeToString() for p in protos], dtype=object)[inverse]
-        texts[present] = np.array(text, dtype=object)[inverse]
-    return blobs, texts
+    slots = np.zeros((n, SLOT_WIDTH[kind]), dtype=np.uint8)
+    lengths = np.zeros(n, dtype=np.uint8)
+    if kind == FLOAT:
+        slots[:, 0] = DOUBLE_TAG
+        slots[:, 1:] = arr.astype("<f8").view(np.uint8).reshape(n, 8)
+        lengths[present] = 9
+        return slots, lengths
+    # int64 as protobuf varint: 7 bits per byte, low bits first, high bit set on all but the last byte;
+    # negative numbers are their two's complement as uint64 (10 bytes).
+    unsigned = np.where(present, arr, 0).astype(np.int64).view(np.uint64)
+    n_bytes = np.ones(n, dtype=np.uint8)
+    for k in range(1, 10):
+        n_bytes += (unsigned >> np.uint64(7 * k)) > 0
+    slots[:, 0] = INT64_TAG
+    for k in range(10):
+        septet = ((unsigned >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(np.uint8)
+        slots[:, k + 1] = np.where(k < n_bytes - 1, septet | 0x80, np.where(k == n_bytes - 1, septet, 0))
+    lengths[present] = n_bytes[present] + 1
+    return slots, lengths
+
+
+def value_blobs(values, kind: str) -> np.ndarray:
+    """Serialized ValueProto bytes of each value as Python bytes (b"" for a null), for Redis writes."""
+    slots, lengths = encode_values(values, kind)
+    blobs = np.full(len(lengths), b"", dtype=object)
+    for length in np.unique(lengths[lengths > 0]):
+        rows = lengths == length
+        # A fixed-width numpy void view turns each row into one bytes object in C.
+        blobs[rows] = np.ascontiguousarray(slots[rows, :length]).view(f"V{length}").ravel().tolist()
+    return blobs
 
 
 def latest_snapshot(paths: ProjectPaths, view: str):
@@ -238,73 +262,110 @@ def materialize(config: FeaturesConfig | None = None, paths: ProjectPaths | None
     return summary
 
 
-def _view_columns(table, view: str):
-    """Entity keys and, per feature, serialized values and texts of one snapshot table."""
-    ids = table.column(JOIN_KEY).to_pylist()
-    keys = np.array([entity_key_bytes(c) for c in ids], dtype=object)
-    ts = table.column("event_timestamp")[0].as_py() if table.num_rows else None
-    columns = {}
-    for f in VIEWS[view].features:
-        col = table.column(f.name).to_numpy(zero_copy_only=False)
-        columns[f.name] = value_blobs(col, f.kind)
-    return keys, columns, ts
-
-
-# Feast's SQLite online table, exactly as SqliteOnlineStore.update() creates it.
+# Feast's SQLite online table: the columns and primary key SqliteOnlineStore.update() creates, stored
+# WITHOUT ROWID so that a customer's rows sit together in primary-key order. One b-tree instead of
+# Feast's three (table, primary key, entity_key index): a third of the writes, and a read of one
+# customer is one contiguous range. Feast reads and upserts it like its own (tests check both).
 _SQLITE_DDL = (
-    "CREATE TABLE IF NOT EXISTS {t} (entity_key BLOB, feature_name TEXT, value BLOB, value_text TEXT, "
-    " vector_value BLOB, event_ts timestamp, created_ts timestamp,  PRIMARY KEY(entity_key, feature_name))"
+    "CREATE TABLE {t} (entity_key BLOB, feature_name TEXT, value BLOB, value_text TEXT, "
+    "vector_value BLOB, event_ts timestamp, created_ts timestamp, PRIMARY KEY(entity_key, feature_name)) "
+    "WITHOUT ROWID"
 )
+_LENGTH_BASE = ord("a")  # value lengths are stored as letters so that SQLite's unicode() reads them
 
 
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _snapshot_keys(tables: dict) -> tuple[list[bytes], np.ndarray]:
+    """Serialized entity keys in byte order (SQLite's BLOB order), and for each the row in the tables.
+
+    Every view of a snapshot holds the same customers in the same order (features.build), checked here.
+    """
+    ids = next(iter(tables.values())).column(JOIN_KEY)
+    for view, table in tables.items():
+        if not table.column(JOIN_KEY).equals(ids):
+            raise PropensityError(f"snapshot of {view} holds other customers than the other views; rebuild it")
+    keys = np.array([entity_key_bytes(c) for c in ids.to_pylist()], dtype=object)
+    order = np.argsort(keys, kind="stable")
+    return keys[order].tolist(), order
+
+
+def _view_records(table, view: str, order: np.ndarray) -> tuple[list[bytes], list[tuple[str, int, int]]]:
+    """One bytes record per customer holding every feature value of the view, and how to cut it.
+
+    Record = one length letter per feature, then one fixed-width slot per feature whose first
+    ``length`` bytes are the serialized ValueProto. SQLite cuts the records into Feast's one row per
+    (customer, feature) itself, so Python never handles a value on its own.
+    Returns the records (in ``order``) and, per feature in name order, (name, length position, slot start),
+    1-based as SQLite's substr() counts.
+    """
+    features = sorted(VIEWS[view].features, key=lambda f: f.name)
+    n, k = len(order), len(features)
+    widths = [SLOT_WIDTH[FLOAT if f.kind == FLOAT else INT] for f in features]
+    record = np.empty((n, k + sum(widths)), dtype=np.uint8)
+    cuts = []
+    start = k
+    for j, (f, width) in enumerate(zip(features, widths, strict=True)):
+        values = table.column(f.name).to_numpy(zero_copy_only=False).astype("float64")[order]
+        slots, lengths = encode_values(values, FLOAT if f.kind == FLOAT else INT)
+        record[:, j] = lengths + _LENGTH_BASE
+        record[:, start : start + width] = slots
+        cuts.append((f.name, j + 1, start + 1))
+        start += width
+    return record.view(f"V{record.shape[1]}").ravel().tolist(), cuts
+
+
+def _unix_seconds(ts: dt.datetime) -> int:
+    """What Feast's SQLite store writes for event_ts / created_ts: int(to_naive_utc(ts).timestamp()),
+    a naive UTC time read back with datetime.fromtimestamp. Written out here to keep Feast's 5 s import
+    off the materialize path."""
+    if ts.tzinfo is not None:
+        ts = ts.astimezone(dt.UTC).replace(tzinfo=None)
+    return int(ts.timestamp())
+
+
 def _write_sqlite(target: StoreTarget, tables: dict) -> int:
     """Write a fresh SQLite file with Feast's tables and swap it in atomically: readers see the old
-    store or the new one, never half of it; inserts in key order into a fresh file are fast."""
-    from feast.utils import to_naive_utc
-
+    store or the new one, never half of it. Rows go in primary-key order in one transaction."""
     target.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.sqlite_path.with_name(f".{target.sqlite_path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    keys, order = _snapshot_keys(tables)
+    now = _unix_seconds(dt.datetime.now(dt.UTC))
     values = 0
     try:
-        con = sqlite3.connect(tmp)
+        con = sqlite3.connect(tmp, isolation_level=None)
+        # A new file nobody reads until the rename: no journal, no fsync, big page cache.
         con.execute("PRAGMA journal_mode = OFF")
         con.execute("PRAGMA synchronous = OFF")
-        con.execute("PRAGMA cache_size = -262144")
-        now = int(to_naive_utc(dt.datetime.now(dt.UTC)).timestamp())
+        con.execute("PRAGMA page_size = 32768")  # fewer, fuller pages: measured 10% faster than 8k
+        con.execute("PRAGMA cache_size = -524288")
+        con.execute("PRAGMA temp_store = MEMORY")
+        con.execute("BEGIN")
         for view, table in tables.items():
-            name = f"{target.project}_{view}"
-            con.execute(_SQLITE_DDL.format(t=_quote(name)))
-            keys, columns, ts = _view_columns(table, view)
-            event_ts = int(to_naive_utc(ts).timestamp()) if ts else None
-            order = np.argsort(keys)  # bytes order == SQLite BLOB order: appends to the b-tree
-            names = sorted(columns)
-            n = len(keys)
-            blob_grid = np.empty((n, len(names)), dtype=object)
-            text_grid = np.empty((n, len(names)), dtype=object)
-            for j, fname in enumerate(names):
-                blob_grid[:, j] = columns[fname][0][order]
-                text_grid[:, j] = columns[fname][1][order]
-            rows = zip(
-                np.repeat(keys[order], len(names)).tolist(),
-                np.tile(np.array(names, dtype=object), n).tolist(),
-                blob_grid.ravel().tolist(),
-                text_grid.ravel().tolist(),
-                [event_ts] * (n * len(names)),
-                [now] * (n * len(names)),
-                strict=True,
+            name = _quote(f"{target.project}_{view}")
+            ts = table.column(TIMESTAMP_FIELD)[0].as_py() if table.num_rows else None
+            event_ts = _unix_seconds(ts) if ts else None
+            records, cuts = _view_records(table, view, order)
+            con.execute(_SQLITE_DDL.format(t=name))
+            con.execute("CREATE TEMP TABLE staging (entity_key BLOB, record BLOB)")
+            con.executemany("INSERT INTO staging VALUES (?, ?)", zip(keys, records, strict=True))
+            con.execute("CREATE TEMP TABLE cuts (feature_name TEXT, length_at INT, slot_at INT)")
+            con.executemany("INSERT INTO cuts VALUES (?, ?, ?)", cuts)
+            # CROSS JOIN keeps staging (key order) outside and cuts (name order) inside: the rows come
+            # out in primary-key order and append to the b-tree.
+            con.execute(
+                f"INSERT INTO {name} (entity_key, feature_name, value, event_ts, created_ts) "
+                "SELECT s.entity_key, c.feature_name, "
+                f"substr(s.record, c.slot_at, unicode(substr(s.record, c.length_at, 1)) - {_LENGTH_BASE}), ?, ? "
+                "FROM staging s CROSS JOIN cuts c",
+                (event_ts, now),
             )
-            con.executemany(
-                f"INSERT INTO {_quote(name)} (entity_key, feature_name, value, value_text, event_ts, created_ts) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            con.execute(f"CREATE INDEX IF NOT EXISTS {_quote(name + '_ek')} ON {_quote(name)} (entity_key)")
-            values += n * len(names)
-        con.commit()
+            con.execute("DROP TABLE staging")
+            con.execute("DROP TABLE cuts")
+            values += len(keys) * len(cuts)
+        con.execute("COMMIT")
         con.close()
         os.replace(tmp, target.sqlite_path)
     finally:
@@ -320,30 +381,28 @@ def _write_redis(target: StoreTarget, tables: dict, batch: int = 5_000) -> int:
     from google.protobuf.timestamp_pb2 import Timestamp
 
     client = redis_client(target.redis_url)
-    per_customer: dict[bytes, dict] = {}
-    values = 0
+    keys, order = _snapshot_keys(tables)
+    suffix = target.project.encode()
+    fields: list[bytes] = []
+    columns: list[list[bytes]] = []
     for view, table in tables.items():
-        keys, columns, ts = _view_columns(table, view)
         stamp = Timestamp()
-        stamp.FromDatetime(ts)
-        ts_field, ts_value = f"_ts:{view}".encode(), stamp.SerializeToString()
-        fields = [(_mmh3(f"{view}:{name}"), blobs) for name, (blobs, _texts) in columns.items()]
-        for i, key in enumerate(keys.tolist()):
-            mapping = per_customer.setdefault(key + target.project.encode(), {})
-            mapping[ts_field] = ts_value
-            for field_key, blobs in fields:
-                mapping[field_key] = blobs[i]
-        values += len(keys) * len(fields)
+        stamp.FromDatetime(table.column(TIMESTAMP_FIELD)[0].as_py())
+        fields.append(f"_ts:{view}".encode())
+        columns.append([stamp.SerializeToString()] * len(keys))
+        for f in VIEWS[view].features:
+            values = table.column(f.name).to_numpy(zero_copy_only=False).astype("float64")[order]
+            fields.append(_mmh3(f"{view}:{f.name}"))
+            columns.append(value_blobs(values, FLOAT if f.kind == FLOAT else INT).tolist())
     try:
-        items = list(per_customer.items())
-        for start in range(0, len(items), batch):
+        for start in range(0, len(keys), batch):
             with client.pipeline(transaction=False) as pipe:
-                for key, mapping in items[start : start + batch]:
-                    pipe.hset(key, mapping=mapping)
+                for i in range(start, min(start + batch, len(keys))):
+                    pipe.hset(keys[i] + suffix, mapping=dict(zip(fields, (c[i] for c in columns), strict=True)))
                 pipe.execute()
     except redis.exceptions.ConnectionError as exc:
         raise OnlineStoreUnavailable(f"redis at {target.redis_url} unreachable: {exc}") from exc
-    return values
+    return len(keys) * (len(fields) - len(tables))
 
 
 def redis_client(url: str):
