@@ -37,9 +37,11 @@ def as_unix_seconds(as_of, n_rows: int) -> np.ndarray:
     Naive timestamps are taken as UTC.
     """
     if isinstance(as_of, pd.Series | pd.Index | np.ndarray | list):
-        ts = pd.to_datetime(pd.Series(np.asarray(as_of)), utc=True)
+        # No np.asarray first: a tz-aware Series would become an object array of Timestamps (slow).
+        values = as_of if isinstance(as_of, pd.Series | pd.Index) else pd.Series(as_of)
+        ts = pd.to_datetime(values, utc=True)
         seconds = (ts - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
-        return seconds.to_numpy(dtype="float64")
+        return np.asarray(seconds, dtype="float64")
     ts = pd.Timestamp(as_of)
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
     return np.full(n_rows, ts.value / 1e9)

@@ -74,6 +74,10 @@ def train_model(
     n_trials = cfg.tuning.trials if trials is None else trials
     timeout = cfg.tuning.timeout_seconds if timeout is None else timeout
 
+    unknown = sorted(set(cfg.tuning.monotone) - set(ts.feature_names))
+    if unknown:
+        log.warning("%s: monotone constraint(s) on %s ignored: not inputs of %s", cfg.model, ", ".join(unknown),
+                    cfg.feature_service)
     experiment_id = ensure_experiment(cfg.model)
     run_name = f"{'tune-worker' if tune_only else 'train'}-{cfg.model}"
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as parent:

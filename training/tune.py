@@ -33,9 +33,6 @@ def default_storage() -> str:
 
 
 def base_params(tuning: Tuning, seed: int, feature_names: list[str]) -> dict[str, Any]:
-    unknown = sorted(set(tuning.monotone) - set(feature_names))
-    if unknown:
-        log.warning("monotone constraint(s) on %s ignored: not inputs of this model", ", ".join(unknown))
     monotone = {}
     if tuning.monotone:
         monotone = {"monotone_constraints": [tuning.monotone.get(n, 0) for n in feature_names],

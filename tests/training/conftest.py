@@ -40,8 +40,18 @@ def events_home(project_home, synthetic_events):
     return project_home, EventFeatures(EventStore(dest))
 
 
+@pytest.fixture
+def trained_home(_trained_session):
+    """The session's trained project; re-points MLflow's process-global tracking URI at it, since tests
+    with their own ``project_home`` may have moved it."""
+    from training.tracking import configure_mlflow
+
+    configure_mlflow()
+    return _trained_session
+
+
 @pytest.fixture(scope="session")
-def trained_home(tmp_path_factory, synthetic_events):
+def _trained_session(tmp_path_factory, synthetic_events):
     """A project home (same env as ``project_home``) holding a trained churn and conversion model."""
     from training.train import train_model
 
