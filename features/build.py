@@ -158,7 +158,7 @@ def _prepare(con, store: EventStore, present: dict[str, bool], dates: list[dt.da
         activity.append("SELECT customer_id, day FROM session_days")
     if present["complaints"]:
         con.execute(
-            "CREATE OR REPLACE TEMP VIEW raw_complaints AS "
+            "CREATE TEMP TABLE raw_complaints AS "  # read once, used by every date
             + raw("complaints", "customer_id, opened_at, severity, resolved_at", "opened_at")
         )
         firsts.append("SELECT customer_id, min(opened_at) FROM raw_complaints GROUP BY 1")

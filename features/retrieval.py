@@ -83,6 +83,16 @@ def online_features(
 
     Raises ``features.store.OnlineStoreUnavailable`` when the store cannot be reached.
     """
+    return pd.DataFrame(online_feature_columns(customer_ids, service, as_of, config))
+
+
+def online_feature_columns(
+    customer_ids: Sequence[str], service: str, as_of: dt.datetime | pd.Timestamp | None = None,
+    config: FeaturesConfig | None = None,
+) -> dict[str, np.ndarray]:
+    """``online_features`` as column arrays (same names, order and values), without building a DataFrame:
+    for latency-bound callers that turn the frame into arrays anyway (a frame of 45 columns costs
+    about 0.3 ms, as much as the store read of one customer)."""
     from features import online
     from features.store import resolve_target
 
@@ -95,7 +105,7 @@ def online_features(
     data = {JOIN_KEY: np.array(ids, dtype=object), "found": found}
     data.update(columns)
     data.update(derived)
-    return pd.DataFrame(data)
+    return data
 
 
 _config_cache: dict[str, FeaturesConfig] = {}

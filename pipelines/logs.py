@@ -20,4 +20,9 @@ def setup_logging(verbose: bool = False) -> None:
     # The stack is chatty at INFO; keep our own messages readable.
     for noisy in ("feast", "mlflow", "alembic", "bentoml", "urllib3", "httpx", "numexpr", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module="pathspec")
+    # Deprecations inside the stack (ibis on duckdb 2, SQLAlchemy in mlflow, pathspec in bentoml) are
+    # not actionable for users of this tool.
+    for module in ("pathspec", "ibis", "mlflow", "sqlalchemy", "feast", "bentoml"):
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
+    warnings.filterwarnings("ignore", message=".*noload.*")
+    warnings.filterwarnings("ignore", message=".*fetch_arrow_table.*")

@@ -83,6 +83,12 @@ def data_end(store: EventStore, cutoffs: Cutoffs) -> pd.Timestamp:
     return last.normalize() + DAY
 
 
+def _snapshot_anchor() -> pd.Timestamp:
+    from features.settings import load_features_config
+
+    return _midnight(load_features_config().snapshots.anchor)
+
+
 def plan_split(
     end: pd.Timestamp,
     horizon_days: int,
@@ -93,7 +99,9 @@ def plan_split(
     """Lay the cutoff grid over the data and assign train / validation / test cutoffs."""
     horizon = pd.Timedelta(days=horizon_days)
     step = pd.Timedelta(days=cutoffs.every_days)
-    anchor = _midnight(cutoffs.anchor) if cutoffs.anchor is not None else end
+    # Cutoffs sit on the feature store's snapshot grid by default, so every training row reads a
+    # snapshot taken exactly at its cutoff (windowed counts are exact only on snapshot dates).
+    anchor = _midnight(cutoffs.anchor) if cutoffs.anchor is not None else _snapshot_anchor()
     # The latest grid point (anchor + k * step, any integer k) whose label window has fully passed.
     latest_allowed = end - horizon
     test = anchor + ((latest_allowed - anchor) // step) * step

@@ -63,6 +63,9 @@ def test_two_workers_tune_one_study(events_home):
 
     import mlflow
 
+    from training.tracking import configure_mlflow
+
+    configure_mlflow()  # this process's MLflow may still point at an earlier test's store
     trial_runs = mlflow.search_runs(experiment_names=["churn"], filter_string="tags.optuna_study = 'shared'")
     trial_runs = trial_runs[trial_runs["tags.optuna_trial"].notna()]
     assert trial_runs["tags.worker_pid"].nunique() == 2
