@@ -26,3 +26,7 @@ def setup_logging(verbose: bool = False) -> None:
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
     warnings.filterwarnings("ignore", message=".*noload.*")
     warnings.filterwarnings("ignore", message=".*fetch_arrow_table.*")
+    # Some of the stack re-installs its own warning filters after import; routing warnings through
+    # logging keeps them out of the user's terminal unless --verbose asks for them.
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.DEBUG if verbose else logging.ERROR)

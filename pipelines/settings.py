@@ -25,6 +25,7 @@ def quiet_environment() -> None:
     """Turn telemetry off and keep BentoML's home inside the project. Call before importing the stack."""
     for key, value in TELEMETRY_OFF.items():
         os.environ.setdefault(key, value)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # tqdm bars per model load
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # "Creating initial MLflow database tables..."
     os.environ.setdefault("BENTOML_HOME", str(project_paths().root / "bentoml_home"))
 
