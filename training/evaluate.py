@@ -1,10 +1,18 @@
 """``propensity evaluate``: a model's test AUC against the oracle AUC on the same rows.
 
 On generated data the generator's ground truth (data/raw/ground_truth.parquet) holds each customer's true
-probability at weekly ``as_of`` dates. For the latest ``as_of`` whose label window has passed, the
-eligible customers are labelled from the event store, scored by the model, and the model's AUC is put
+probability at weekly ``as_of`` dates (Mondays). For the latest ``as_of`` whose label window has passed,
+the eligible customers are labelled from the event store, scored by the model, and the model's AUC is put
 next to the AUC of the true probabilities (the best any model could do on those rows) and of two simple
 baselines: recency alone, and the RFM score.
+
+Rows, labels, features and oracle all refer to the same instant. The feature store's snapshots sit on
+its own grid (Saturdays by default), so features read point-in-time at a Monday would come from a
+snapshot two days old: windowed counts and last-event times would miss two days the oracle knows about
+(measured on 20k customers: conversion AUC 0.696 instead of 0.756). Unless a snapshot exists at
+``as_of``, evaluate therefore builds one for that date alone with the feature build's own SQL, in a
+scratch folder (the project's feature store is left as it is), and derives the day counts with the
+same ``features.derived.add_derived`` that retrieval calls.
 """
 
 from __future__ import annotations
@@ -72,8 +80,57 @@ def _baselines(kind: str, feats: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return -days.fillna(days.max() + 1).to_numpy(), rfm.to_numpy()
 
 
+class SnapshotFeatures:
+    """Features exactly at each row's timestamp: the Feast feature service when a snapshot exists at that
+    date, otherwise a snapshot built for that date alone in a scratch folder (see the module docstring)."""
+
+    def historical(self, entity_df: pd.DataFrame, service: str) -> pd.DataFrame:
+        from features.build import built_dates
+
+        days = pd.to_datetime(entity_df["event_timestamp"], utc=True)
+        missing = sorted({d.date() for d in days.dt.normalize()} - set(built_dates(project_paths().feature_sources)))
+        if not missing:
+            return FeastFeatureSource().historical(entity_df, service)
+        parts = [self._built_for(entity_df[days.dt.date == day], service, day) for day in missing]
+        on_grid = entity_df[~days.dt.date.isin(missing)]
+        if len(on_grid):
+            grid_features = FeastFeatureSource().historical(on_grid, service)
+            grid_features.index = on_grid.index
+            parts.append(grid_features)
+        return pd.concat(parts).loc[entity_df.index]
+
+    @staticmethod
+    def _built_for(entity_df: pd.DataFrame, service: str, day) -> pd.DataFrame:
+        import tempfile
+        from pathlib import Path
+
+        from features.build import build_features, snapshot_file
+        from features.catalog import service_views
+        from features.derived import add_derived
+        from features.settings import load_features_config
+        from pipelines.settings import ProjectPaths
+
+        config = load_features_config()
+        # history_days=0: the build plans only the one date asked for, not a year of backfill.
+        one_date = config.model_copy(update={"snapshots": config.snapshots.model_copy(update={"history_days": 0})})
+        out = entity_df[["customer_id", "event_timestamp"]].astype({"customer_id": str})
+        with tempfile.TemporaryDirectory(prefix="propensity-eval-") as tmp:
+            scratch = ProjectPaths(Path(tmp))
+            scratch.data.mkdir()
+            os.symlink(project_paths().events.resolve(), scratch.events)  # read the real events, write nowhere else
+            log.info("building a feature snapshot at %s for the evaluation (scratch folder, not the store)", day)
+            build_features(day, config=one_date, paths=scratch)
+            for view in service_views(service):
+                snap = pd.read_parquet(snapshot_file(scratch.feature_sources, view, day))
+                out = out.merge(snap.drop(columns=["event_timestamp"]), on="customer_id", how="left")
+        out.index = entity_df.index
+        return add_derived(out, out["event_timestamp"], config)
+
+
 def evaluate_model(name: str, alias: str = "champion", source: FeatureSource | None = None,
                    ground_truth: pd.DataFrame | None = None) -> Evaluation:
+    """Score model ``name`` at ``alias`` on the latest matured ground-truth date, next to the oracle and
+    the baselines, on the same labelled rows."""
     from training.champion import load_model_version
 
     cfg = load_training_config(name)
@@ -81,9 +138,14 @@ def evaluate_model(name: str, alias: str = "champion", source: FeatureSource | N
     gt = read_ground_truth() if ground_truth is None else ground_truth
     store = EventStore(project_paths().events)
     end = data_end(store, cfg.cutoffs)
-    matured = sorted(t for t in gt["as_of"].unique() if t + pd.Timedelta(days=cfg.labels.horizon_days) <= end)
+    horizon = pd.Timedelta(days=cfg.labels.horizon_days)
+    matured = sorted(t for t in gt["as_of"].unique() if t + horizon <= end)
     if not matured:
-        raise PropensityError(f"{name}: no ground-truth as_of date has a matured {cfg.labels.horizon_days}-day label")
+        raise PropensityError(
+            f"{name}: no ground-truth as_of date has a matured {cfg.labels.horizon_days}-day label "
+            f"(ground truth {gt['as_of'].min():%Y-%m-%d}..{gt['as_of'].max():%Y-%m-%d}, events end "
+            f"{end - pd.Timedelta(days=1):%Y-%m-%d})"
+        )
     as_of = pd.Timestamp(matured[-1])
     cutoffs = pd.DataFrame({"cutoff": pd.Series([as_of]).astype("datetime64[us, UTC]"), "split": [TEST]})
     rows = build_labels(store, cfg.labels, cutoffs)
@@ -91,7 +153,8 @@ def evaluate_model(name: str, alias: str = "champion", source: FeatureSource | N
     rows = rows.merge(truth, on="customer_id", how="inner")
     if len(rows) == 0 or rows["label"].nunique() < 2:
         raise PropensityError(f"{name}: too few labelled rows with ground truth at {as_of:%Y-%m-%d} to evaluate")
-    feats = (source or FeastFeatureSource()).historical(rows[["customer_id", "event_timestamp"]], model.feature_service)
+    feats = (source or SnapshotFeatures()).historical(rows[["customer_id", "event_timestamp"]],
+                                                      model.feature_service).reset_index(drop=True)
     y = rows["label"].to_numpy()
     recency, rfm = _baselines("churn" if isinstance(cfg.labels, ChurnLabels) else "conversion", feats)
     model_auc = auc(y, model.predict_proba(feats))

@@ -32,6 +32,10 @@ CHAMPION_STACK_TAG = "champion_history"  # JSON list of versions that held the a
 HOLDOUT_ARTIFACT = "holdout/holdout.parquet"
 
 
+class IncomparableModels(PropensityError):
+    """The champion needs features the challenger's holdout lacks (another feature service)."""
+
+
 @dataclass
 class Decision:
     model: str
@@ -91,10 +95,10 @@ def score_on_holdout(model: LoadedModel, holdout: pd.DataFrame, metric: str) -> 
 
     missing = [c for c in model.feature_names if c not in holdout.columns]
     if missing:
-        raise PropensityError(
-            f"{model.name} v{model.version} needs feature(s) {', '.join(missing)} that the challenger's "
-            "holdout does not hold (another feature service): retrain both on one service, or promote "
-            "by hand with `propensity promote --force`"
+        raise IncomparableModels(
+            f"{model.name} v{model.version} (feature service {model.feature_service}) needs feature(s) "
+            f"{', '.join(missing)} that the challenger's holdout does not hold: retrain both on one service, "
+            f"or promote by hand with `propensity promote {model.name} --force`"
         )
     y = holdout["label"].to_numpy(dtype=np.int64)
     p = model.predict_proba(holdout)
@@ -126,8 +130,20 @@ def promote(name: str, margin: float | None = None, metric: str | None = None, f
     elif champion_v is None:
         decision, reason = "promoted", "no champion yet"
     else:
-        champ_score = score_on_holdout(load_model_version(name, version=champion_v), holdout, metric)
-        if chal_score >= champ_score + margin:
+        try:
+            champ_score = score_on_holdout(load_model_version(name, version=champion_v), holdout, metric)
+        except IncomparableModels as exc:
+            # Without a score on the same rows the gate cannot say the challenger is better: only a
+            # person may decide, and the audit log records that they did.
+            if not force:
+                raise
+            champ_score = None
+            log.warning("%s", exc)
+        if champ_score is None:
+            decision = "promoted"
+            reason = (f"forced by {_who()}: champion v{champion_v} cannot be scored on the challenger's "
+                      "holdout (other features)")
+        elif chal_score >= champ_score + margin:
             decision = "promoted"
             reason = f"challenger beats champion by {chal_score - champ_score:+.4f} (margin {margin})"
         elif force:

@@ -66,3 +66,52 @@ def _trained_session(tmp_path_factory, synthetic_events):
         source = EventFeatures(EventStore(home / "data" / "events"))
         results = {m: train_model(small_config(m), source=source, progress=False) for m in ("churn", "conversion")}
         yield home, source, results
+
+
+# ---- a project on the real chain: generator -> ingest -> Feast feature build -> training ----------------
+GENERATED = {"customers": 1500, "days": 300, "seed": 7}  # the `tiny` size of configs/run.yaml
+
+
+@pytest.fixture(scope="session")
+def _generated_session(tmp_path_factory):
+    """A project home holding generated data (with ground truth), the event store, the feature store's
+    snapshots, and a churn and a conversion model trained on them with a few trials and promoted to
+    champion. Read-only for tests: they must not move its aliases or rebuild its features."""
+    from features.build import build_features
+    from pipelines.generate import generate
+    from pipelines.ingest import ingest
+    from training.promotion import promote
+    from training.train import train_model
+
+    home = tmp_path_factory.mktemp("generated") / "project"
+    (home / "mlruns").mkdir(parents=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PROPENSITY_HOME", str(home))
+        mp.setenv("PROPENSITY_CONFIGS", str(REPO_ROOT / "configs"))
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlruns' / 'mlflow.db'}")
+        mp.setenv("BENTOML_HOME", str(home / "bentoml_home"))
+        mp.delenv("PROPENSITY_REDIS_URL", raising=False)
+        raw = home / "data" / "raw"
+        generate(out=raw, progress=False, **GENERATED)
+        ingest(orders=raw / "orders.parquet", customers=raw / "customers.parquet",
+               page_views=raw / "page_views.parquet", complaints=raw / "complaints.parquet")
+        build_features()
+        results = {m: train_model(small_config(m, trials=2), progress=False) for m in ("churn", "conversion")}
+        for m in results:
+            promote(m)
+        yield home, results
+
+
+@pytest.fixture
+def generated_home(_generated_session, monkeypatch):
+    """The session's generated project, with this test's environment (and MLflow) pointed at it."""
+    from training.tracking import configure_mlflow
+
+    home, results = _generated_session
+    monkeypatch.setenv("PROPENSITY_HOME", str(home))
+    monkeypatch.setenv("PROPENSITY_CONFIGS", str(REPO_ROOT / "configs"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlruns' / 'mlflow.db'}")
+    monkeypatch.setenv("BENTOML_HOME", str(home / "bentoml_home"))
+    monkeypatch.delenv("PROPENSITY_REDIS_URL", raising=False)
+    configure_mlflow()
+    return home, results
