@@ -91,14 +91,18 @@ def wait_ready(url: str, proc: subprocess.Popen, log_path: Path, timeout: float 
 
 # ---------------------------------------------------------------------------------------------- load
 async def _client(port: int, bodies: list[bytes], path: str, headers: str, stop_at: float, lat: list, errors: list, offset: int):
+    """One keep-alive connection sending requests back to back; ``bodies`` empty means GET (the floor)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     i = offset
     try:
         while time.perf_counter() < stop_at:
-            body = bodies[i % len(bodies)]
-            i += 1
-            request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                       f"{headers}Content-Length: {len(body)}\r\n\r\n").encode() + body
+            if bodies:
+                body = bodies[i % len(bodies)]
+                i += 1
+                request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                           f"{headers}Content-Length: {len(body)}\r\n\r\n").encode() + body
+            else:
+                request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}\r\n".encode()
             started = time.perf_counter()
             writer.write(request)
             status_line = await reader.readline()

@@ -57,6 +57,8 @@ class MicroBatcher:
         self._draining = False
 
     async def submit(self, request: PredictRequest) -> dict[str, Any]:
+        if not self._draining and not self._queue and "inline" in os.environ.get("E2_EXP", ""):
+            return self.predictor.predict_many([request])[0]
         future = asyncio.get_running_loop().create_future()
         self._queue.append((request, future))
         if not self._draining:
@@ -186,6 +188,8 @@ class HealthMiddleware:
     name="propensity",
     workers=int(os.environ.get(WORKERS_ENV, "1")),
     traffic={"timeout": 30},
+    metrics={"enabled": "nometrics" not in os.environ.get("E2_EXP", "")},
+    tracing={"excluded_urls": ["/predict"]} if "notrace" in os.environ.get("E2_EXP", "") else {},
     logging={"access": {"enabled": False}},
 )
 @bentoml.asgi_app(api, path="/")

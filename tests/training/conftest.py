@@ -40,12 +40,22 @@ def events_home(project_home, synthetic_events):
     return project_home, EventFeatures(EventStore(dest))
 
 
+def point_env_at(mp: pytest.MonkeyPatch, home) -> None:
+    """The environment of ``project_home`` (tests/conftest.py), for a project home made elsewhere."""
+    mp.setenv("PROPENSITY_HOME", str(home))
+    mp.setenv("PROPENSITY_CONFIGS", str(REPO_ROOT / "configs"))
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlruns' / 'mlflow.db'}")
+    mp.setenv("BENTOML_HOME", str(home / "bentoml_home"))
+    mp.delenv("PROPENSITY_REDIS_URL", raising=False)
+
+
 @pytest.fixture
-def trained_home(_trained_session):
-    """The session's trained project; re-points MLflow's process-global tracking URI at it, since tests
-    with their own ``project_home`` may have moved it."""
+def trained_home(_trained_session, monkeypatch):
+    """The session's trained project, with this test's environment and MLflow's process-global tracking
+    URI pointed at it (other tests move both)."""
     from training.tracking import configure_mlflow
 
+    point_env_at(monkeypatch, _trained_session[0])
     configure_mlflow()
     return _trained_session
 
@@ -58,14 +68,13 @@ def _trained_session(tmp_path_factory, synthetic_events):
     home = tmp_path_factory.mktemp("trained") / "project"
     (home / "mlruns").mkdir(parents=True)
     shutil.copytree(synthetic_events, home / "data" / "events")
+    # The environment points at the home only while it is built: a session-long setting would leak into
+    # every later test that does not set its own.
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PROPENSITY_HOME", str(home))
-        mp.setenv("PROPENSITY_CONFIGS", str(REPO_ROOT / "configs"))
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlruns' / 'mlflow.db'}")
-        mp.setenv("BENTOML_HOME", str(home / "bentoml_home"))
+        point_env_at(mp, home)
         source = EventFeatures(EventStore(home / "data" / "events"))
         results = {m: train_model(small_config(m), source=source, progress=False) for m in ("churn", "conversion")}
-        yield home, source, results
+    return home, source, results
 
 
 # ---- a project on the real chain: generator -> ingest -> Feast feature build -> training ----------------
@@ -86,11 +95,7 @@ def _generated_session(tmp_path_factory):
     home = tmp_path_factory.mktemp("generated") / "project"
     (home / "mlruns").mkdir(parents=True)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PROPENSITY_HOME", str(home))
-        mp.setenv("PROPENSITY_CONFIGS", str(REPO_ROOT / "configs"))
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlruns' / 'mlflow.db'}")
-        mp.setenv("BENTOML_HOME", str(home / "bentoml_home"))
-        mp.delenv("PROPENSITY_REDIS_URL", raising=False)
+        point_env_at(mp, home)
         raw = home / "data" / "raw"
         generate(out=raw, progress=False, **GENERATED)
         ingest(orders=raw / "orders.parquet", customers=raw / "customers.parquet",
@@ -99,7 +104,7 @@ def _generated_session(tmp_path_factory):
         results = {m: train_model(small_config(m, trials=2), progress=False) for m in ("churn", "conversion")}
         for m in results:
             promote(m)
-        yield home, results
+    return home, results
 
 
 @pytest.fixture
@@ -108,10 +113,6 @@ def generated_home(_generated_session, monkeypatch):
     from training.tracking import configure_mlflow
 
     home, results = _generated_session
-    monkeypatch.setenv("PROPENSITY_HOME", str(home))
-    monkeypatch.setenv("PROPENSITY_CONFIGS", str(REPO_ROOT / "configs"))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlruns' / 'mlflow.db'}")
-    monkeypatch.setenv("BENTOML_HOME", str(home / "bentoml_home"))
-    monkeypatch.delenv("PROPENSITY_REDIS_URL", raising=False)
+    point_env_at(monkeypatch, home)
     configure_mlflow()
     return home, results

@@ -42,4 +42,7 @@ def test_deeper_browsing_never_lowers_conversion(trained_home):
         mean = model.predict_proba(deeper).mean()
         assert mean >= previous - 1e-9, f"depth +{extra}: mean conversion fell {previous:.4f} -> {mean:.4f}"
         previous = mean
-    assert previous > base
+    # No "the feature matters" check here: with the small trees of the search space, 3 trials on 1000
+    # synthetic customers may stop after a few trees that never split on browse depth (seen: 3 trees).
+    # test_behaviour_generated.py checks that on the generator's data, where the signal is stronger.
+    assert previous >= base

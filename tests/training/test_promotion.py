@@ -97,3 +97,39 @@ def test_margin_blocks_a_slightly_better_model(project_home):
 def test_promote_without_challenger_is_a_clear_error(project_home):
     with pytest.raises(PropensityError, match="no 'challenger' version"):
         promote("churn", margin=0.0, metric="roc_auc")
+
+
+def test_champion_on_another_feature_service_blocks_the_gate_unless_forced(project_home, monkeypatch):
+    """A champion that reads features the challenger's holdout lacks cannot be scored on the same rows:
+    promote stops with an error naming the features; --force promotes and the audit log says so."""
+    import mlflow
+
+    from training.promotion import IncomparableModels
+    from training.tracking import ensure_experiment
+
+    monkeypatch.setenv("PROPENSITY_USER", "tester")
+    # The champion: trained on one more feature than the challenger's holdout has.
+    rows = make_rows(1500, 4).assign(orders_365d=lambda d: d["orders_90d"] * 3)
+    wide = [*FEATURES, "orders_365d"]
+    booster = lgb.train({"objective": "binary", "verbosity": -1, "num_threads": 1},
+                        lgb.Dataset(rows[wide], rows["label"]), 20)
+    with mlflow.start_run(experiment_id=ensure_experiment("churn")):
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory() as tmp:
+            rows.to_parquet(Path(tmp) / "holdout.parquet", index=False)
+            mlflow.log_artifact(str(Path(tmp) / "holdout.parquet"), "holdout")
+        old = register_booster(booster, "churn", feature_service="churn_v0", calibration=Calibration())
+    assert promote("churn", margin=0.0, metric="roc_auc").promoted
+
+    new = register_trained("good")  # holdout without orders_365d
+    with pytest.raises(IncomparableModels, match=r"needs feature\(s\) orders_365d.*--force"):
+        promote("churn", margin=0.0, metric="roc_auc")
+    assert champion_version() == old  # nothing moved
+    assert [e["decision"] for e in history("churn")] == ["promoted"]
+
+    forced = promote("churn", margin=0.0, metric="roc_auc", force=True)
+    assert forced.promoted and forced.champion_score is None and "forced by tester" in forced.reason
+    assert champion_version() == new
+    assert history("churn")[-1]["reason"] == forced.reason
