@@ -290,10 +290,9 @@ def explain_table(
                 sentences.ravel()[cells[where]] = _format_template(
                     text, rows[where], numeric, unknown, feature, entry.label, own[where])
     # JSON per kept cell, then per row; str.format mapped over columns runs in C, one call per string.
-    cell_format = (
-        "{{{{\"model\": {model}, \"feature\": {{}}, \"value\": {{}}, \"contribution\": {{}}, "
-        "\"direction\": {{}}, \"sentence\": {{}}}}}}"
-    ).format(model=encode_basestring(model_name))
+    model_json = encode_basestring(model_name).replace("{", "{{").replace("}", "}}")
+    cell_format = '{{"model": ' + model_json + ', "feature": {}, "value": {}, "contribution": {}, ' \
+        '"direction": {}, "sentence": {}}}'
     flat_kept = kept.ravel()
     kept_values = top_values.ravel()[flat_kept]
     cell_json = np.full(top.shape, "", dtype=object)
@@ -302,7 +301,7 @@ def explain_table(
         np.asarray([encode_basestring(f) for f in feature_names], dtype=object)[top.ravel()[flat_kept]],
         values_json.ravel()[flat_kept],
         map(float.__repr__, kept_values.tolist()),
-        np.where(kept_values > 0, '"raises"', '"lowers"'),
+        np.where(kept_values > 0, '"raises"', '"lowers"').astype(object),
         map(encode_basestring, sentences.ravel()[flat_kept]),
     ))
     joined = np.full(n_rows, "", dtype=object)

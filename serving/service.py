@@ -57,8 +57,6 @@ class MicroBatcher:
         self._draining = False
 
     async def submit(self, request: PredictRequest) -> dict[str, Any]:
-        if not self._draining and not self._queue and "inline" in os.environ.get("E2_EXP", ""):
-            return self.predictor.predict_many([request])[0]
         future = asyncio.get_running_loop().create_future()
         self._queue.append((request, future))
         if not self._draining:
@@ -188,9 +186,11 @@ class HealthMiddleware:
     name="propensity",
     workers=int(os.environ.get(WORKERS_ENV, "1")),
     traffic={"timeout": 30},
-    metrics={"enabled": "nometrics" not in os.environ.get("E2_EXP", "")},
-    tracing={"excluded_urls": ["/predict"]} if "notrace" in os.environ.get("E2_EXP", "") else {},
     logging={"access": {"enabled": False}},
+    # BentoML's OpenTelemetry middleware does its per-request work even though tracing samples nothing by
+    # default (sample_rate 0); the scoring routes skip it (with Prometheus metrics also off, one-client
+    # p50 went from about 2.6 to 2.3 ms; metrics stay on).
+    tracing={"excluded_urls": ["/predict"]},  # a pattern: matches /predict_features too
 )
 @bentoml.asgi_app(api, path="/")
 class PropensityService:

@@ -109,7 +109,43 @@ def test_scores_have_the_contract_columns_bands_layers_actions_and_reasons(champ
         assert abs(reasons[0]["contribution"]) >= abs(reasons[-1]["contribution"])
     sales = frame[frame["action_rule"] == "sales_follow_up"]
     assert (sales["layer_intent"] == "high").all() and (sales["orders_30d"] == 0).all()
-    assert set(times.stages) == {"predict (both models)", "layers + actions", "reasons (flagged)"}
+    assert set(times.stages) == {"predict (both models)", "layers + actions", "reasons: SHAP", "reasons: text + JSON"}
+    assert times.stages["reasons: SHAP"][1] == int(flagged.sum())
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_batch_reasons_equal_the_services_reasons(lang):
+    """explain_table (column-wise, for batch) gives exactly explain's sentences and Reason.to_dict JSON: ties,
+    zero contributions, missing values with and without a missing-template, a feature without a template,
+    and a template citing a column the frame lacks (complaints_30d cites open_complaints)."""
+    from serving.reasons import explain, explain_table, load_templates
+
+    templates = load_templates()
+    rng = np.random.default_rng(3)
+    n = 400
+    names = ["complaints_30d", "days_since_last_order", "orders_30d", "spend_365d", "not_templated", 'odd "name"']
+    feats = pd.DataFrame({
+        "complaints_30d": rng.poisson(1.0, n).astype(float),
+        "days_since_last_order": np.where(rng.random(n) < 0.2, np.nan, rng.integers(0, 300, n).astype(float)),
+        "orders_30d": np.where(rng.random(n) < 0.1, np.nan, rng.poisson(1.0, n).astype(float)),
+        "spend_365d": rng.gamma(2.0, 200.0, n),
+        "not_templated": np.where(rng.random(n) < 0.1, np.nan, rng.normal(0, 3, n)),
+        'odd "name"': rng.poisson(2.0, n).astype(float),  # no template, and a name that needs JSON escaping
+        "rfm_segment": rng.choice(["champions", "hibernating"], n),  # text columns ride along
+    })
+    contrib = np.round(rng.normal(0, 1, (n, len(names) + 1)), 2)  # rounding makes ties
+    contrib[rng.random(contrib.shape) < 0.3] = 0.0
+    contrib[:5, :-1] = 0.0  # rows with no reason at all
+
+    for frame in (feats, feats.drop(columns="days_since_last_order")):
+        reference = explain(contrib, frame, names, "churn", 4, lang, templates)
+        joined, as_json = explain_table(contrib, frame, names, "churn", 4, lang, templates)
+        assert joined.tolist() == ["; ".join(r.sentence for r in row) for row in reference]
+        assert as_json.tolist() == [
+            json.dumps([{"model": "churn", **r.to_dict()} for r in row], ensure_ascii=False) for row in reference
+        ]
+    assert joined[0] == "" and as_json[0] == "[]"
+    assert any("template needs" not in j and "unknown" not in j for j in joined)
 
 
 def test_write_is_atomic_and_latest_tracks_the_newest_as_of(champions):
