@@ -151,6 +151,26 @@ def rank_contributions(contributions: np.ndarray, top_k: int) -> np.ndarray:
     return np.take_along_axis(candidates, order, axis=1)
 
 
+def _ranked_cells(contributions, features, feature_names, model_name, top_k, lang, templates):
+    """Checks shared by ``explain`` and ``explain_table``; returns the feature columns as arrays, the
+    templates, and each row's top-k feature indices with their contributions."""
+    if lang not in LANGS:
+        raise ValueError(f"lang must be one of {LANGS}, got {lang!r}")
+    columns = (
+        {c: features[c].to_numpy() for c in features.columns} if isinstance(features, pd.DataFrame) else features
+    )
+    n_rows = len(next(iter(columns.values()))) if columns else 0
+    if contributions.shape != (n_rows, len(feature_names) + 1):
+        raise ValueError(
+            f"contributions have shape {contributions.shape}; expected "
+            f"({n_rows}, {len(feature_names) + 1}) for {model_name}"
+        )
+    templates = templates or load_templates()
+    top = rank_contributions(contributions, top_k)
+    top_values = np.take_along_axis(contributions[:, :-1], top, axis=1)
+    return columns, templates, top, top_values
+
+
 def explain(
     contributions: np.ndarray,
     features: pd.DataFrame | Mapping[str, np.ndarray],
@@ -167,20 +187,9 @@ def explain(
     ``contributions`` is ``pred_contrib`` output: len(feature_names) + 1 columns, the last the base value.
     Zero contributions (a feature the trees never used for this row) are not reasons and are dropped.
     """
-    if lang not in LANGS:
-        raise ValueError(f"lang must be one of {LANGS}, got {lang!r}")
-    columns = (
-        {c: features[c].to_numpy() for c in features.columns} if isinstance(features, pd.DataFrame) else features
+    columns, templates, top, top_values = _ranked_cells(
+        contributions, features, feature_names, model_name, top_k, lang, templates
     )
-    n_rows = len(next(iter(columns.values()))) if columns else 0
-    if contributions.shape != (n_rows, len(feature_names) + 1):
-        raise ValueError(
-            f"contributions have shape {contributions.shape}; expected "
-            f"({n_rows}, {len(feature_names) + 1}) for {model_name}"
-        )
-    templates = templates or load_templates()
-    top = rank_contributions(contributions, top_k)
-    top_values = np.take_along_axis(contributions[:, :-1], top, axis=1)
     names = np.asarray(feature_names)
     out: list[list[Reason]] = []
     for i, (idx, vals) in enumerate(zip(top, top_values, strict=True)):
@@ -248,20 +257,9 @@ def explain_table(
     made with array operations, so the cost per reason is a few array passes instead of Python calls.
     Returns two object arrays of strings, one element per row ("" and "[]" for a row with no reason).
     """
-    if lang not in LANGS:
-        raise ValueError(f"lang must be one of {LANGS}, got {lang!r}")
-    columns = (
-        {c: features[c].to_numpy() for c in features.columns} if isinstance(features, pd.DataFrame) else features
+    columns, templates, top, top_values = _ranked_cells(
+        contributions, features, feature_names, model_name, top_k, lang, templates
     )
-    n_rows = len(next(iter(columns.values()))) if columns else 0
-    if contributions.shape != (n_rows, len(feature_names) + 1):
-        raise ValueError(
-            f"contributions have shape {contributions.shape}; expected "
-            f"({n_rows}, {len(feature_names) + 1}) for {model_name}"
-        )
-    templates = templates or load_templates()
-    top = rank_contributions(contributions, top_k)
-    top_values = np.take_along_axis(contributions[:, :-1], top, axis=1)
     n_ranks = top.shape[1]
     # Zero contributions sort last, so the kept cells of a row are a prefix of its ranks.
     kept = top_values != 0.0
@@ -304,8 +302,8 @@ def explain_table(
         np.where(kept_values > 0, '"raises"', '"lowers"').astype(object),
         map(encode_basestring, sentences.ravel()[flat_kept]),
     ))
-    joined = np.full(n_rows, "", dtype=object)
-    as_json = np.full(n_rows, "[]", dtype=object)
+    joined = np.full(len(top), "", dtype=object)
+    as_json = np.full(len(top), "[]", dtype=object)
     n_kept = kept.sum(axis=1)
     for count in range(1, n_ranks + 1):
         rows = np.flatnonzero(n_kept == count)
