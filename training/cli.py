@@ -108,12 +108,13 @@ def register(app: typer.Typer) -> None:
         results = [evaluate_model(n, alias, ground_truth=gt) for n in names]
         table = Table(title="model AUC vs oracle AUC (same rows and date; goal: ratio >= 0.97)")
         for col in ("model", "version", "as_of", "rows", "label rate", "model AUC", "oracle AUC", "ratio",
-                    "recency AUC", "RFM AUC"):
+                    "recency AUC", "RFM AUC", "flagged", "top reason = true driver"):
             table.add_column(col, no_wrap=True)
         for r in results:
             table.add_row(r.model, r.version, r.as_of, str(r.rows), f"{r.label_rate:.3f}", f"{r.model_auc:.4f}",
-                          f"{r.oracle_auc:.4f}", f"{r.oracle_ratio:.3f}", f"{r.recency_auc:.4f}", f"{r.rfm_auc:.4f}")
+                          f"{r.oracle_auc:.4f}", f"{r.oracle_ratio:.3f}", f"{r.recency_auc:.4f}", f"{r.rfm_auc:.4f}",
+                          str(r.flagged), f"{r.driver_agreement:.1%}")
         # Wide enough for every figure: a cut-off AUC is worse than a line that wraps in a narrow terminal.
         console = Console()
-        Console(width=max(console.width, 120)).print(table)
+        Console(width=max(console.width, 160)).print(table)
         log.info("report written to %s", write_report(results))

@@ -36,6 +36,7 @@ from training.metrics import auc
 log = logging.getLogger("propensity.training")
 
 ORACLE_COLUMN = {"churn": "p_churn", "conversion": "p_convert"}
+DRIVER_COLUMN = {"churn": "churn_driver", "conversion": "convert_driver"}
 
 
 @dataclass
@@ -51,6 +52,8 @@ class Evaluation:
     oracle_ratio: float
     recency_auc: float
     rfm_auc: float
+    flagged: int = 0  # rows in the model's high band (thresholds of configs/serving.yaml)
+    driver_agreement: float = float("nan")  # share of flagged rows whose top reason is the true driver
 
 
 def read_ground_truth(path=None) -> pd.DataFrame:
@@ -58,7 +61,7 @@ def read_ground_truth(path=None) -> pd.DataFrame:
     if not os.path.isfile(path):
         raise DataError(f"ground truth not found: {path} (it comes from `propensity generate`)")
     gt = pd.read_parquet(path)
-    missing = {"customer_id", "as_of", "p_churn", "p_convert"} - set(gt.columns)
+    missing = {"customer_id", "as_of", "p_churn", "p_convert", "churn_driver", "convert_driver"} - set(gt.columns)
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
     gt["customer_id"] = gt["customer_id"].astype(str)
@@ -149,7 +152,7 @@ def evaluate_model(name: str, alias: str = "champion", source: FeatureSource | N
     as_of = pd.Timestamp(matured[-1])
     cutoffs = pd.DataFrame({"cutoff": pd.Series([as_of]).astype("datetime64[us, UTC]"), "split": [TEST]})
     rows = build_labels(store, cfg.labels, cutoffs)
-    truth = gt[gt["as_of"] == as_of][["customer_id", ORACLE_COLUMN[name]]]
+    truth = gt[gt["as_of"] == as_of][["customer_id", ORACLE_COLUMN[name], DRIVER_COLUMN[name]]]
     rows = rows.merge(truth, on="customer_id", how="inner")
     if len(rows) == 0 or rows["label"].nunique() < 2:
         raise PropensityError(f"{name}: too few labelled rows with ground truth at {as_of:%Y-%m-%d} to evaluate")
@@ -159,8 +162,22 @@ def evaluate_model(name: str, alias: str = "champion", source: FeatureSource | N
     recency, rfm = _baselines("churn" if isinstance(cfg.labels, ChurnLabels) else "conversion", feats)
     model_auc = auc(y, model.predict_proba(feats))
     oracle_auc = auc(y, rows[ORACLE_COLUMN[name]].to_numpy())
+    flagged, agreement = _driver_agreement(model, feats, rows[DRIVER_COLUMN[name]].to_numpy())
     return Evaluation(name, model.version, alias, f"{as_of:%Y-%m-%d}", len(rows), float(y.mean()), model_auc,
-                      oracle_auc, model_auc / oracle_auc, auc(y, recency), auc(y, rfm))
+                      oracle_auc, model_auc / oracle_auc, auc(y, recency), auc(y, rfm), flagged, agreement)
+
+
+def _driver_agreement(model, feats: pd.DataFrame, true_drivers: np.ndarray) -> tuple[int, float]:
+    """How often the top reason shown for a flagged (high-band) row names the generator's true driver."""
+    from serving.logic import load_serving_config
+    from serving.reasons import band, explain_model, load_templates, top_driver_agreement
+
+    high = band(model.predict_proba(feats), load_serving_config().bands[model.name]) == "high"
+    if not high.any():
+        return 0, float("nan")
+    templates = load_templates()
+    reasons = explain_model(model, feats[high].reset_index(drop=True), top_k=1, templates=templates)
+    return int(high.sum()), top_driver_agreement(reasons, list(true_drivers[high]), model.name, templates)
 
 
 def write_report(evaluations: list[Evaluation]) -> str:

@@ -32,6 +32,11 @@ def test_evaluate_prints_and_writes_oracle_ratio_and_baselines(generated_home):
         # Even a 2-trial model on tiny data learns something, and the oracle beats chance clearly.
         assert r["oracle_auc"] > 0.7 and r["model_auc"] > 0.6
         assert 0.5 < r["recency_auc"] < 1 and 0 < r["rfm_auc"] < 1
+        # Top reasons of flagged customers checked against the generator's true driver.
+        assert 0 <= r["flagged"] <= r["rows"]
+        if r["flagged"]:
+            assert 0 <= r["driver_agreement"] <= 1
+    assert "true driver" in result.output
     # The snapshot at the Monday was built in a scratch folder, not added to the project's feature store.
     assert built_dates(project_paths().feature_sources) == before
 
@@ -67,5 +72,5 @@ def test_ground_truth_without_its_columns_names_them(project_home):
 
     path = project_home / "gt.parquet"
     pd.DataFrame({"customer_id": ["c1"], "as_of": [pd.Timestamp("2026-01-05", tz="UTC")]}).to_parquet(path)
-    with pytest.raises(DataError, match=r"missing column\(s\) p_churn, p_convert"):
+    with pytest.raises(DataError, match=r"missing column\(s\) churn_driver, convert_driver, p_churn, p_convert"):
         read_ground_truth(path)
