@@ -92,3 +92,16 @@ def test_redis_down_raises_and_recovers(random_store, redis_url):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_forget_removes_the_customer_from_redis(random_store, redis_url):
+    """`propensity forget` deletes the customer's hash from a Redis online store; others stay."""
+    from pipelines.forget import forget
+
+    build_features(END.date(), config=FeaturesConfig(snapshots=SnapshotConfig(history_days=7)))
+    apply()
+    materialize()
+    assert online_features(["c000", "c004"], "churn_v1", as_of=END)["found"].tolist() == [True, True]
+    report = forget(["c000"], check_tracking=False)
+    assert report.removed["online store (redis)"] == 1
+    assert online_features(["c000", "c004"], "churn_v1", as_of=END)["found"].tolist() == [False, True]
