@@ -180,6 +180,12 @@ def _plots(signals: list[ModelSignals], score_hists: dict, out_dir: Path) -> dic
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def save(fig, name: str) -> str:
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=90)
+        plt.close(fig)
+        return name
+
     files: dict[str, str] = {}
     for s in signals:
         if not s.drift.empty:
@@ -190,11 +196,7 @@ def _plots(signals: list[ModelSignals], score_hists: dict, out_dir: Path) -> dic
             ax.axvline(0.25, color="grey", ls="--", lw=1)
             ax.set_xlabel("PSI (latest snapshot vs training set)")
             ax.set_title(f"{s.model}: feature drift")
-            fig.tight_layout()
-            name = f"{s.model}_feature_psi.png"
-            fig.savefig(out_dir / name, dpi=90)
-            plt.close(fig)
-            files[f"{s.model}_psi"] = name
+            files[f"{s.model}_psi"] = save(fig, f"{s.model}_feature_psi.png")
         if s.model in score_hists:
             ref, cur = score_hists[s.model]
             fig, ax = plt.subplots(figsize=(6, 3))
@@ -204,11 +206,7 @@ def _plots(signals: list[ModelSignals], score_hists: dict, out_dir: Path) -> dic
             ax.set_xlabel(f"{s.model} probability")
             ax.legend()
             ax.set_title(f"{s.model}: score distribution (PSI {s.score_psi:.3f})")
-            fig.tight_layout()
-            name = f"{s.model}_scores.png"
-            fig.savefig(out_dir / name, dpi=90)
-            plt.close(fig)
-            files[f"{s.model}_scores"] = name
+            files[f"{s.model}_scores"] = save(fig, f"{s.model}_scores.png")
         matured = s.realised.dropna(subset=["auc"]) if not s.realised.empty else s.realised
         if not matured.empty:
             fig, ax = plt.subplots(figsize=(6, 3))
@@ -220,11 +218,7 @@ def _plots(signals: list[ModelSignals], score_hists: dict, out_dir: Path) -> dic
             ax.legend()
             ax.set_title(f"{s.model}: realised AUC of matured scores")
             fig.autofmt_xdate()
-            fig.tight_layout()
-            name = f"{s.model}_realised_auc.png"
-            fig.savefig(out_dir / name, dpi=90)
-            plt.close(fig)
-            files[f"{s.model}_auc"] = name
+            files[f"{s.model}_auc"] = save(fig, f"{s.model}_realised_auc.png")
     return files
 
 

@@ -288,11 +288,14 @@ def online_fetcher() -> FeatureFetcher:
     of a one-customer /predict, more than the store read itself."""
     from features.retrieval import online_feature_columns
     from features.settings import load_features_config
+    from features.store import resolve_target
 
-    config = load_features_config()  # once per fetcher, not once per request
+    # Once per fetcher, not once per request: both read files.
+    config = load_features_config()
+    target = resolve_target(config)
 
     def fetch(customer_ids: list[str], service: str) -> dict[str, np.ndarray]:
-        return online_feature_columns(customer_ids, service, config=config)
+        return online_feature_columns(customer_ids, service, config=config, target=target)
 
     return fetch
 
