@@ -30,7 +30,7 @@ def generate_events(events_dir: Path, customers: int, seed: int = 1) -> dict[str
     """A year of orders, page views (in sessions) and complaints for ``customers`` customers."""
     import duckdb
 
-    from pipelines.events import EventStore
+    from core.events import EventStore
 
     if events_dir.exists():
         shutil.rmtree(events_dir)
@@ -162,8 +162,8 @@ def stage_retrieval_file(args) -> dict:
     from feast import FeatureStore
     from feast.repo_config import RepoConfig
 
+    from core.settings import project_paths
     from features.store import definitions
-    from pipelines.settings import project_paths
 
     paths = project_paths()
     cfg = RepoConfig(project="propensity_filepeer", provider="local",
@@ -259,7 +259,7 @@ def main() -> None:
                         help="Also time a first build: a year of weekly snapshots (53 dates), in --home/backfill.")
     parser.add_argument("--stage", choices=sorted(STAGES), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    from pipelines.settings import quiet_environment
+    from core.settings import quiet_environment
 
     if args.stage:
         quiet_environment()

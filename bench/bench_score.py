@@ -1,6 +1,6 @@
 """Batch-scoring benchmark: the real `propensity score` on N customers (default 1M).
 
-What it measures: ``pipelines.score.score()``, unchanged, in a throw-away project: active customers from
+What it measures: ``serving.batch.score()``, unchanged, in a throw-away project: active customers from
 the event store (DuckDB), point-in-time features of both feature services from Feast's DuckDB offline
 store, both champions (loaded from an MLflow registry), bands, layers, action rules, top-5 reasons for
 every customer who gets an action, and the atomic Parquet + CSV write. It prints rows/s per stage.
@@ -37,7 +37,7 @@ AS_OF = pd.Timestamp("2026-10-31", tz="UTC")
 
 
 def _setup_env(home: Path) -> None:
-    from pipelines.settings import REPO_ROOT, TELEMETRY_OFF
+    from core.settings import REPO_ROOT, TELEMETRY_OFF
 
     for k, v in TELEMETRY_OFF.items():
         os.environ.setdefault(k, v)
@@ -87,14 +87,14 @@ def setup(n: int, trees: int, seed: int, max_depth: int = 8, num_leaves: int = 6
     """Write the synthetic project; return each model's size as text, for the report."""
     import lightgbm as lgb
 
+    from core.events import EventStore
+    from core.settings import project_paths
     from features.build import snapshot_file
     from features.catalog import VIEWS
     from features.derived import add_derived
     from features.retrieval import model_feature_names
     from features.settings import load_features_config
     from features.store import apply
-    from pipelines.events import EventStore
-    from pipelines.settings import project_paths
     from training.champion import register_booster
     from training.metrics import fit_platt
 
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", type=Path, default=None, help="project folder to use (default: a temp dir)")
     args = parser.parse_args(argv)
 
-    from pipelines.logs import setup_logging
+    from core.logs import setup_logging
 
     setup_logging()
     log = logging.getLogger("propensity.bench")
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         sizes = setup(args.customers, args.trees, args.seed, args.max_depth, args.num_leaves)
         log.info("set-up (not timed): %.0f s", time.perf_counter() - started)
 
-        from pipelines.score import score
+        from serving.batch import score
 
         result = score(AS_OF)
         stages = result.times.stages

@@ -156,8 +156,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="service workers; 0: configs/serving.yaml")
     args = parser.parse_args()
 
-    from pipelines.logs import setup_logging
-    from pipelines.settings import quiet_environment
+    from core.logs import setup_logging
+    from core.settings import quiet_environment
 
     setup_logging()
     tmp = None
@@ -177,7 +177,7 @@ def main() -> None:
             build_project(home, args.customers, args.trees)
         ids = json.loads((home / "bench_ids.json").read_text()) if (home / "bench_ids.json").exists() else None
         from features.retrieval import model_feature_names, online_features
-        from serving.cli import serve_command, serve_environment
+        from pipelines.cli.serve import serve_command, serve_environment
         from serving.logic import load_serving_config
 
         if ids is None:

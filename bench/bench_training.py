@@ -1,4 +1,4 @@
-"""Benchmark: Optuna trials per minute on a 200k-row training set (configs/churn.yaml search space and
+"""Benchmark: Optuna trials per minute on a 200k-row training set (configs/models/churn.yaml search space and
 pruning), with and without MLflow trial logging, on the machine as it is (report whether it was shared).
 
     .venv/bin/python -m bench.bench_training [--rows 200000] [--features 24] [--trials 20]
@@ -37,16 +37,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home:
         os.environ["PROPENSITY_HOME"] = home
         os.environ.pop("MLFLOW_TRACKING_URI", None)
-        from pipelines.settings import REPO_ROOT, quiet_environment
+        from core.settings import REPO_ROOT, quiet_environment
 
         quiet_environment()
         import mlflow
 
-        from training.config import load_training_config
+        from core.specs import load_spec
         from training.tracking import ensure_experiment
         from training.tune import Datasets, open_study, run_trials
 
-        cfg = load_training_config("churn", REPO_ROOT / "configs" / "churn.yaml")
+        cfg = load_spec("churn", REPO_ROOT / "configs" / "models" / "churn.yaml")
         X, y = synthetic(args.rows, args.features)
         Xv, yv = synthetic(args.rows // 4, args.features, seed=1)
         t = time.perf_counter()

@@ -23,11 +23,11 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.errors import DataError, PropensityError
+from core.events import EventStore
+from core.settings import ProjectPaths, project_paths
 from features.catalog import FLOAT, JOIN_KEY, TIMESTAMP_FIELD, VIEWS
 from features.settings import FeaturesConfig, load_features_config
-from pipelines.errors import DataError, PropensityError
-from pipelines.events import EventStore
-from pipelines.settings import ProjectPaths, project_paths
 
 log = logging.getLogger("propensity.features")
 

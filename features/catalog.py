@@ -138,7 +138,7 @@ DERIVED_STRING: tuple[str, ...] = ("rfm_segment", "lifecycle_stage")
 
 def service_views(service: str) -> tuple[str, ...]:
     """The views a feature service reads; a clear error for an unknown service name."""
-    from pipelines.errors import PropensityError
+    from core.errors import PropensityError
 
     try:
         return SERVICES[service]

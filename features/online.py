@@ -23,9 +23,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from core.errors import PropensityError
 from features.catalog import VIEWS
 from features.store import DOUBLE_TAG, INT64_TAG, OnlineStoreUnavailable, StoreTarget, entity_key_bytes
-from pipelines.errors import PropensityError
 
 # The SQLite read packs positions and feature indexes into single bytes (see SqliteReader._statement).
 _MAX_PER_QUERY = 127 * 127

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from core.errors import DataError
+from core.settings import project_paths
 from features.catalog import (
     DERIVED_NUMERIC,
     JOIN_KEY,
@@ -29,8 +31,6 @@ from features.catalog import (
 )
 from features.derived import add_derived, as_unix_seconds, derive_arrays
 from features.settings import FeaturesConfig, load_features_config
-from pipelines.errors import DataError
-from pipelines.settings import project_paths
 
 if TYPE_CHECKING:
     from features.store import StoreTarget

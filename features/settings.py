@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pipelines.config import StrictModel, config_path, load_config
+from core.config import StrictModel, config_path, load_config
 
 CONFIG_FILE = "features.yaml"
 REDIS_URL_ENV = "PROPENSITY_REDIS_URL"

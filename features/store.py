@@ -1,6 +1,6 @@
 """Feast store access: a configured ``FeatureStore``, ``apply`` and a bulk ``materialize``.
 
-The RepoConfig is built in code (paths from ``pipelines.settings.project_paths()``): SQLite online store
+The RepoConfig is built in code (paths from ``core.settings.project_paths()``): SQLite online store
 at data/online_store.db by default, Redis when configs/features.yaml or ``PROPENSITY_REDIS_URL`` says so;
 DuckDB offline store; registry at data/feast_registry.db.
 
@@ -26,10 +26,10 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from core.errors import PropensityError
+from core.settings import ProjectPaths, project_paths
 from features.catalog import FLOAT, INT, JOIN_KEY, TIMESTAMP_FIELD, VIEWS
 from features.settings import FeaturesConfig, load_features_config
-from pipelines.errors import PropensityError
-from pipelines.settings import ProjectPaths, project_paths
 
 log = logging.getLogger("propensity.features")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from pipelines.errors import PropensityError
+from core.errors import PropensityError
 
 log = logging.getLogger("propensity.forget")
 
@@ -90,7 +90,7 @@ def _scrub_csv(path: Path, ids: set[str], hits: set[str] | None = None) -> int:
 
 
 def forget_event_store(root: Path, ids: set[str], report: ForgetReport, hits: set[str]) -> None:
-    from pipelines.contract import TABLES
+    from core.contract import TABLES
 
     for table in TABLES:
         for path in sorted((root / table).glob("month=*/*.parquet")):
@@ -181,8 +181,8 @@ def check_mlflow(root: Path, ids: set[str], report: ForgetReport) -> None:
 
 def forget(customer_ids: list[str], check_tracking: bool = True) -> ForgetReport:
     """Remove ``customer_ids`` from every store (see module docstring); report rows removed per location."""
-    from pipelines.score import refresh_latest
-    from pipelines.settings import project_paths
+    from core.settings import project_paths
+    from serving.batch import refresh_latest
 
     ids = {str(c).strip() for c in customer_ids if str(c).strip()}
     if not ids:
@@ -200,7 +200,7 @@ def forget(customer_ids: list[str], check_tracking: bool = True) -> ForgetReport
     latest = paths.scores / "latest.parquet"
     if latest.is_file():
         report.add("scores: latest.parquet", _scrub_parquet(latest, ids, hits))
-        refresh_latest(paths.scores)  # stays a copy of the (scrubbed) newest folder
+        refresh_latest(paths)  # stays a copy of the (scrubbed) newest folder
     if check_tracking:
         check_mlflow(paths.mlruns, ids, report)
     report.not_found = sorted(ids - hits)

@@ -39,9 +39,9 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from pipelines.config import StrictModel, load_config
-from pipelines.contract import PAGE_TYPES
-from pipelines.errors import ConfigError, PropensityError
+from core.config import StrictModel, load_config
+from core.contract import PAGE_TYPES
+from core.errors import ConfigError, PropensityError
 
 log = logging.getLogger("propensity.generate")
 
@@ -184,7 +184,7 @@ class GeneratorConfig(StrictModel):
 
 def load_generator_config(path: str | Path | None = None) -> GeneratorConfig:
     """configs/generate.yaml (or ``path``); built-in defaults when the project has none."""
-    from pipelines.config import config_path
+    from core.config import config_path
 
     if path is None:
         default = config_path("generate.yaml")

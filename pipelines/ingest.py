@@ -25,11 +25,11 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
-from pipelines.config import StrictModel, load_config
-from pipelines.contract import FLOAT, INT, STRING, TABLES, TIMESTAMP, Table
-from pipelines.errors import DataError
-from pipelines.events import EventStore, month_keys, to_canonical_timestamps
-from pipelines.schemas import Problem, check_table, problem_from_mask
+from core.config import StrictModel, load_config
+from core.contract import FLOAT, INT, STRING, TABLES, TIMESTAMP, Table
+from core.errors import DataError
+from core.events import EventStore, month_keys, to_canonical_timestamps
+from core.schemas import Problem, check_table, problem_from_mask
 
 log = logging.getLogger("propensity.ingest")
 
@@ -512,7 +512,7 @@ def ingest(
     ``store`` defaults to ``data/events`` of the project; ``now`` (UTC) is the reference for "future"
     timestamps; ``progress`` receives a short text as each stage starts (the CLI shows it).
     """
-    from pipelines.settings import project_paths
+    from core.settings import project_paths
 
     step = progress or (lambda _msg: None)
     cmap = column_map if isinstance(column_map, ColumnMap) else load_column_map(column_map)
@@ -669,7 +669,7 @@ def validate_store(
 
     Returns one summary per table; raises DataError naming the partition files and rows when broken.
     """
-    from pipelines.settings import project_paths
+    from core.settings import project_paths
 
     if not isinstance(store, EventStore):
         store = EventStore(Path(store) if store is not None else project_paths().events)

@@ -27,12 +27,11 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from pipelines.config import StrictModel, config_path, load_config
-from pipelines.errors import PropensityError
+from core.config import StrictModel, config_path, load_config
+from core.errors import PropensityError
 
 log = logging.getLogger("propensity.monitor")
 
-MODELS = ("churn", "conversion")
 
 
 # ---- configuration ---------------------------------------------------------------------------------
@@ -108,10 +107,10 @@ def feature_drift(reference: pd.DataFrame, current: pd.DataFrame, features: list
 def realised_labels(store, as_of: pd.Timestamp, model: str) -> pd.DataFrame:
     """Eligible customers at ``as_of`` and their outcome, by training's own label definition for ``model``
     (configs/<model>.yaml), so realised AUC measures what the model was trained to predict."""
-    from training.config import load_training_config
+    from core.specs import load_spec
     from training.labels import build_labels
 
-    labels = load_training_config(model).labels
+    labels = load_spec(model).labels
     cutoffs = pd.DataFrame({"cutoff": [as_of], "split": ["monitor"]})
     return build_labels(store, labels, cutoffs)[["customer_id", "label"]]
 
@@ -297,13 +296,6 @@ class MonitorResult:
         return out
 
 
-def scored_dates(scores_root: Path) -> list[str]:
-    """As-of folders under data/scores that hold a scores.parquet, oldest first."""
-    if not scores_root.is_dir():
-        return []
-    return sorted(p.parent.name for p in scores_root.glob("*/scores.parquet"))
-
-
 def reference_sample(model) -> pd.DataFrame:
     """The champion's training-time feature distribution: the holdout (latest matured cutoff of its
     training set, features and labels, no ids) that training logs to the model's MLflow run."""
@@ -321,12 +313,15 @@ def eligible_ids(store, as_of: pd.Timestamp, model: str) -> pd.Series:
     return realised_labels(store, as_of, model)["customer_id"]
 
 
-def _realised_auc(model: str, dates: list[str], scores_root: Path, store, cfg: MonitorConfig) -> tuple[pd.DataFrame, str]:
+def _realised_auc(model: str, dates: list[str], paths, store, cfg: MonitorConfig) -> tuple[pd.DataFrame, str]:
     """AUC per scored as-of whose label window has closed inside the data; plus a note when none has."""
-    from training.config import load_training_config
+    import pyarrow.parquet as pq
+
+    from core.settings import SCORES_FILE
+    from core.specs import load_spec
     from training.labels import data_end
 
-    training_cfg = load_training_config(model)
+    training_cfg = load_spec(model)
     horizon = pd.Timedelta(days=training_cfg.labels.horizon_days)
     end = data_end(store, training_cfg.cutoffs)
     rows = []
@@ -334,8 +329,10 @@ def _realised_auc(model: str, dates: list[str], scores_root: Path, store, cfg: M
         as_of = pd.Timestamp(as_of_text, tz="UTC")
         if as_of + horizon > end:
             continue  # labels not matured yet
-        scores = pd.read_parquet(scores_root / as_of_text / "scores.parquet",
-                                 columns=["customer_id", f"{model}_probability"])
+        scores_file = paths.scores / as_of_text / SCORES_FILE
+        if f"{model}_probability" not in pq.read_schema(scores_file).names:
+            continue  # the model was not scored on that date
+        scores = pd.read_parquet(scores_file, columns=["customer_id", f"{model}_probability"])
         joined = scores.merge(realised_labels(store, as_of, model), on="customer_id")  # eligible only
         positives = int(joined["label"].sum())
         negatives = len(joined) - positives
@@ -351,18 +348,20 @@ def _realised_auc(model: str, dates: list[str], scores_root: Path, store, cfg: M
 
 
 def monitor(cfg: MonitorConfig | None = None, log_to_mlflow: bool = True, as_of: str | None = None) -> MonitorResult:
-    """Compute every signal for both champions, write the report, log metrics; return the verdict.
+    """Compute every signal for each champion scored on the snapshot date, write the report, log metrics;
+    return the verdict.
 
     The snapshot checked for drift is the newest scored as-of (or ``as_of``); realised AUC uses every
     scored as-of up to it whose labels have matured."""
-    from pipelines.events import EventStore
-    from pipelines.score import FEATURE_SNAPSHOT
-    from pipelines.settings import project_paths
+    from core.events import EventStore
+    from core.settings import project_paths
+    from core.specs import model_names
+    from serving.batch import FEATURE_SNAPSHOT
     from training.champion import load_model_version
 
     cfg = cfg or load_monitor_config()
     paths = project_paths()
-    dates = scored_dates(paths.scores)
+    dates = paths.scored_dates()
     if not dates:
         raise PropensityError(f"nothing to monitor: no scores under {paths.scores} (run `propensity score` first)")
     if as_of is not None:
@@ -382,7 +381,8 @@ def monitor(cfg: MonitorConfig | None = None, log_to_mlflow: bool = True, as_of:
 
     signals: list[ModelSignals] = []
     score_hists: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for name in MODELS:
+    scored = [m for m in model_names() if any(c.startswith(f"{m}__") for c in snapshot.columns)]
+    for name in scored:
         loaded = load_model_version(name, alias="champion")
         sig = ModelSignals(model=name, version=str(loaded.version), holdout_auc=_holdout_auc(name))
         reference = reference_sample(loaded)
@@ -401,7 +401,7 @@ def monitor(cfg: MonitorConfig | None = None, log_to_mlflow: bool = True, as_of:
             cur_scores = loaded.predict_proba(current[features].astype("float64"))
             sig.score_psi = psi(ref_scores, cur_scores, cfg.psi_bins)
             score_hists[name] = (ref_scores, cur_scores)
-        sig.realised, note = _realised_auc(name, dates, paths.scores, store, cfg)
+        sig.realised, note = _realised_auc(name, dates, paths, store, cfg)
         if note:
             sig.notes.append(note)
         signals.append(sig)

@@ -1,7 +1,7 @@
 """``propensity run``: the whole chain, as small named stages.
 
     generate (or use data/raw) -> ingest -> validate -> build features -> apply + materialize
-    -> train churn -> train conversion -> promote (gate) -> score -> report
+    -> train_<model> for each spec in configs/models/ -> promote (gate) -> score -> report
 
 Each stage is a plain function ``stage_<name>(ctx) -> dict`` (facts for the summary) that other code and
 the CLI can call alone. Stages are idempotent (re-running one redoes its work with the same result:
@@ -9,7 +9,10 @@ generation is deterministic by seed, ingest de-duplicates, the feature build rep
 training registers a new *challenger* only) and the run is resumable: progress is kept in
 ``data/runs/<run_id>/state.json`` and ``--resume`` continues after the last stage that finished.
 
-Why a failure is harmless: training never touches ``champion``; both models are trained before either
+A model whose spec needs an event family the data lacks (conversion on a transactions-only log) is
+skipped with a line saying why, in training, promotion and scoring alike.
+
+Why a failure is harmless: training never touches ``champion``; every model is trained before any
 is promoted, and promotion happens only through the gate; scores are written to a temp folder and
 renamed. So a failed stage leaves the current champions, the online store (written by the materialize
 stage only) and the last scores as they were.
@@ -19,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -30,12 +32,10 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from pipelines.config import StrictModel, config_path, load_config
-from pipelines.errors import PropensityError
+from core.config import StrictModel, config_path, load_config
+from core.errors import PropensityError
 
 log = logging.getLogger("propensity.run")
-
-MODELS = ("churn", "conversion")
 
 
 # ---- configuration ---------------------------------------------------------------------------------
@@ -85,19 +85,18 @@ class RunState:
 
     @staticmethod
     def folder() -> Path:
-        from pipelines.settings import project_paths
+        from core.settings import project_paths
 
-        return project_paths().data / "runs"
+        return project_paths().runs
 
     @property
     def path(self) -> Path:
         return self.folder() / self.run_id / "state.json"
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.__dict__, indent=2, default=str))
-        os.replace(tmp, self.path)
+        from core.io import write_json
+
+        write_json(self.path, self.__dict__)
 
     @classmethod
     def load(cls, run_id: str) -> RunState:
@@ -130,7 +129,7 @@ class RunContext:
 # ---- stages -------------------------------------------------------------------------------------------
 def stage_generate(ctx: RunContext) -> dict:
     """Simulate the business into data/raw (deterministic by seed), unless the source is your own data."""
-    from pipelines.settings import project_paths
+    from core.settings import project_paths
 
     raw = project_paths().raw
     if ctx.cfg.source == "raw":
@@ -154,8 +153,8 @@ def _raw_file(raw: Path, table: str) -> Path | None:
 
 def stage_ingest(ctx: RunContext) -> dict:
     """Validate the raw exports into the canonical event store (re-ingesting the same files adds nothing)."""
+    from core.settings import project_paths
     from pipelines.ingest import ingest
-    from pipelines.settings import project_paths
 
     raw = project_paths().raw
     files = {t: _raw_file(raw, t) for t in ("orders", "customers", "page_views", "complaints")}
@@ -195,36 +194,48 @@ def stage_online(ctx: RunContext) -> dict:
     return {"apply": _plain(applied), "materialize": _plain(materialized)}
 
 
-def _train(ctx: RunContext, model: str) -> dict:
-    from training.config import load_training_config
-    from training.train import train_model
+def _usable_models() -> tuple[list[str], dict[str, str]]:
+    from core.specs import specs_for_data
 
-    cfg = load_training_config(model)
-    result = train_model(cfg, trials=ctx.trials or ctx.size.trials, timeout=ctx.timeout or ctx.size.timeout_seconds)
-    return {"version": result.version, "test_auc": result.test_metrics.get("roc_auc"),
-            "trials": result.trials_in_study, "seconds": round(result.seconds, 1), "run_id": result.run_id}
+    usable, skipped = specs_for_data()
+    return list(usable), skipped
 
 
-def stage_train_churn(ctx: RunContext) -> dict:
-    """Tune and register a churn challenger (the champion alias is not touched)."""
-    return _train(ctx, "churn")
+def stage_train(model: str) -> Callable[[RunContext], dict]:
+    """The stage that tunes and registers a challenger of ``model`` (the champion alias is not touched),
+    or says why the data cannot support it."""
 
+    def train(ctx: RunContext) -> dict:
+        from core.specs import load_spec
+        from training.train import train_model
 
-def stage_train_conversion(ctx: RunContext) -> dict:
-    """Tune and register a conversion challenger (the champion alias is not touched)."""
-    return _train(ctx, "conversion")
+        usable, skipped = _usable_models()
+        if model in skipped:
+            log.info("model %s skipped: %s", model, skipped[model])
+            return {"skipped": skipped[model]}
+        result = train_model(load_spec(model), trials=ctx.trials or ctx.size.trials,
+                             timeout=ctx.timeout or ctx.size.timeout_seconds)
+        return {"version": result.version, "test_auc": result.test_metrics.get("roc_auc"),
+                "trials": result.trials_in_study, "seconds": round(result.seconds, 1), "run_id": result.run_id}
+
+    train.__name__ = f"stage_train_{model}"
+    train.__doc__ = f"Tune and register a {model} challenger (the champion alias is not touched)."
+    return train
 
 
 def stage_promote(ctx: RunContext) -> dict:
     """The gate: each challenger becomes champion only if it beats the champion on the same holdout."""
     from training.promotion import promote
 
-    return {model: _plain(promote(model)) for model in MODELS}
+    usable, skipped = _usable_models()
+    out = {model: _plain(promote(model)) for model in usable}
+    out.update({model: {"decision": "skipped", "reason": why} for model, why in skipped.items()})
+    return out
 
 
 def stage_score(ctx: RunContext) -> dict:
-    """Batch scoring of every active customer with both champions (CRM list + latest.parquet)."""
-    from pipelines.score import score
+    """Batch scoring of every active customer with the champions of the models the data supports."""
+    from serving.batch import score
 
     result = score()
     return {"as_of": f"{result.as_of:%Y-%m-%d}", "rows": result.rows, "flagged": result.flagged,
@@ -235,25 +246,32 @@ def stage_score(ctx: RunContext) -> dict:
 
 def stage_report(ctx: RunContext) -> dict:
     """Write the run summary (JSON beside the state) for the table printed at the end."""
+    from core.io import write_json
+
     path = ctx.state.path.parent / "summary.json"
-    summary = {name: s.get("facts", {}) for name, s in ctx.state.stages.items()}
-    path.write_text(json.dumps(summary, indent=2, default=str))
+    write_json(path, {name: s.get("facts", {}) for name, s in ctx.state.stages.items()})
     return {"summary": str(path)}
 
 
-STAGES: list[tuple[str, Callable[[RunContext], dict]]] = [
-    ("generate", stage_generate),
-    ("ingest", stage_ingest),
-    ("validate", stage_validate),
-    ("features", stage_features),
-    ("online", stage_online),
-    ("train_churn", stage_train_churn),
-    ("train_conversion", stage_train_conversion),
-    ("promote", stage_promote),
-    ("score", stage_score),
-    ("report", stage_report),
-]
-STAGE_NAMES = [name for name, _ in STAGES]
+def stages() -> list[tuple[str, Callable[[RunContext], dict]]]:
+    """The stages in order: one training stage per model spec in configs/models/."""
+    from core.specs import model_names
+
+    return [
+        ("generate", stage_generate),
+        ("ingest", stage_ingest),
+        ("validate", stage_validate),
+        ("features", stage_features),
+        ("online", stage_online),
+        *[(f"train_{m}", stage_train(m)) for m in model_names()],
+        ("promote", stage_promote),
+        ("score", stage_score),
+        ("report", stage_report),
+    ]
+
+
+def stage_names() -> list[str]:
+    return [name for name, _ in stages()]
 
 
 def _plain(obj: Any) -> Any:
@@ -278,9 +296,11 @@ def run(size: str | None = None, *, resume: bool = False, only: list[str] | None
     """Run the stages in order. ``resume`` continues the latest run after its last finished stage;
     ``start_at`` skips the stages before one; ``only`` runs just the named stages."""
     cfg = cfg or load_run_config()
+    all_stages = stages()
+    names = [name for name, _ in all_stages]
     for name in [*(only or []), *([start_at] if start_at else [])]:
-        if name not in STAGE_NAMES:
-            raise PropensityError(f"unknown stage '{name}'; stages: {', '.join(STAGE_NAMES)}")
+        if name not in names:
+            raise PropensityError(f"unknown stage '{name}'; stages: {', '.join(names)}")
     state = RunState.latest() if resume else None
     if resume and state is None:
         raise PropensityError(f"--resume: no earlier run under {RunState.folder()}")
@@ -294,12 +314,12 @@ def run(size: str | None = None, *, resume: bool = False, only: list[str] | None
     elif only:
         selected = list(only)
     elif start_at:
-        selected = STAGE_NAMES[STAGE_NAMES.index(start_at):]
+        selected = names[names.index(start_at):]
     else:
-        selected = list(STAGE_NAMES)
+        selected = list(names)
     state.selected = selected
     log.info("run %s (size %s): %s", state.run_id, state.size, " -> ".join(selected))
-    for name, fn in STAGES:
+    for name, fn in all_stages:
         if name not in selected:
             continue
         if resume and state.done(name):
@@ -326,12 +346,15 @@ def run(size: str | None = None, *, resume: bool = False, only: list[str] | None
     return state
 
 
-RETRAIN_STAGES = ["features", "online", "train_churn", "train_conversion", "promote", "score", "report"]
+def retrain_stages() -> list[str]:
+    """Everything after the data is in: features, online store, every model, gate, scores, report."""
+    names = stage_names()
+    return names[names.index("features"):]
 
 
 def retrain(if_needed: bool = False, trials: int | None = None, timeout: float | None = None,
             cfg: RunConfig | None = None):
-    """Rebuild features, train both models, promote by the gate, re-score. With ``if_needed`` only when
+    """Rebuild features, train every model, promote by the gate, re-score. With ``if_needed`` only when
     the monitoring verdict says so. Returns (monitor result or None, run state or None)."""
     checked = None
     if if_needed:
@@ -342,7 +365,7 @@ def retrain(if_needed: bool = False, trials: int | None = None, timeout: float |
             log.info("no retraining needed: %s", checked.verdict.text)
             return checked, None
         log.info("retraining: %s", checked.verdict.text)
-    return checked, run(only=RETRAIN_STAGES, trials=trials, timeout=timeout, cfg=cfg)
+    return checked, run(only=retrain_stages(), trials=trials, timeout=timeout, cfg=cfg)
 
 
 # ---- the summary ------------------------------------------------------------------------------------------
@@ -353,7 +376,7 @@ def summary_tables(state: RunState, serve_hint: str) -> list:
     stages = Table(title=f"propensity run {state.run_id} (size {state.size})")
     for col in ("stage", "status", "seconds"):
         stages.add_column(col)
-    for name in STAGE_NAMES:
+    for name in stage_names():
         s = state.stages.get(name)
         if s:
             stages.add_row(name, s["status"], f"{s.get('seconds', 0):.1f}")
@@ -369,12 +392,14 @@ def summary_tables(state: RunState, serve_hint: str) -> list:
                          t.get("last", ""), t.get("status", ""))
         out.append(data)
 
+    from core.specs import model_names
+
     promote = state.stages.get("promote", {}).get("facts")
-    if promote or any(state.stages.get(f"train_{m}") for m in MODELS):
+    if promote or any(state.stages.get(f"train_{m}") for m in model_names()):
         models = Table(title="models")
         for col in ("model", "challenger", "challenger AUC", "champion before", "champion AUC", "decision"):
             models.add_column(col)
-        for m in MODELS:
+        for m in model_names():
             trained = state.stages.get(f"train_{m}", {}).get("facts", {})
             decision = (promote or {}).get(m) or {}
             models.add_row(
@@ -395,7 +420,7 @@ def summary_tables(state: RunState, serve_hint: str) -> list:
         sc.add_row("[b]flagged (any action)[/b]", f"[b]{scored['flagged']:,}[/b] of {scored['rows']:,}")
         out.append(sc)
 
-    from pipelines.settings import project_paths
+    from core.settings import project_paths
 
     paths = project_paths()
     where = Table(title="where things are")

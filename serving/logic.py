@@ -20,11 +20,11 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pipelines.config import StrictModel, config_path, load_config
-from pipelines.errors import PropensityError
-from serving.reasons import ReasonTemplates, band, explain, load_templates
+from core.config import StrictModel, config_path, load_config
+from core.errors import PropensityError
+from training.reasons import ReasonTemplates, band, explain, load_templates
 
 log = logging.getLogger("propensity.serving")
 
@@ -37,21 +37,11 @@ SEGMENT_COLUMNS = ("rfm_segment", "lifecycle_stage")
 
 
 # ---------------------------------------------------------------------------------------------- config
-class BandThresholds(StrictModel):
-    high: float = Field(gt=0, le=1)
-    medium: float = Field(ge=0, lt=1)
-
-    @model_validator(mode="after")
-    def _high_above_medium(self) -> BandThresholds:
-        if self.high <= self.medium:
-            raise ValueError(f"high ({self.high}) must be above medium ({self.medium})")
-        return self
-
-
 class ServingConfig(StrictModel):
-    models: list[str] = Field(default_factory=lambda: ["churn", "conversion"], min_length=1)
+    models: list[str] | None = Field(
+        None, min_length=1, description="models served; null: every model spec the event store supports"
+    )
     alias: str = "champion"
-    bands: dict[str, BandThresholds]
     max_batch_size: int = Field(100, ge=1)
     default_top_k: int = Field(5, ge=0, le=50)
     default_lang: Literal["en", "zh"] = "en"
@@ -61,11 +51,6 @@ class ServingConfig(StrictModel):
     lightgbm_threads: int = Field(1, ge=1)
     ui_recent_calls: int = Field(200, ge=0)
 
-    def model_post_init(self, _: Any) -> None:
-        missing = [m for m in self.models if m not in self.bands]
-        if missing:
-            raise ValueError(f"bands: no thresholds for model(s) {', '.join(missing)}")
-
     def resolved_api_key(self) -> str | None:
         """The key from the config, else from PROPENSITY_API_KEY; None means the service refuses data calls."""
         return self.api_key or os.environ.get(API_KEY_ENV) or None
@@ -73,6 +58,44 @@ class ServingConfig(StrictModel):
 
 def load_serving_config(path: str | Path | None = None) -> ServingConfig:
     return load_config(Path(path) if path else config_path("serving.yaml"), ServingConfig)
+
+
+def served_models(config: ServingConfig) -> list[str]:
+    """The models to serve: the config's list (each must have a spec), or every spec whose ``alias`` exists
+    in the registry (a model the data could not support was never trained, so it has none). When the
+    registry cannot be asked yet, every spec: the poller loads what appears."""
+    from core.errors import ConfigError
+    from core.specs import model_names
+
+    specs = model_names()
+    if config.models is not None:
+        unknown = [m for m in config.models if m not in specs]
+        if unknown:
+            raise ConfigError(f"serving.yaml: models: no spec in configs/models/ for {', '.join(unknown)}")
+        return list(config.models)
+    if not specs:
+        raise ConfigError("no model spec in configs/models/: nothing to serve")
+    try:
+        from training.tracking import client
+
+        mlflow_client = client()
+        have = [m for m in specs if _has_alias(mlflow_client, m, config.alias)]
+    except Exception as exc:  # registry not reachable at start-up
+        log.warning("registry not reachable (%s): serving every spec: %s", exc, ", ".join(specs))
+        return specs
+    for name in sorted(set(specs) - set(have)):
+        log.info("model %s not served: no '%s' version in the registry", name, config.alias)
+    return have or specs
+
+
+def _has_alias(mlflow_client: Any, name: str, alias: str) -> bool:
+    import mlflow
+
+    try:
+        mlflow_client.get_model_version_by_alias(name, alias)
+        return True
+    except mlflow.exceptions.MlflowException:
+        return False
 
 
 # ---------------------------------------------------------------------------------------------- errors
@@ -366,8 +389,11 @@ class Predictor:
         fetch_features: FeatureFetcher | None = None,
         templates: ReasonTemplates | None = None,
     ):
+        from core.specs import load_spec
+
         self.config = config
         self.registry = registry
+        self.bands = {name: load_spec(name).bands for name in registry.names}
         self._fetch = fetch_features
         self.templates = templates or load_templates()
         self.recent = RecentFlagged(config.ui_recent_calls)
@@ -435,7 +461,7 @@ class Predictor:
             )
             per_model[name] = {
                 "proba": proba,
-                "band": band(proba, self.config.bands[name]) if len(proba) else [],
+                "band": band(proba, self.bands[name]) if len(proba) else [],
                 "reasons": reasons,
             }
         segments = columns_of[names[0]]

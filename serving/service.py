@@ -40,6 +40,7 @@ from serving.logic import (
     decode_json,
     load_serving_config,
     parse_request,
+    served_models,
 )
 
 log = logging.getLogger("propensity.serving")
@@ -120,7 +121,7 @@ async def _guarded(request: Request, handler) -> Response:
 
 async def predict(request: Request) -> Response:
     async def handle(svc: PropensityService) -> Response:
-        body = parse_request(decode_json(await request.body()), PredictRequest, svc.config, svc.config.models)
+        body = parse_request(decode_json(await request.body()), PredictRequest, svc.config, svc.registry.names)
         return JSONResponse(await svc.batcher.submit(body))
 
     return await _guarded(request, handle)
@@ -129,7 +130,7 @@ async def predict(request: Request) -> Response:
 async def predict_features(request: Request) -> Response:
     async def handle(svc: PropensityService) -> Response:
         body = parse_request(
-            decode_json(await request.body()), PredictFeaturesRequest, svc.config, svc.config.models
+            decode_json(await request.body()), PredictFeaturesRequest, svc.config, svc.registry.names
         )
         return JSONResponse(await asyncio.to_thread(svc.predictor.predict_features, body))
 
@@ -201,7 +202,7 @@ class PropensityService:
         self.api_key = self.config.resolved_api_key()
         if self.api_key is None:
             log.warning("no API key configured (serving.yaml api_key or PROPENSITY_API_KEY): data calls get 401")
-        self.registry = ModelRegistry(self.config.models, alias=self.config.alias)
+        self.registry = ModelRegistry(served_models(self.config), alias=self.config.alias)
         if not self.registry.refresh():
             log.error("models not loaded at start-up: %s (retrying every %ss)", self.registry.last_error,
                       self.config.reload_poll_seconds)
@@ -219,24 +220,32 @@ class PropensityService:
 
     def flagged_customers(self) -> dict[str, Any]:
         """Flagged customers for the staff page: latest batch scores plus recent API calls."""
-        return {"scores": self._latest_scores(), "recent": self.predictor.recent.list()}
+        return {"models": self.predictor.registry.names, "scores": self._latest_scores(),
+                "recent": self.predictor.recent.list()}
 
     def _latest_scores(self, limit: int = 500) -> list[dict[str, Any]]:
         import json
 
+        import numpy as np
         import pandas as pd
 
-        from pipelines.settings import project_paths
+        from core.settings import project_paths
 
-        path = project_paths().scores / "latest.parquet"
+        path = project_paths().latest_scores
         if not path.exists():
             return []
         mtime = path.stat().st_mtime
         if self._scores_cache and self._scores_cache[0] == mtime:
             return self._scores_cache[1]
         frame = pd.read_parquet(path)
-        high = (frame.get("churn_band") == "high") | (frame.get("conversion_band") == "high")
-        frame = frame[high].sort_values("churn_probability", ascending=False).head(limit)
+        models = [m for m in self.predictor.registry.names if f"{m}_band" in frame.columns]
+        if not models:
+            return []
+        high = np.logical_or.reduce([frame[f"{m}_band"].eq("high").to_numpy() for m in models])
+        # Most likely first, whichever model flagged the customer.
+        top = frame[[f"{m}_probability" for m in models]].where(
+            np.column_stack([frame[f"{m}_band"].eq("high") for m in models])).max(axis=1)
+        frame = frame.assign(_top=top)[high].sort_values("_top", ascending=False).drop(columns="_top").head(limit)
         # NaN is not JSON; to_json handles it, then back to Python objects for the response.
         rows = json.loads(frame.to_json(orient="records", date_format="iso"))
         self._scores_cache = (mtime, rows)

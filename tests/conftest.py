@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from pipelines.settings import REPO_ROOT, TELEMETRY_OFF
+from core.settings import REPO_ROOT, TELEMETRY_OFF
 
 for _k, _v in TELEMETRY_OFF.items():
     os.environ.setdefault(_k, _v)

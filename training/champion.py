@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.errors import PropensityError
+from core.errors import PropensityError
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"

@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from pipelines.errors import DataError
+from core.errors import DataError
 from training.labels import SPLITS, TEST, TRAIN, VALIDATION, SplitPlan
 
 log = logging.getLogger("propensity.training")

@@ -17,7 +17,6 @@ same ``features.derived.add_derived`` that retrieval calls.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -25,18 +24,16 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from pipelines.errors import DataError, PropensityError
-from pipelines.events import EventStore
-from pipelines.settings import project_paths
-from training.config import ChurnLabels, load_training_config
+from core.errors import DataError, PropensityError
+from core.events import EventStore
+from core.settings import project_paths
+from core.specs import Baseline, load_spec
 from training.dataset import FeastFeatureSource, FeatureSource
 from training.labels import TEST, build_labels, data_end
 from training.metrics import auc
 
 log = logging.getLogger("propensity.training")
 
-ORACLE_COLUMN = {"churn": "p_churn", "conversion": "p_convert"}
-DRIVER_COLUMN = {"churn": "churn_driver", "conversion": "convert_driver"}
 
 
 @dataclass
@@ -52,16 +49,17 @@ class Evaluation:
     oracle_ratio: float
     recency_auc: float
     rfm_auc: float
-    flagged: int = 0  # rows in the model's high band (thresholds of configs/serving.yaml)
+    flagged: int = 0  # rows in the model's high band (the spec's bands)
     driver_agreement: float = float("nan")  # share of flagged rows whose top reason is the true driver
 
 
-def read_ground_truth(path=None) -> pd.DataFrame:
-    path = path or project_paths().raw / "ground_truth.parquet"
+def read_ground_truth(path=None, columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The generator's ground truth with at least ``columns`` (besides customer_id and as_of)."""
+    path = path or project_paths().ground_truth
     if not os.path.isfile(path):
         raise DataError(f"ground truth not found: {path} (it comes from `propensity generate`)")
     gt = pd.read_parquet(path)
-    missing = {"customer_id", "as_of", "p_churn", "p_convert", "churn_driver", "convert_driver"} - set(gt.columns)
+    missing = {"customer_id", "as_of", *columns} - set(gt.columns)
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
     gt["customer_id"] = gt["customer_id"].astype(str)
@@ -69,18 +67,19 @@ def read_ground_truth(path=None) -> pd.DataFrame:
     return gt
 
 
-def _baselines(kind: str, feats: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Recency alone and the RFM score, oriented so that a higher value means more likely positive."""
-    need = ["days_since_last_order", "days_since_last_visit", "r_score", "f_score", "m_score"]
+def _baselines(baseline: Baseline, feats: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The spec's one-feature baseline and the RFM score, oriented so that a higher value means more
+    likely positive. RFM points the way the baseline feature does: a high RFM score means a recent,
+    frequent, big spender, so it lowers the risk when a larger baseline value raises it."""
+    need = [baseline.feature, "r_score", "f_score", "m_score"]
     missing = [c for c in need if c not in feats.columns]
     if missing:
         raise DataError(f"feature retrieval lacks baseline column(s) {', '.join(missing)}")
     rfm = sum(pd.to_numeric(feats[c], errors="coerce").fillna(0) for c in ("r_score", "f_score", "m_score"))
-    if kind == "churn":
-        days = pd.to_numeric(feats["days_since_last_order"], errors="coerce")
-        return days.fillna(days.max() + 1).to_numpy(), -rfm.to_numpy()
-    days = pd.to_numeric(feats["days_since_last_visit"], errors="coerce")
-    return -days.fillna(days.max() + 1).to_numpy(), rfm.to_numpy()
+    sign = 1.0 if baseline.higher_means_positive else -1.0
+    values = pd.to_numeric(feats[baseline.feature], errors="coerce")
+    # Missing (e.g. never ordered) counts as beyond the largest value seen.
+    return sign * values.fillna(values.max() + 1).to_numpy(), -sign * rfm.to_numpy()
 
 
 class SnapshotFeatures:
@@ -107,11 +106,11 @@ class SnapshotFeatures:
         import tempfile
         from pathlib import Path
 
+        from core.settings import ProjectPaths
         from features.build import build_features, snapshot_file
         from features.catalog import service_views
         from features.derived import add_derived
         from features.settings import load_features_config
-        from pipelines.settings import ProjectPaths
 
         config = load_features_config()
         # history_days=0: the build plans only the one date asked for, not a year of backfill.
@@ -136,9 +135,12 @@ def evaluate_model(name: str, alias: str = "champion", source: FeatureSource | N
     the baselines, on the same labelled rows."""
     from training.champion import load_model_version
 
-    cfg = load_training_config(name)
+    cfg = load_spec(name)
+    if cfg.ground_truth is None:
+        raise PropensityError(f"{name}: {cfg.config_file} names no ground_truth columns to evaluate against")
+    truth_cols = (cfg.ground_truth.probability, cfg.ground_truth.driver)
     model = load_model_version(name, alias)
-    gt = read_ground_truth() if ground_truth is None else ground_truth
+    gt = read_ground_truth(columns=truth_cols) if ground_truth is None else ground_truth
     store = EventStore(project_paths().events)
     end = data_end(store, cfg.cutoffs)
     horizon = pd.Timedelta(days=cfg.labels.horizon_days)
@@ -152,27 +154,26 @@ def evaluate_model(name: str, alias: str = "champion", source: FeatureSource | N
     as_of = pd.Timestamp(matured[-1])
     cutoffs = pd.DataFrame({"cutoff": pd.Series([as_of]).astype("datetime64[us, UTC]"), "split": [TEST]})
     rows = build_labels(store, cfg.labels, cutoffs)
-    truth = gt[gt["as_of"] == as_of][["customer_id", ORACLE_COLUMN[name], DRIVER_COLUMN[name]]]
+    truth = gt[gt["as_of"] == as_of][["customer_id", *truth_cols]]
     rows = rows.merge(truth, on="customer_id", how="inner")
     if len(rows) == 0 or rows["label"].nunique() < 2:
         raise PropensityError(f"{name}: too few labelled rows with ground truth at {as_of:%Y-%m-%d} to evaluate")
     feats = (source or SnapshotFeatures()).historical(rows[["customer_id", "event_timestamp"]],
                                                       model.feature_service).reset_index(drop=True)
     y = rows["label"].to_numpy()
-    recency, rfm = _baselines("churn" if isinstance(cfg.labels, ChurnLabels) else "conversion", feats)
+    recency, rfm = _baselines(cfg.baseline, feats)
     model_auc = auc(y, model.predict_proba(feats))
-    oracle_auc = auc(y, rows[ORACLE_COLUMN[name]].to_numpy())
-    flagged, agreement = _driver_agreement(model, feats, rows[DRIVER_COLUMN[name]].to_numpy())
+    oracle_auc = auc(y, rows[cfg.ground_truth.probability].to_numpy())
+    flagged, agreement = _driver_agreement(model, cfg.bands, feats, rows[cfg.ground_truth.driver].to_numpy())
     return Evaluation(name, model.version, alias, f"{as_of:%Y-%m-%d}", len(rows), float(y.mean()), model_auc,
                       oracle_auc, model_auc / oracle_auc, auc(y, recency), auc(y, rfm), flagged, agreement)
 
 
-def _driver_agreement(model, feats: pd.DataFrame, true_drivers: np.ndarray) -> tuple[int, float]:
+def _driver_agreement(model, bands, feats: pd.DataFrame, true_drivers: np.ndarray) -> tuple[int, float]:
     """How often the top reason shown for a flagged (high-band) row names the generator's true driver."""
-    from serving.logic import load_serving_config
-    from serving.reasons import band, explain_model, load_templates, top_driver_agreement
+    from training.reasons import band, explain_model, load_templates, top_driver_agreement
 
-    high = band(model.predict_proba(feats), load_serving_config().bands[model.name]) == "high"
+    high = band(model.predict_proba(feats), bands) == "high"
     if not high.any():
         return 0, float("nan")
     templates = load_templates()
@@ -182,9 +183,6 @@ def _driver_agreement(model, feats: pd.DataFrame, true_drivers: np.ndarray) -> t
 
 def write_report(evaluations: list[Evaluation]) -> str:
     """Write data/reports/evaluation.json atomically; return its path."""
-    out = project_paths().reports
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".evaluation.json.tmp"
-    tmp.write_text(json.dumps([asdict(e) for e in evaluations], indent=2))
-    os.replace(tmp, out / "evaluation.json")
-    return str(out / "evaluation.json")
+    from core.io import write_json
+
+    return str(write_json(project_paths().reports / "evaluation.json", [asdict(e) for e in evaluations]))

@@ -13,14 +13,15 @@ validation or test labels are about.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 
 import pandas as pd
 
-from pipelines.errors import DataError, NotEnoughDataError
-from pipelines.events import EventStore
-from training.config import ChurnLabels, ConversionLabels, Cutoffs, MinData, Split
+from core.errors import DataError, NotEnoughDataError
+from core.events import EventStore
+from core.specs import ActiveBuyersLabels, BrowsersLabels, Cutoffs, Labels, MinData, Split
 
 log = logging.getLogger("propensity.training")
 
@@ -123,22 +124,26 @@ def plan_split(
     return SplitPlan(end, tuple(train), tuple(validation), test)
 
 
-def _cutoff_sql(labels: ChurnLabels | ConversionLabels, orders_glob: str, views_glob: str | None) -> str:
-    """SQL over the table ``cutoffs(cutoff, split)`` giving customer_id, event_timestamp, label, split."""
+def _active_buyers_sql(labels: ActiveBuyersLabels, orders_glob: str, views_glob: str | None) -> str:
     h = labels.horizon_days
-    if isinstance(labels, ChurnLabels):
-        return f"""
-        SELECT o.customer_id, c.cutoff AS event_timestamp,
-               CAST(count(*) FILTER (WHERE o.ordered_at >= c.cutoff) = 0 AS INTEGER) AS label, c.split
-        FROM cutoffs c
-        JOIN read_parquet('{orders_glob}') o
-          ON o.ordered_at >= c.cutoff - INTERVAL ({labels.active_window_days}) DAY
-         AND o.ordered_at <  c.cutoff + INTERVAL ({h}) DAY
-        GROUP BY o.customer_id, c.cutoff, c.split
-        HAVING count(*) FILTER (WHERE o.ordered_at < c.cutoff) >= {labels.min_orders}
-        """
+    outcome = "= 0" if labels.positive == "no_order" else "> 0"
+    return f"""
+    SELECT o.customer_id, c.cutoff AS event_timestamp,
+           CAST(count(*) FILTER (WHERE o.ordered_at >= c.cutoff) {outcome} AS INTEGER) AS label, c.split
+    FROM cutoffs c
+    JOIN read_parquet('{orders_glob}') o
+      ON o.ordered_at >= c.cutoff - INTERVAL ({labels.active_window_days}) DAY
+     AND o.ordered_at <  c.cutoff + INTERVAL ({h}) DAY
+    GROUP BY o.customer_id, c.cutoff, c.split
+    HAVING count(*) FILTER (WHERE o.ordered_at < c.cutoff) >= {labels.min_orders}
+    """
+
+
+def _browsers_sql(labels: BrowsersLabels, orders_glob: str, views_glob: str | None) -> str:
     if views_glob is None:
-        raise DataError("conversion labels need page views, and the event store has none")
+        raise DataError("a 'browsers' label needs page views, and the event store has none")
+    h = labels.horizon_days
+    outcome = "> 0" if labels.positive == "order" else "= 0"
     return f"""
     WITH browsers AS (
         SELECT v.customer_id, c.cutoff, c.split
@@ -149,7 +154,7 @@ def _cutoff_sql(labels: ChurnLabels | ConversionLabels, orders_glob: str, views_
         HAVING count(*) >= {labels.min_page_views}
     )
     SELECT b.customer_id, b.cutoff AS event_timestamp,
-           CAST(count(o.ordered_at) FILTER (WHERE o.ordered_at >= b.cutoff) > 0 AS INTEGER) AS label, b.split
+           CAST(count(o.ordered_at) FILTER (WHERE o.ordered_at >= b.cutoff) {outcome} AS INTEGER) AS label, b.split
     FROM browsers b
     LEFT JOIN read_parquet('{orders_glob}') o
       ON o.customer_id = b.customer_id
@@ -160,8 +165,13 @@ def _cutoff_sql(labels: ChurnLabels | ConversionLabels, orders_glob: str, views_
     """
 
 
+# One SQL builder per label kind of core.specs.Labels, each over the table ``cutoffs(cutoff, split)``
+# giving customer_id, event_timestamp, label, split. A new kind of label is one function here.
+LABEL_SQL: dict[str, Callable[..., str]] = {"active_buyers": _active_buyers_sql, "browsers": _browsers_sql}
+
+
 def build_labels(
-    store: EventStore, labels: ChurnLabels | ConversionLabels, cutoffs: pd.DataFrame
+    store: EventStore, labels: Labels, cutoffs: pd.DataFrame
 ) -> pd.DataFrame:
     """Eligible (customer, cutoff) rows with their label. ``cutoffs`` has columns cutoff, split.
 
@@ -173,7 +183,7 @@ def build_labels(
         raise DataError(f"no orders in the event store {store.root}: run `propensity ingest` first")
     con = _connect()
     con.register("cutoffs", cutoffs[["cutoff", "split"]])
-    df = con.execute(_cutoff_sql(labels, store.glob("orders"), views_glob)).df()
+    df = con.execute(LABEL_SQL[labels.kind](labels, store.glob("orders"), views_glob)).df()
     df["customer_id"] = df["customer_id"].astype(str)
     df["event_timestamp"] = pd.to_datetime(df["event_timestamp"], utc=True).astype("datetime64[us, UTC]")
     df["label"] = df["label"].astype("int64")
@@ -181,7 +191,7 @@ def build_labels(
 
 
 def label_rows(
-    store: EventStore, labels: ChurnLabels | ConversionLabels, cutoffs: Cutoffs, split: Split
+    store: EventStore, labels: Labels, cutoffs: Cutoffs, split: Split
 ) -> tuple[SplitPlan, pd.DataFrame]:
     """Plan the split over the store's data and label every eligible row of every planned cutoff."""
     first, _ = event_span(store)
@@ -201,7 +211,9 @@ def label_rows(
     return plan, rows
 
 
-def check_min_data(rows: pd.DataFrame, minimum: MinData, model: str, plan: SplitPlan | None = None) -> None:
+def check_min_data(
+    rows: pd.DataFrame, minimum: MinData, model: str, plan: SplitPlan | None = None, config_file: str | None = None
+) -> None:
     """Raise NotEnoughDataError naming each split that has too few rows or positives."""
     problems = []
     for split in SPLITS:
@@ -220,5 +232,5 @@ def check_min_data(rows: pd.DataFrame, minimum: MinData, model: str, plan: Split
     if problems:
         raise NotEnoughDataError(
             f"{model}: not enough data to train: " + "; ".join(problems)
-            + f". Add more history or customers, or lower min_data in configs/{model}.yaml."
+            + f". Add more history or customers, or lower min_data in {config_file or f'configs/models/{model}.yaml'}."
         )

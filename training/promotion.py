@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-from pipelines.errors import PropensityError
+from core.errors import PropensityError
 from training.champion import CHALLENGER, CHAMPION, LoadedModel, load_model_version
 
 log = logging.getLogger("propensity.training")
@@ -107,11 +107,11 @@ def score_on_holdout(model: LoadedModel, holdout: pd.DataFrame, metric: str) -> 
 
 def promote(name: str, margin: float | None = None, metric: str | None = None, force: bool = False) -> Decision:
     """Give ``champion`` to the challenger if it beats the champion on the same holdout by ``margin``."""
-    from training.config import load_training_config
+    from core.specs import load_spec
     from training.tracking import client as mlflow_client
 
     if margin is None or metric is None:
-        cfg = load_training_config(name)
+        cfg = load_spec(name)
         margin = cfg.promotion.margin if margin is None else margin
         metric = cfg.promotion.metric if metric is None else metric
     client = mlflow_client()

@@ -1,13 +1,13 @@
 """MLflow set-up shared by training, promotion and champion loading.
 
-The tracking URI comes from ``pipelines.settings.project_paths().tracking_uri()`` (SQLite under mlruns/
+The tracking URI comes from ``core.settings.project_paths().tracking_uri()`` (SQLite under mlruns/
 unless ``MLFLOW_TRACKING_URI`` says otherwise). Experiments created here put their artifacts under
 ``mlruns/artifacts`` for a local store, so nothing lands in the current directory by accident.
 """
 
 from __future__ import annotations
 
-from pipelines.settings import project_paths, quiet_environment
+from core.settings import project_paths, quiet_environment
 
 
 def configure_mlflow() -> str:

@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.events import EventStore
-from pipelines.settings import project_paths
-from training.config import TrainingConfig
+from core.events import EventStore
+from core.settings import project_paths
+from core.specs import ModelSpec
 from training.dataset import FeatureSource, TrainingSet, assemble_training_set
 from training.labels import TEST, TRAIN, VALIDATION, check_min_data, label_rows
 
@@ -39,16 +39,16 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def build_training_set(cfg: TrainingConfig, source: FeatureSource | None = None) -> TrainingSet:
+def build_training_set(cfg: ModelSpec, source: FeatureSource | None = None) -> TrainingSet:
     """Labels from the event store, the minimum-data guard, then point-in-time features."""
     store = EventStore(project_paths().events)
     plan, rows = label_rows(store, cfg.labels, cfg.cutoffs, cfg.split)
-    check_min_data(rows, cfg.min_data, cfg.model, plan)
+    check_min_data(rows, cfg.min_data, cfg.name, plan, cfg.config_file)
     return assemble_training_set(rows, cfg.feature_service, source, plan)
 
 
 def train_model(
-    cfg: TrainingConfig,
+    cfg: ModelSpec,
     *,
     trials: int | None = None,
     timeout: float | None = None,
@@ -70,16 +70,16 @@ def train_model(
     ts = training_set or build_training_set(cfg, source)
     lineage = ts.lineage()
     storage = storage or default_storage()
-    study_name = study_name or f"{cfg.model}-{lineage['training_set_sha256'][:12]}"
+    study_name = study_name or f"{cfg.name}-{lineage['training_set_sha256'][:12]}"
     n_trials = cfg.tuning.trials if trials is None else trials
     timeout = cfg.tuning.timeout_seconds if timeout is None else timeout
 
     unknown = sorted(set(cfg.tuning.monotone) - set(ts.feature_names))
     if unknown:
-        log.warning("%s: monotone constraint(s) on %s ignored: not inputs of %s", cfg.model, ", ".join(unknown),
+        log.warning("%s: monotone constraint(s) on %s ignored: not inputs of %s", cfg.name, ", ".join(unknown),
                     cfg.feature_service)
-    experiment_id = ensure_experiment(cfg.model)
-    run_name = f"{'tune-worker' if tune_only else 'train'}-{cfg.model}"
+    experiment_id = ensure_experiment(cfg.name)
+    run_name = f"{'tune-worker' if tune_only else 'train'}-{cfg.name}"
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as parent:
         mlflow.set_tags({"role": "tune-worker" if tune_only else "train", "optuna_study": study_name,
                          "optuna_storage": _redact(storage), "feature_service": cfg.feature_service})
@@ -87,10 +87,10 @@ def train_model(
         data = Datasets.build(ts.X(TRAIN), ts.y(TRAIN), ts.X(VALIDATION), ts.y(VALIDATION))
         # An extra worker gets another sampler seed, or it would repeat the first worker's random trials.
         study = open_study(study_name, storage, cfg.tuning, worker_seed_offset=os.getpid() if tune_only else 0)
-        log.info("%s: tuning study %r (%d trials here; %d already in it)", cfg.model, study_name, n_trials,
+        log.info("%s: tuning study %r (%d trials here; %d already in it)", cfg.name, study_name, n_trials,
                  len(study.trials))
         run_trials(study, data, cfg.tuning, n_trials, timeout, progress=progress)
-        result = TrainResult(cfg.model, parent.info.run_id, study_name, _redact(storage), len(study.trials),
+        result = TrainResult(cfg.name, parent.info.run_id, study_name, _redact(storage), len(study.trials),
                              lineage=lineage)
         if tune_only:
             result.seconds = time.perf_counter() - started
@@ -111,7 +111,7 @@ def train_model(
 
         result.version = register_booster(
             booster,
-            cfg.model,
+            cfg.name,
             feature_service=cfg.feature_service,
             calibration=calibration,
             holdout_auc=test_metrics["roc_auc"],
@@ -124,11 +124,11 @@ def train_model(
         )
     result.seconds = time.perf_counter() - started
     log.info("%s: registered version %s as challenger (test AUC %.4f, %d trials in study, %.0f s)",
-             cfg.model, result.version, test_metrics["roc_auc"], result.trials_in_study, result.seconds)
+             cfg.name, result.version, test_metrics["roc_auc"], result.trials_in_study, result.seconds)
     return result
 
 
-def fit_final(cfg: TrainingConfig, ts: TrainingSet, data, best):
+def fit_final(cfg: ModelSpec, ts: TrainingSet, data, best):
     """Refit the best trial on the train split, Platt-calibrate on validation, score the test split."""
     from training.metrics import classification_metrics, fit_platt
     from training.tune import base_params, fit_booster
@@ -144,7 +144,7 @@ def fit_final(cfg: TrainingConfig, ts: TrainingSet, data, best):
         classification_metrics(ts.y(TEST), p_test)
 
 
-def _log_artifacts(cfg: TrainingConfig, ts: TrainingSet, booster, calibration, lineage: dict) -> None:
+def _log_artifacts(cfg: ModelSpec, ts: TrainingSet, booster, calibration, lineage: dict) -> None:
     import mlflow
 
     from training import plots
@@ -153,7 +153,7 @@ def _log_artifacts(cfg: TrainingConfig, ts: TrainingSet, booster, calibration, l
     p_test = calibration.apply(booster.predict(X_test.to_numpy(), raw_score=True))
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        title = f"{cfg.model} (test cutoff {lineage['test_cutoffs'][0]})"
+        title = f"{cfg.name} (test cutoff {lineage['test_cutoffs'][0]})"
         plots.calibration_curve_plot(y_test, p_test, out / "calibration_curve.png", title)
         plots.cumulative_gain_plot(y_test, p_test, out / "cumulative_gain.png", title)
         plots.feature_importance_plot(booster, out / "feature_importance.png", title)

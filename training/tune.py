@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.errors import PropensityError
-from pipelines.settings import project_paths
-from training.config import Param, Tuning
+from core.errors import PropensityError
+from core.settings import project_paths
+from core.specs import Param, Tuning
 
 log = logging.getLogger("propensity.training")
 

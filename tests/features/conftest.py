@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.events import EventStore
+from core.events import EventStore
 
 END = pd.Timestamp("2026-03-01", tz="UTC")  # the build's --until in most tests
 

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.errors import DataError
+from core.settings import project_paths
 from features.build import build_features, built_dates, snapshot_file
 from features.catalog import VIEWS
 from features.settings import FeaturesConfig, SnapshotConfig
-from pipelines.errors import DataError
-from pipelines.settings import project_paths
 from tests.features.conftest import END, random_events, write_store
 from tests.features.reference import reference_features
 

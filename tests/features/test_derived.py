@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.config import load_config
+from core.errors import ConfigError
 from features.derived import add_derived
 from features.settings import FeaturesConfig
-from pipelines.config import load_config
-from pipelines.errors import ConfigError
 
 AS_OF = pd.Timestamp("2026-06-01 12:00", tz="UTC")
 

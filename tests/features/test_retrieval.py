@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.errors import PropensityError
+from core.settings import project_paths
 from features.build import build_features
 from features.catalog import DERIVED_NUMERIC, DERIVED_STRING, service_raw_features
 from features.retrieval import historical_features, model_feature_names, online_features
 from features.settings import FeaturesConfig, SnapshotConfig
 from features.store import OnlineStoreUnavailable, apply, feature_store, materialize
-from pipelines.errors import PropensityError
-from pipelines.settings import project_paths
 from tests.features.conftest import END, random_events, write_store
 from tests.features.reference import reference_features
 

@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.settings import project_paths
 from features import online
 from features.build import build_features, snapshot_file
 from features.catalog import FLOAT, INT, service_raw_features
 from features.retrieval import online_feature_columns, online_features
 from features.settings import FeaturesConfig, SnapshotConfig
 from features.store import apply, feature_store, materialize, resolve_target, value_blobs
-from pipelines.settings import project_paths
 from tests.features.conftest import END, random_events, write_store
 
 SHORT = FeaturesConfig(snapshots=SnapshotConfig(history_days=7))

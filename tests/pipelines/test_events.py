@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipelines.contract import TABLES
-from pipelines.events import EventStore
+from core.contract import TABLES
+from core.events import EventStore
 
 from .conftest import tiny_event_log
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipelines.errors import PropensityError
-from pipelines.events import EventStore
+from core.errors import PropensityError
+from core.events import EventStore
+from core.settings import project_paths
 from pipelines.forget import forget
-from pipelines.score import refresh_latest
-from pipelines.settings import project_paths
+from serving.batch import refresh_latest
 from tests.pipelines.conftest import tiny_event_log
 
 
@@ -34,7 +34,7 @@ def filled_project(project_home):
         scores.to_parquet(folder / "scores.parquet", index=False)
         scores.to_csv(folder / "scores.csv", index=False)
         scores[["customer_id"]].assign(churn__orders_30d=[1.0, 2.0, 3.0]).to_parquet(folder / "features.parquet")
-    refresh_latest(paths.scores)
+    refresh_latest(paths)
     (paths.mlruns / "artifacts").mkdir(parents=True)
     (paths.mlruns / "artifacts" / "note.txt").write_text("aggregate metrics only; cohort c3 looked odd\n")
     return paths

@@ -11,8 +11,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.contract import PAGE_TYPES
-from pipelines.errors import ConfigError, PropensityError
+from core.contract import PAGE_TYPES
+from core.errors import ConfigError, PropensityError
 from pipelines.generate import (
     CHURN_DRIVERS,
     CONVERT_DRIVERS,
@@ -242,7 +242,7 @@ def test_config_file_is_strict(tmp_path):
 
 
 def test_project_config_matches_the_built_in_defaults():
-    from pipelines.settings import REPO_ROOT
+    from core.settings import REPO_ROOT
 
     assert load_generator_config(REPO_ROOT / "configs" / "generate.yaml") == GeneratorConfig()
 

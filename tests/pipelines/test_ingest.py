@@ -10,8 +10,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from pipelines.errors import ConfigError, DataError
-from pipelines.events import EventStore
+from core.errors import ConfigError, DataError
+from core.events import EventStore
 from pipelines.ingest import ColumnMap, TableMap, ingest, load_column_map, validate_store
 
 from .conftest import tiny_event_log, write_table
@@ -421,7 +421,7 @@ def test_numbers_in_a_timestamp_column_need_an_epoch_format(tmp_path, event_log)
 
 # ---- the column map -----------------------------------------------------------------------------------------------
 def test_example_column_map_validates():
-    from pipelines.settings import REPO_ROOT
+    from core.settings import REPO_ROOT
 
     cmap = load_column_map(REPO_ROOT / "configs" / "column_map.example.yaml")
     assert cmap.orders.columns["customer_id"] == "CustomerID"
@@ -484,7 +484,7 @@ def test_validate_without_a_store_says_so(tmp_path):
 # ---- the CLI -------------------------------------------------------------------------------------------------------
 @pytest.fixture
 def cli() -> typer.Typer:
-    from pipelines import cli_ingest
+    from pipelines.cli import ingest as cli_ingest
 
     app = typer.Typer()
     cli_ingest.register(app)

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipelines.errors import PropensityError
-from pipelines.settings import REPO_ROOT, TELEMETRY_OFF, project_paths
+from core.errors import PropensityError
+from core.settings import REPO_ROOT, TELEMETRY_OFF, project_paths
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ def chain(tmp_path_factory):
     mp.setenv("BENTOML_HOME", str(home / "bentoml_home"))
     mp.delenv("PROPENSITY_REDIS_URL", raising=False)
     from pipelines.run import load_run_config, run
-    from pipelines.score import score
+    from serving.batch import score
 
     cfg = load_run_config().model_copy(update={"shift_at": SHIFT})
     state = run("tiny", cfg=cfg)
@@ -53,11 +53,13 @@ def chain(tmp_path_factory):
 
 
 def test_run_summary_and_scores_contract(chain):
-    from pipelines.run import STAGE_NAMES, summary_tables
-    from pipelines.score import SCORE_COLUMNS
+    from pipelines.run import stage_names, summary_tables
+    from serving.batch import score_columns
+
+    SCORE_COLUMNS = score_columns(["churn", "conversion"])
 
     state = chain["state"]
-    assert [s for s in STAGE_NAMES if state.stages[s]["status"] == "done"] == STAGE_NAMES
+    assert [s for s in stage_names() if state.stages[s]["status"] == "done"] == stage_names()
     promote = state.stages["promote"]["facts"]
     assert promote["churn"]["decision"] == "promoted" and promote["conversion"]["decision"] == "promoted"
     scored = state.stages["score"]["facts"]
@@ -160,8 +162,8 @@ def test_retrain_if_needed_does_nothing_when_monitoring_is_happy(chain):
 
 
 def test_forget_reaches_the_online_store(chain):
+    from core.events import EventStore
     from features.retrieval import online_features
-    from pipelines.events import EventStore
     from pipelines.forget import forget
 
     paths = project_paths()

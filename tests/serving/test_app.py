@@ -25,7 +25,7 @@ def asgi_app():
 @pytest.fixture(scope="module")
 def app_home(tmp_path_factory, boosters):
     """One project home for this module (registering in a fresh MLflow costs seconds per test)."""
-    from pipelines.settings import REPO_ROOT
+    from core.settings import REPO_ROOT
     from training.champion import Calibration, register_booster
 
     home = tmp_path_factory.mktemp("app") / "project"

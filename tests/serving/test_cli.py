@@ -15,8 +15,8 @@ def test_serve_is_registered_with_help():
 
 
 def test_serve_command_and_environment(project_home):
-    from pipelines.settings import REPO_ROOT
-    from serving.cli import serve_command, serve_environment
+    from core.settings import REPO_ROOT
+    from pipelines.cli.serve import serve_command, serve_environment
 
     cmd = serve_command("127.0.0.1", 3123)
     assert cmd[1:3] == ["serve", "serving.service:PropensityService"]

@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.errors import ConfigError
-from serving.reasons import (
+from core.errors import ConfigError
+from tests.serving.conftest import CHURN_FEATURES, CONVERSION_FEATURES
+from training.reasons import (
     band,
     explain,
     explain_model,
@@ -16,7 +17,6 @@ from serving.reasons import (
     sentence,
     top_driver_agreement,
 )
-from tests.serving.conftest import CHURN_FEATURES, CONVERSION_FEATURES
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,7 @@ def train_on_store(name: str, service: str, ids: list[str], seed: int):
 @pytest.fixture(scope="session")
 def served_project(tmp_path_factory):
     """Project home with events, features in the online store and both champions registered."""
-    from pipelines.settings import REPO_ROOT
+    from core.settings import REPO_ROOT
     from tests.features.conftest import END, random_events, write_store
 
     home = tmp_path_factory.mktemp("serving") / "project"
@@ -90,7 +90,7 @@ def server(served_project):
     """`propensity serve`'s command line and environment, on a free port; stopped at the end."""
     import httpx
 
-    from serving.cli import serve_command, serve_environment
+    from pipelines.cli.serve import serve_command, serve_environment
 
     port = free_port()
     env = serve_environment(workers=1, threads=1)

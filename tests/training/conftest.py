@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 
-from pipelines.events import EventStore
-from pipelines.settings import REPO_ROOT
+from core.events import EventStore
+from core.settings import REPO_ROOT
+from core.specs import load_spec
 from tests.training.synthetic import EventFeatures, make_events
-from training.config import load_training_config
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +23,7 @@ def synthetic_events(tmp_path_factory):
 
 def small_config(model: str, trials: int = 3):
     """The shipped config with thresholds and tuning sized for test data."""
-    cfg = load_training_config(model, REPO_ROOT / "configs" / f"{model}.yaml")
+    cfg = load_spec(model, REPO_ROOT / "configs" / "models" / f"{model}.yaml")
     tuning = cfg.tuning.model_copy(update={"trials": trials, "max_boost_rounds": 300, "early_stopping_rounds": 20,
                                            "startup_trials": 2, "pruner_warmup_rounds": 20})
     split = cfg.split.model_copy(update={"train_cutoffs": 12, "validation_cutoffs": 4})

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipelines.events import EventStore
+from core.events import EventStore
 
 FEATURES = [
     "days_since_last_order", "days_since_last_visit", "orders_30d", "orders_90d", "spend_90d",

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.errors import PropensityError
+from core.errors import PropensityError
 from training.champion import Calibration, load_model_version, register_booster
 
 

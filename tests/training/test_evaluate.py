@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from core.errors import DataError
+from core.settings import project_paths
 from pipelines.cli import app
-from pipelines.errors import DataError
-from pipelines.settings import project_paths
 
 
 def test_evaluate_prints_and_writes_oracle_ratio_and_baselines(generated_home):
@@ -72,5 +72,5 @@ def test_ground_truth_without_its_columns_names_them(project_home):
 
     path = project_home / "gt.parquet"
     pd.DataFrame({"customer_id": ["c1"], "as_of": [pd.Timestamp("2026-01-05", tz="UTC")]}).to_parquet(path)
-    with pytest.raises(DataError, match=r"missing column\(s\) churn_driver, convert_driver, p_churn, p_convert"):
-        read_ground_truth(path)
+    with pytest.raises(DataError, match=r"missing column\(s\) churn_driver, p_churn"):
+        read_ground_truth(path, columns=("p_churn", "churn_driver"))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipelines.errors import ConfigError, NotEnoughDataError
-from pipelines.events import EventStore
-from training.config import ChurnLabels, ConversionLabels, Cutoffs, MinData, Split, TrainingConfig
+from core.errors import ConfigError, NotEnoughDataError
+from core.events import EventStore
+from core.specs import ActiveBuyersLabels, BrowsersLabels, Cutoffs, MinData, ModelSpec, Split
 from training.labels import TEST, TRAIN, VALIDATION, build_labels, check_min_data, label_rows, plan_split
 
 CUTOFF = pd.Timestamp("2026-06-01", tz="UTC")
@@ -43,7 +43,7 @@ def test_churn_eligibility_and_label_windows(tmp_path):
         ("late", at(-30)), ("late", at(60)),          # next order exactly at the horizon end: churned
         ("edge", at(-180)), ("edge", at(59.9)),       # first day of the window counts; order inside horizon
     ])
-    labels = build_labels(store, ChurnLabels(kind="churn"), one_cutoff()).set_index("customer_id")["label"]
+    labels = build_labels(store, ActiveBuyersLabels(kind="active_buyers"), one_cutoff()).set_index("customer_id")["label"]
     assert labels.to_dict() == {"stays": 0, "leaves": 1, "late": 1, "edge": 0}
 
 
@@ -54,15 +54,15 @@ def test_conversion_eligibility_and_labels(tmp_path):
         views=[("buyer", at(-2)), ("recent_buyer", at(-1)), ("idle", at(-5)), ("old_visit", at(-15)),
                ("slow", at(-1)), ("old_visit", at(1))],
     )
-    labels = build_labels(store, ConversionLabels(kind="conversion"), one_cutoff()).set_index("customer_id")["label"]
+    labels = build_labels(store, BrowsersLabels(kind="browsers"), one_cutoff()).set_index("customer_id")["label"]
     # recent_buyer ordered in the prior 30 days, old_visit browsed only before the 14-day window
     assert labels.to_dict() == {"buyer": 1, "idle": 0, "slow": 0}
 
 
 def test_windows_come_from_config(tmp_path):
     store = write_store(tmp_path, [("a", at(-100)), ("a", at(20))])
-    short = ChurnLabels(kind="churn", active_window_days=90, horizon_days=60)
-    long_horizon_short_window = ChurnLabels(kind="churn", active_window_days=120, horizon_days=10)
+    short = ActiveBuyersLabels(kind="active_buyers", active_window_days=90, horizon_days=60)
+    long_horizon_short_window = ActiveBuyersLabels(kind="active_buyers", active_window_days=120, horizon_days=10)
     assert build_labels(store, short, one_cutoff()).empty
     assert build_labels(store, long_horizon_short_window, one_cutoff())["label"].tolist() == [1]
 
@@ -83,7 +83,7 @@ def test_no_label_window_reaches_a_later_split(tmp_path):
     days = pd.date_range("2025-09-01", "2026-10-31", freq="7D", tz="UTC")
     orders = [("steady", d) for d in days] + [("stops", d) for d in days if d < pd.Timestamp("2026-07-01", tz="UTC")]
     store = write_store(tmp_path, orders)
-    labels = ChurnLabels(kind="churn", horizon_days=60)
+    labels = ActiveBuyersLabels(kind="active_buyers", horizon_days=60)
     plan, rows = label_rows(store, labels, Cutoffs(), Split(validation_cutoffs=2, train_cutoffs=4))
     horizon = pd.Timedelta(days=60)
     first_val = rows.loc[rows["split"] == VALIDATION, "event_timestamp"].min()
@@ -103,20 +103,21 @@ def test_min_data_guard_names_what_is_missing():
     assert "train split has 5 positive labels, needs >= 6" in msg
     assert "validation split has 0 positive labels, needs >= 1" in msg
     assert "test split has 5 rows, needs >= 6" in msg
-    assert "configs/churn.yaml" in msg
+    assert "configs/models/churn.yaml" in msg
 
 
 def test_too_short_history_says_so(tmp_path):
     store = write_store(tmp_path, [("a", at(-10)), ("a", at(-3))])
     with pytest.raises(NotEnoughDataError, match="no cutoff has matured labels"):
-        label_rows(store, ChurnLabels(kind="churn"), Cutoffs(), Split())
+        label_rows(store, ActiveBuyersLabels(kind="active_buyers"), Cutoffs(), Split())
 
 
 def test_config_rejects_unknown_key(tmp_path):
-    from pipelines.config import load_config
+    from core.config import load_config
 
     path = tmp_path / "churn.yaml"
-    path.write_text("model: churn\nfeature_service: churn_v1\nlabels: {kind: churn, horizon_dayz: 30}\n"
-                    "tuning: {search_space: {}}\n")
-    with pytest.raises(ConfigError, match=r"labels\.churn\.horizon_dayz"):
-        load_config(path, TrainingConfig)
+    path.write_text("name: churn\nfeature_service: churn_v1\nlabels: {kind: active_buyers, horizon_dayz: 30}\n"
+                    "tuning: {search_space: {}}\nbands: {high: 0.6, medium: 0.3}\n"
+                    "baseline: {feature: days_since_last_order, higher_means_positive: true}\n")
+    with pytest.raises(ConfigError, match=r"labels\.active_buyers\.horizon_dayz"):
+        load_config(path, ModelSpec)

@@ -10,13 +10,13 @@ import textwrap
 import optuna
 import pytest
 
-from pipelines.settings import REPO_ROOT
+from core.settings import REPO_ROOT
 from tests.training.conftest import small_config
 
 WORKER = textwrap.dedent("""
     import sys
-    from pipelines.events import EventStore
-    from pipelines.settings import project_paths
+    from core.events import EventStore
+    from core.settings import project_paths
     from tests.training.conftest import small_config
     from tests.training.synthetic import EventFeatures
     from training.train import train_model

@@ -15,7 +15,7 @@ def serve_environment(workers: int, threads: int) -> dict[str, str]:
     (one-row predictions get slower with more threads, and workers already use the cores)."""
     import os
 
-    from pipelines.settings import project_paths, quiet_environment
+    from core.settings import project_paths, quiet_environment
     from serving.logic import WORKERS_ENV
 
     quiet_environment()
@@ -35,10 +35,10 @@ def serve_command(host: str, port: int) -> list[str]:
 
     bentoml = shutil.which("bentoml", path=str(Path(sys.executable).parent)) or shutil.which("bentoml")
     if bentoml is None:
-        from pipelines.errors import PropensityError
+        from core.errors import PropensityError
 
         raise PropensityError("the `bentoml` command is not installed in this environment")
-    from pipelines.settings import REPO_ROOT
+    from core.settings import REPO_ROOT
 
     # --working-dir: the service module is imported from this checkout, whatever the current directory.
     return [bentoml, "serve", "serving.service:PropensityService", "--working-dir", str(REPO_ROOT),

@@ -1,4 +1,5 @@
-"""CLI commands of the training package (registered on the main app by pipelines.cli).
+"""Model commands: `train`, `promote`, `rollback`, `history`, `evaluate` (registered by pipelines.cli).
+Every MODEL argument is the name of a spec in configs/models/.
 
 Heavy imports (mlflow, lightgbm, optuna, shap, duckdb) happen inside the command bodies.
 """
@@ -12,14 +13,15 @@ import typer
 
 log = logging.getLogger("propensity.training")
 
-MODELS = ("churn", "conversion")
 
 
 def _check_model(name: str) -> str:
-    from pipelines.errors import PropensityError
+    from core.errors import PropensityError
+    from core.specs import model_names
 
-    if name not in MODELS:
-        raise PropensityError(f"unknown model {name!r}: expected one of {', '.join(MODELS)}")
+    known = model_names()
+    if name not in known:
+        raise PropensityError(f"unknown model {name!r}: expected one of {', '.join(known)} (configs/models/)")
     return name
 
 
@@ -28,8 +30,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("train")
     def train_cmd(
-        model: str = typer.Argument(..., help="Model to train: churn or conversion."),
-        config: Path | None = typer.Option(None, "--config", help="Training YAML (default configs/<model>.yaml)."),
+        model: str = typer.Argument(..., help="Model to train: a spec name in configs/models/."),
+        config: Path | None = typer.Option(None, "--config", help="Model spec YAML (default configs/models/<model>.yaml)."),
         trials: int | None = typer.Option(None, "--trials", help="Optuna trials to run in this process (default from the YAML)."),
         timeout: float | None = typer.Option(None, "--timeout", help="Stop tuning after this many seconds."),
         storage: str | None = typer.Option(None, "--storage", help="Optuna storage URL (default sqlite under mlruns/); share it to tune one study from several processes."),
@@ -37,10 +39,10 @@ def register(app: typer.Typer) -> None:
         tune_only: bool = typer.Option(False, "--tune-only", help="Only add trials to the study (an extra worker); do not fit or register a model."),
     ) -> None:
         """Tune, train, calibrate and register a model as 'challenger'."""
-        from training.config import load_training_config
+        from core.specs import load_spec
         from training.train import train_model
 
-        cfg = load_training_config(_check_model(model), config)
+        cfg = load_spec(_check_model(model), config)
         result = train_model(cfg, trials=trials, timeout=timeout, storage=storage, study_name=study,
                              tune_only=tune_only)
         if tune_only:
@@ -53,7 +55,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("promote")
     def promote_cmd(
-        model: str = typer.Argument(..., help="Model whose challenger should be considered: churn or conversion."),
+        model: str = typer.Argument(..., help="Model whose challenger should be considered (a spec name)."),
         margin: float | None = typer.Option(None, "--margin", help="Required improvement over the champion (default from the YAML)."),
         force: bool = typer.Option(False, "--force", help="Promote even if the challenger does not win (recorded in the audit log)."),
     ) -> None:
@@ -66,7 +68,7 @@ def register(app: typer.Typer) -> None:
                  d.challenger_version, d.metric, d.challenger_score, d.champion_version or "-", champ, d.reason)
 
     @app.command("rollback")
-    def rollback_cmd(model: str = typer.Argument(..., help="Model to roll back: churn or conversion.")) -> None:
+    def rollback_cmd(model: str = typer.Argument(..., help="Model to roll back (a spec name).")) -> None:
         """Give 'champion' back to the previous champion version."""
         from training.promotion import rollback
 
@@ -94,16 +96,17 @@ def register(app: typer.Typer) -> None:
 
     @app.command("evaluate")
     def evaluate_cmd(
-        model: str | None = typer.Argument(None, help="churn or conversion (default: both)."),
+        model: str | None = typer.Argument(None, help="A spec name (default: every model with a ground-truth column)."),
         alias: str = typer.Option("champion", "--alias", help="Registry alias to evaluate (champion or challenger)."),
     ) -> None:
         """Test AUC against the oracle AUC from the generator's ground truth, next to simple baselines."""
         from rich.console import Console
         from rich.table import Table
 
+        from core.specs import load_specs
         from training.evaluate import evaluate_model, read_ground_truth, write_report
 
-        names = [_check_model(model)] if model else list(MODELS)
+        names = [_check_model(model)] if model else [n for n, s in load_specs().items() if s.ground_truth]
         gt = read_ground_truth()
         results = [evaluate_model(n, alias, ground_truth=gt) for n in names]
         table = Table(title="model AUC vs oracle AUC (same rows and date; goal: ratio >= 0.97)")

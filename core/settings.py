@@ -1,4 +1,5 @@
-"""Where things live, and the environment every entry point sets before importing the heavy stack.
+"""Where things live (the data catalogue: every file and folder convention, in one place), and the
+environment every entry point sets before importing the heavy stack.
 
 Everything is relative to the project root: ``PROPENSITY_HOME`` if set, else the current directory.
 Tests point it at ``tmp_path`` so nothing they do touches the checkout.
@@ -28,6 +29,12 @@ def quiet_environment() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # tqdm bars per model load
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # "Creating initial MLflow database tables..."
     os.environ.setdefault("BENTOML_HOME", str(project_paths().root / "bentoml_home"))
+
+
+SCORES_FILE = "scores.parquet"
+SCORES_CSV = "scores.csv"
+LATEST_SCORES_FILE = "latest.parquet"
+GROUND_TRUTH_FILE = "ground_truth.parquet"
 
 
 @dataclass(frozen=True)
@@ -65,9 +72,37 @@ class ProjectPaths:
     def scores(self) -> Path:
         return self.data / "scores"
 
+    def scores_for(self, as_of) -> Path:
+        """The folder of one scoring date: ``scores/<YYYY-MM-DD>/`` with SCORES_FILE and SCORES_CSV."""
+        return self.scores / f"{as_of:%Y-%m-%d}"
+
+    def scored_dates(self) -> list[str]:
+        """Dates (YYYY-MM-DD) that have a scores folder, oldest first."""
+        if not self.scores.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.scores.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and (p / SCORES_FILE).is_file()
+        )
+
+    @property
+    def latest_scores(self) -> Path:
+        """A copy of the newest scores folder's SCORES_FILE: what the staff page reads."""
+        return self.scores / LATEST_SCORES_FILE
+
     @property
     def reports(self) -> Path:
         return self.data / "reports"
+
+    @property
+    def runs(self) -> Path:
+        """State of `propensity run` executions, one folder per run id."""
+        return self.data / "runs"
+
+    @property
+    def ground_truth(self) -> Path:
+        """The generator's per-customer, per-week truth (generated data only)."""
+        return self.raw / GROUND_TRUTH_FILE
 
     @property
     def mlruns(self) -> Path:

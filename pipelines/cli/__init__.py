@@ -1,5 +1,5 @@
-"""The `propensity` command. Each package contributes its commands through ``register(app)`` in its own
-``cli.py``; command bodies import the heavy stack lazily so `propensity --help` stays fast."""
+"""The `propensity` command: one module per command group in this package, each with ``register(app)``.
+Command bodies import the heavy stack lazily so `propensity --help` stays fast."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from pipelines.errors import PropensityError
+from core.errors import PropensityError
 
 app = typer.Typer(
     name="propensity",
@@ -23,23 +23,18 @@ app = typer.Typer(
 def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DEBUG level."),
 ) -> None:
-    from pipelines.logs import setup_logging
-    from pipelines.settings import quiet_environment
+    from core.logs import setup_logging
+    from core.settings import quiet_environment
 
     quiet_environment()
     setup_logging(verbose)
 
 
 def _register_all() -> None:
-    from features import cli as features_cli
-    from pipelines import commands as pipeline_commands
-    from serving import cli as serving_cli
-    from training import cli as training_cli
+    from pipelines.cli import features, generate, ingest, models, ops, serve
 
-    pipeline_commands.register(app)
-    features_cli.register(app)
-    training_cli.register(app)
-    serving_cli.register(app)
+    for group in (generate, ingest, ops, features, models, serve):
+        group.register(app)
 
 
 _register_all()

@@ -14,7 +14,7 @@ def _parse_date(value: str | None) -> dt.date | None:
     try:
         return dt.date.fromisoformat(value)
     except ValueError:
-        from pipelines.errors import PropensityError
+        from core.errors import PropensityError
 
         raise PropensityError(f"--until: {value!r} is not a date (YYYY-MM-DD)") from None
 

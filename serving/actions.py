@@ -8,6 +8,8 @@ no rule gets the config's default ("no action"). Everything here is vectorised o
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -15,12 +17,13 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
-from pipelines.config import StrictModel, config_path, load_config
-from pipelines.errors import ConfigError
+from core.config import StrictModel, config_path, load_config
+from core.errors import ConfigError
+
+log = logging.getLogger("propensity.actions")
 
 LAYERS = ("activity", "value", "intent", "risk")
 LAYER_COLUMNS = tuple(f"layer_{name}" for name in LAYERS)
-BANDS = ("high", "medium", "low")
 LIFECYCLE_STAGES = ("new", "active", "at_risk", "lapsed")
 HIGH, LOW = "high", "low"
 
@@ -54,8 +57,9 @@ class Conditions(StrictModel):
     layer_value: Literal["high", "low"] | None = None
     layer_intent: Literal["high", "low"] | None = None
     layer_risk: Literal["high", "low"] | None = None
-    churn_band: list[Literal["high", "medium", "low"]] | None = None
-    conversion_band: list[Literal["high", "medium", "low"]] | None = None
+    bands: dict[str, list[Literal["high", "medium", "low"]]] = Field(
+        default_factory=dict, description="model name -> allowed bands of that model"
+    )
     rfm_segment: list[str] | None = None
     lifecycle_stage: list[Literal["new", "active", "at_risk", "lapsed"]] | None = None
     at_least: dict[str, float] = Field(default_factory=dict, description="column -> minimum (inclusive)")
@@ -68,8 +72,8 @@ class Conditions(StrictModel):
         return self
 
     def columns_needed(self) -> list[str]:
-        named = [k for k, v in self.model_dump(exclude={"at_least", "at_most"}).items() if v is not None]
-        return named + list(self.at_least) + list(self.at_most)
+        named = [k for k, v in self.model_dump(exclude={"at_least", "at_most", "bands"}).items() if v is not None]
+        return named + [f"{m}_band" for m in self.bands] + list(self.at_least) + list(self.at_most)
 
 
 class ActionRule(StrictModel):
@@ -77,9 +81,7 @@ class ActionRule(StrictModel):
     when: Conditions
     action: str = Field(min_length=1)
     queue: str = Field(min_length=1)
-    explain: Literal["churn", "conversion"] = Field(
-        default="churn", description="whose reasons to show for this action"
-    )
+    explain: str = Field(description="the model (a spec name) whose reasons the CRM sees for this action")
 
 
 class DefaultAction(StrictModel):
@@ -118,14 +120,25 @@ def load_actions_config(path: str | Path | None = None) -> ActionsConfig:
     return load_config(path or config_path("actions.yaml"), ActionsConfig)
 
 
-def layer_tags(scores: pd.DataFrame, layers: Layers) -> pd.DataFrame:
+def model_columns(model: str) -> set[str]:
+    """The columns batch scoring adds for one model."""
+    return {f"{model}_probability", f"{model}_band", f"{model}_model_version"}
+
+
+def layer_tags(scores: pd.DataFrame, layers: Layers, skipped_models: Iterable[str] = ()) -> pd.DataFrame:
     """Columns ``layer_activity`` .. ``layer_risk`` (``high``/``low``) for every row of ``scores``.
 
-    A missing value (e.g. no spend at all) counts as low: nothing observed is not high.
+    A missing value (e.g. no spend at all) counts as low: nothing observed is not high. A layer built on
+    a model that was skipped (the data lacks what it needs) is low for everyone, with a log line.
     """
+    absent = set().union(*(model_columns(m) for m in skipped_models))
     out = {}
     for name in LAYERS:
         rule: LayerRule = getattr(layers, name)
+        if rule.column in absent:
+            log.info("layer %s is low for everyone: %s comes from a skipped model", name, rule.column)
+            out[f"layer_{name}"] = np.full(len(scores), LOW, dtype=object)
+            continue
         if rule.column not in scores.columns:
             raise ConfigError(
                 f"actions.yaml: layers.{name}.column '{rule.column}' is not a scored column "
@@ -151,12 +164,14 @@ def _rule_mask(frame: pd.DataFrame, rule: ActionRule) -> np.ndarray:
             f"actions.yaml: rule '{rule.name}' uses column(s) {missing} that the scores do not have"
         )
     mask = np.ones(len(frame), dtype=bool)
-    for col in (*LAYER_COLUMNS, "churn_band", "conversion_band", "rfm_segment", "lifecycle_stage"):
+    for col in (*LAYER_COLUMNS, "rfm_segment", "lifecycle_stage"):
         wanted = getattr(when, col)
         if wanted is None:
             continue
         allowed = [wanted] if isinstance(wanted, str) else wanted
         mask &= frame[col].isin(allowed).to_numpy()
+    for model, allowed in when.bands.items():
+        mask &= frame[f"{model}_band"].isin(allowed).to_numpy()
     # A null never satisfies a numeric bound: unknown is not "at most 0 orders".
     for col, bound in when.at_least.items():
         mask &= (pd.to_numeric(frame[col], errors="coerce") >= bound).fillna(False).to_numpy(dtype=bool)
@@ -177,11 +192,30 @@ def check_segments(config: ActionsConfig, known_segments: list[str] | None) -> N
             )
 
 
-def assign_actions(frame: pd.DataFrame, config: ActionsConfig) -> pd.DataFrame:
-    """``action``, ``queue``, ``action_rule`` and ``explain`` per row: the first matching rule wins."""
+def rule_models(rule: ActionRule) -> set[str]:
+    """The models a rule depends on: the one it explains with and those whose bands it tests."""
+    return {rule.explain, *rule.when.bands}
+
+
+def check_models(config: ActionsConfig, known_models: Iterable[str]) -> None:
+    """Fail on a rule naming a model that has no spec (a typo would silently never match)."""
+    known = sorted(known_models)
+    for rule in config.rules:
+        unknown = sorted(rule_models(rule) - set(known))
+        if unknown:
+            raise ConfigError(f"actions.yaml: rule '{rule.name}': unknown model(s) {unknown}; known: {known}")
+
+
+def assign_actions(frame: pd.DataFrame, config: ActionsConfig, skipped_models: Iterable[str] = ()) -> pd.DataFrame:
+    """``action``, ``queue``, ``action_rule`` and ``explain`` per row: the first matching rule wins. A rule
+    that depends on a skipped model never matches (logged once)."""
     n = len(frame)
+    skipped = set(skipped_models)
     chosen = np.full(n, -1, dtype=np.int64)
     for i, rule in enumerate(config.rules):
+        if rule_models(rule) & skipped:
+            log.info("rule %s skipped: it needs model(s) %s", rule.name, ", ".join(sorted(rule_models(rule) & skipped)))
+            continue
         mask = _rule_mask(frame, rule) & (chosen < 0)
         chosen[mask] = i
     actions = np.array([r.action for r in config.rules] + [config.default.action], dtype=object)

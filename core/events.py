@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.contract import TABLES, TIMESTAMP, Table
+from core.contract import TABLES, TIMESTAMP, Table
 
 MANIFEST = "manifest.json"
 

@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from pipelines.config import StrictModel, config_path, load_config
-from pipelines.errors import ConfigError
+from core.config import StrictModel, config_path, load_config
+from core.errors import ConfigError
 
 Lang = Literal["en", "zh"]
 LANGS: tuple[str, ...] = ("en", "zh")

@@ -1,6 +1,6 @@
 """`propensity ingest` (exports -> canonical event store) and `propensity validate` (re-check a store).
 
-Registered by pipelines.commands. pandas and pandera load inside the command bodies, so `--help` stays fast.
+Registered by pipelines.cli. pandas and pandera load inside the command bodies, so `--help` stays fast.
 """
 
 from __future__ import annotations

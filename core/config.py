@@ -9,7 +9,7 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from pipelines.errors import ConfigError
+from core.errors import ConfigError
 
 
 class StrictModel(BaseModel):
@@ -42,6 +42,6 @@ def load_config(path: str | Path, model: type[M]) -> M:
 
 def config_path(name: str) -> Path:
     """Path of ``configs/<name>`` for the current project."""
-    from pipelines.settings import project_paths
+    from core.settings import project_paths
 
     return project_paths().configs / name

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.actions import load_actions_config
-from pipelines.errors import PropensityError
-from pipelines.events import EventStore
-from pipelines.score import (
-    SCORE_COLUMNS,
+from core.errors import PropensityError
+from core.events import EventStore
+from core.settings import project_paths
+from serving.actions import load_actions_config
+from serving.batch import (
     StageTimes,
     active_customers,
     add_reasons,
@@ -22,14 +22,15 @@ from pipelines.score import (
     feature_snapshot,
     load_bands,
     predict_and_tag,
+    score_columns,
     write_scores,
 )
-from pipelines.settings import project_paths
 from tests.pipelines.conftest import tiny_event_log
 
 CHURN = ["days_since_last_order", "orders_30d", "complaints_30d", "open_complaints", "active_days_90d", "spend_365d"]
 CONVERSION = ["days_since_last_visit", "cart_views_30d", "product_views_30d", "orders_30d"]
 AS_OF = pd.Timestamp("2026-10-31", tz="UTC")
+SCORE_COLUMNS = score_columns(["churn", "conversion"])
 
 
 def _features(n: int, seed: int = 0) -> pd.DataFrame:
@@ -78,7 +79,7 @@ def _score(champions, n=300):
     features = {"churn": feats, "conversion": feats[["customer_id", "event_timestamp", *CONVERSION,
                                                      "rfm_segment", "lifecycle_stage"]]}
     times = StageTimes()
-    frame = predict_and_tag(feats["customer_id"], AS_OF, champions, features, cfg, load_bands(), times)
+    frame = predict_and_tag(feats["customer_id"], AS_OF, champions, features, cfg, load_bands(["churn", "conversion"]), times)
     frame = add_reasons(frame, champions, features, cfg, times)
     return cfg, features, frame, times
 
@@ -91,8 +92,8 @@ def test_scores_have_the_contract_columns_bands_layers_actions_and_reasons(champ
         p = out[f"{m}_probability"]
         assert p.between(0, 1).all() and p.notna().all()
         assert (out[f"{m}_model_version"] == champions[m].version).all()
-    bands = load_bands()
-    high = out["churn_probability"] >= bands["churn"]["high"]
+    bands = load_bands(["churn", "conversion"])
+    high = out["churn_probability"] >= bands["churn"].high
     assert (out.loc[high, "churn_band"] == "high").all()
     assert set(out["churn_band"]) <= {"high", "medium", "low"}
     assert (out.loc[out["churn_probability"] >= 0.5, "layer_risk"] == "high").all()  # configs/actions.yaml
@@ -109,7 +110,7 @@ def test_scores_have_the_contract_columns_bands_layers_actions_and_reasons(champ
         assert abs(reasons[0]["contribution"]) >= abs(reasons[-1]["contribution"])
     sales = frame[frame["action_rule"] == "sales_follow_up"]
     assert (sales["layer_intent"] == "high").all() and (sales["orders_30d"] == 0).all()
-    assert set(times.stages) == {"predict (both models)", "layers + actions", "reasons: SHAP", "reasons: text + JSON"}
+    assert set(times.stages) == {"predict (2 models)", "layers + actions", "reasons: SHAP", "reasons: text + JSON"}
     assert times.stages["reasons: SHAP"][1] == int(flagged.sum())
 
 
@@ -118,7 +119,7 @@ def test_batch_reasons_equal_the_services_reasons(lang):
     """explain_table (column-wise, for batch) gives exactly explain's sentences and Reason.to_dict JSON: ties,
     zero contributions, missing values with and without a missing-template, a feature without a template,
     and a template citing a column the frame lacks (complaints_30d cites open_complaints)."""
-    from serving.reasons import explain, explain_table, load_templates
+    from training.reasons import explain, explain_table, load_templates
 
     templates = load_templates()
     rng = np.random.default_rng(3)
@@ -153,7 +154,7 @@ def test_write_is_atomic_and_latest_tracks_the_newest_as_of(champions):
     root = project_paths().scores
     snapshot = feature_snapshot(frame, champions, features)
     assert list(snapshot.columns[:2]) == ["customer_id", "churn__days_since_last_order"]
-    final = write_scores(frame[SCORE_COLUMNS], snapshot, AS_OF, root)
+    final = write_scores(frame[SCORE_COLUMNS], snapshot, AS_OF)
     assert sorted(p.name for p in final.iterdir()) == ["features.parquet", "scores.csv", "scores.parquet"]
     written = pd.read_parquet(final / "scores.parquet")
     assert list(written.columns) == SCORE_COLUMNS
@@ -163,13 +164,13 @@ def test_write_is_atomic_and_latest_tracks_the_newest_as_of(champions):
 
     # An older as-of does not replace latest.
     older = frame[SCORE_COLUMNS].head(10).assign(as_of=AS_OF - pd.Timedelta(days=7))
-    write_scores(older, None, AS_OF - pd.Timedelta(days=7), root)
+    write_scores(older, None, AS_OF - pd.Timedelta(days=7))
     assert len(pd.read_parquet(root / "latest.parquet")) == 50
 
     # A failing write leaves the previous files as they were, and no temp folder behind.
     before = (final / "scores.parquet").read_bytes()
     with pytest.raises(Exception):  # noqa: B017 - whatever pyarrow raises, the old files must survive
-        write_scores(frame[SCORE_COLUMNS], pd.DataFrame({"bad": [object()]}), AS_OF, root)
+        write_scores(frame[SCORE_COLUMNS], pd.DataFrame({"bad": [object()]}), AS_OF)
     assert (final / "scores.parquet").read_bytes() == before
     assert not [p for p in root.iterdir() if p.name.startswith(".")]
 

@@ -14,10 +14,8 @@ Stages (each timed, rows/s logged): active customers -> features -> predict + ba
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,25 +25,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.actions import (
+from core.errors import PropensityError
+from serving.actions import (
     LAYER_COLUMNS,
     ActionsConfig,
     assign_actions,
     layer_tags,
     load_actions_config,
 )
-from pipelines.errors import PropensityError
 
 log = logging.getLogger("propensity.score")
 
-MODELS = ("churn", "conversion")
-SCORE_COLUMNS = [
-    "customer_id", "as_of", "churn_probability", "churn_band", "conversion_probability", "conversion_band",
-    "rfm_segment", "lifecycle_stage", *LAYER_COLUMNS, "reasons", "reasons_json", "action", "queue",
-    "churn_model_version", "conversion_model_version",
-]  # docs/internals.md "Scores"
-SCORES_FILE, CSV_FILE, LATEST_FILE = "scores.parquet", "scores.csv", "latest.parquet"
 FEATURE_SNAPSHOT = "features.parquet"
+
+
+def score_columns(models: list[str]) -> list[str]:
+    """The CRM file's columns for the scored models, in order (docs/internals.md "Scores")."""
+    per_model = [c for m in models for c in (f"{m}_probability", f"{m}_band")]
+    return [
+        "customer_id", "as_of", *per_model, "rfm_segment", "lifecycle_stage", *LAYER_COLUMNS,
+        "reasons", "reasons_json", "action", "queue", *[f"{m}_model_version" for m in models],
+    ]
 
 
 # ---- timing ---------------------------------------------------------------------------------------------
@@ -95,8 +95,8 @@ def as_of_timestamp(value: Any) -> pd.Timestamp:
 
 def default_as_of() -> pd.Timestamp:
     """The latest feature build: the newest snapshot date in the Feast sources."""
+    from core.settings import project_paths
     from features.build import built_dates
-    from pipelines.settings import project_paths
 
     sources = project_paths().feature_sources
     dates = built_dates(sources)
@@ -109,8 +109,8 @@ def active_customers(as_of: pd.Timestamp, active_days: int, count_signup: bool =
     """Ids of customers with any event in (as_of - active_days, as_of], sorted (DuckDB over the store)."""
     import duckdb
 
-    from pipelines.events import EventStore
-    from pipelines.settings import project_paths
+    from core.events import EventStore
+    from core.settings import project_paths
 
     store = store or EventStore(project_paths().events)
     parts = []
@@ -131,10 +131,24 @@ def active_customers(as_of: pd.Timestamp, active_days: int, count_signup: bool =
     return ids.reset_index(drop=True)
 
 
-def load_champions() -> dict[str, Any]:
+def scorable_specs(store=None) -> dict[str, Any]:
+    """The model specs the event store supports; a log line for each one skipped and why."""
+    from core.specs import specs_for_data
+
+    usable, skipped = specs_for_data(store)
+    for name, why in skipped.items():
+        log.info("model %s skipped: %s", name, why)
+    if not usable:
+        raise PropensityError("no model spec in configs/models/ can be scored with the event store's data")
+    return usable
+
+
+def load_champions(names: list[str] | None = None) -> dict[str, Any]:
+    """The champion of each named model (default: every model the data supports)."""
     from training.champion import load_model_version
 
-    return {name: load_model_version(name, alias="champion") for name in MODELS}
+    names = list(names) if names is not None else list(scorable_specs())
+    return {name: load_model_version(name, alias="champion") for name in names}
 
 
 def retrieve_features(customer_ids: pd.Series, as_of: pd.Timestamp, models: dict[str, Any]) -> dict[str, pd.DataFrame]:
@@ -157,18 +171,18 @@ def retrieve_features(customer_ids: pd.Series, as_of: pd.Timestamp, models: dict
     return out
 
 
-def load_bands() -> dict[str, dict[str, float]]:
-    """Band thresholds per model from configs/serving.yaml (the API and the CRM list use the same cuts)."""
-    import yaml
+def skipped_models(models: dict[str, Any]) -> list[str]:
+    """Models with a spec that are not being scored (their rules and layers stand aside)."""
+    from core.specs import model_names
 
-    from pipelines.config import config_path
+    return [name for name in model_names() if name not in models]
 
-    path = config_path("serving.yaml")
-    try:
-        bands = (yaml.safe_load(path.read_text(encoding="utf-8")) or {})["bands"]
-        return {m: {"high": float(bands[m]["high"]), "medium": float(bands[m]["medium"])} for m in MODELS}
-    except (OSError, KeyError, TypeError, ValueError) as exc:
-        raise PropensityError(f"{path}: needs bands.<model>.high and .medium for {MODELS}: {exc}") from exc
+
+def load_bands(names: list[str]) -> dict[str, Any]:
+    """Band thresholds of each model from its spec (the API and the CRM list use the same cuts)."""
+    from core.specs import load_spec
+
+    return {name: load_spec(name).bands for name in names}
 
 
 def predict_and_tag(
@@ -177,29 +191,38 @@ def predict_and_tag(
     models: dict[str, Any],
     features: dict[str, pd.DataFrame],
     cfg: ActionsConfig,
-    bands: dict[str, dict[str, float]],
+    bands: dict[str, Any],
     times: StageTimes,
 ) -> pd.DataFrame:
     """Probabilities, bands, segments, layers and actions; the frame also carries every feature column
     (rules may test any of them)."""
-    from serving.reasons import band
+    from training.reasons import band
 
     n = len(customer_ids)
-    # One wide frame: the churn service's columns, plus any the conversion service adds.
-    base = features["churn"]
-    extra = [c for c in features["conversion"].columns if c not in base.columns]
-    frame = pd.concat([base, features["conversion"][extra]], axis=1) if extra else base.copy()
+    frame = wide_frame(features)
     frame["customer_id"] = customer_ids.to_numpy()
     frame["as_of"] = as_of
-    with times.stage("predict (both models)", n):
+    with times.stage(f"predict ({len(models)} models)", n):
         for name, model in models.items():
             p = model.predict_proba(features[name])
             frame[f"{name}_probability"] = p
             frame[f"{name}_band"] = band(p, bands[name])
             frame[f"{name}_model_version"] = str(model.version)
+    skipped = skipped_models(models)
     with times.stage("layers + actions", n):
-        frame = pd.concat([frame, layer_tags(frame, cfg.layers)], axis=1)
-        frame = pd.concat([frame, assign_actions(frame, cfg)], axis=1)
+        frame = pd.concat([frame, layer_tags(frame, cfg.layers, skipped)], axis=1)
+        frame = pd.concat([frame, assign_actions(frame, cfg, skipped)], axis=1)
+    return frame
+
+
+def wide_frame(features: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One frame with every column of every model's features (models on one service share columns)."""
+    frames = list(features.values())
+    frame = frames[0].copy()
+    for other in frames[1:]:
+        extra = [c for c in other.columns if c not in frame.columns]
+        if extra:
+            frame = pd.concat([frame, other[extra]], axis=1)
     return frame
 
 
@@ -209,11 +232,11 @@ def add_reasons(frame: pd.DataFrame, models: dict[str, Any], features: dict[str,
 
     Two timed stages: exact TreeSHAP (LightGBM ``pred_contrib``, the slow part, in chunks for a progress
     bar and flat memory; LightGBM spreads each chunk's rows over the cores itself) and the text, built
-    column-wise by ``serving.reasons.explain_table``.
+    column-wise by ``training.reasons.explain_table``.
     """
     from rich.progress import Progress
 
-    from serving.reasons import explain_table, load_templates
+    from training.reasons import explain_table, load_templates
 
     templates = load_templates()
     reasons = np.full(len(frame), "", dtype=object)
@@ -259,59 +282,53 @@ def feature_snapshot(frame: pd.DataFrame, models: dict[str, Any], features: dict
     return pd.DataFrame(parts)
 
 
-def write_scores(scores: pd.DataFrame, snapshot: pd.DataFrame | None, as_of: pd.Timestamp, root: Path) -> Path:
-    """Write ``<root>/<as_of>/`` (Parquet, CSV, feature snapshot) into a temp folder and swap it in, then
-    refresh ``latest.parquet`` if this as-of is the newest. A failure leaves the previous files intact."""
-    root.mkdir(parents=True, exist_ok=True)
-    name = f"{as_of:%Y-%m-%d}"
-    final = root / name
-    tmp = root / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+def write_scores(scores: pd.DataFrame, snapshot: pd.DataFrame | None, as_of: pd.Timestamp, paths=None) -> Path:
+    """Write the as-of's folder (Parquet, CSV, feature snapshot) into a temp folder and swap it in, then
+    refresh the latest copy if this as-of is the newest. A failure leaves the previous files intact."""
+    from core.io import atomic_path
+    from core.settings import SCORES_CSV, SCORES_FILE, project_paths
+
+    paths = paths or project_paths()
+    final = paths.scores_for(as_of)
+    with atomic_path(final) as tmp:
+        tmp.mkdir(parents=True)
         scores.to_parquet(tmp / SCORES_FILE, index=False)
         csv = scores.copy()
         csv["as_of"] = csv["as_of"].dt.strftime("%Y-%m-%d")
-        csv.to_csv(tmp / CSV_FILE, index=False)
+        csv.to_csv(tmp / SCORES_CSV, index=False)
         if snapshot is not None:
             snapshot.to_parquet(tmp / FEATURE_SNAPSHOT, index=False)
-        old = None
-        if final.exists():
-            old = root / f".{name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    refresh_latest(root)
+    refresh_latest(paths)
     return final
 
 
-def refresh_latest(root: Path) -> Path | None:
-    """Copy the newest as-of's scores to ``latest.parquet`` (temp + rename), or remove it if none is left."""
-    dated = sorted(p.parent for p in root.glob("*/" + SCORES_FILE) if not p.parent.name.startswith("."))
-    latest = root / LATEST_FILE
+def refresh_latest(paths=None) -> Path | None:
+    """Copy the newest as-of's scores to the latest file (temp + rename), or remove it if none is left."""
+    from core.io import write_with
+    from core.settings import SCORES_FILE, project_paths
+
+    paths = paths or project_paths()
+    dated = paths.scored_dates()
     if not dated:
-        latest.unlink(missing_ok=True)
+        paths.latest_scores.unlink(missing_ok=True)
         return None
-    tmp = root / f".{LATEST_FILE}.tmp"
-    shutil.copyfile(dated[-1] / SCORES_FILE, tmp)
-    os.replace(tmp, latest)
-    return latest
+    newest = paths.scores / dated[-1] / SCORES_FILE
+    return write_with(paths.latest_scores, lambda tmp: shutil.copyfile(newest, tmp))
 
 
 # ---- the command --------------------------------------------------------------------------------------
 def score(as_of: Any = None, cfg: ActionsConfig | None = None, models: dict[str, Any] | None = None) -> ScoreResult:
-    """Score every active customer at ``as_of`` (default: the latest feature build) with both champions."""
-    from pipelines.settings import project_paths
+    """Score every active customer at ``as_of`` (default: the latest feature build) with the champion of
+    every model the data supports (or ``models``)."""
+    from core.settings import project_paths
 
     cfg = cfg or load_actions_config()
     paths = project_paths()
     as_of = as_of_timestamp(as_of) if as_of is not None else default_as_of()
     times = StageTimes()
     models = models or load_champions()
-    log.info("scoring at %s with churn v%s, conversion v%s; features from the offline store (point in time)",
-             f"{as_of:%Y-%m-%d}", models["churn"].version, models["conversion"].version)
+    log.info("scoring at %s with %s; features from the offline store (point in time)", f"{as_of:%Y-%m-%d}",
+             ", ".join(f"{n} v{m.version}" for n, m in models.items()))
 
     started = time.perf_counter()
     ids = active_customers(as_of, cfg.scoring.active_days, cfg.scoring.count_signup_as_activity)
@@ -322,16 +339,17 @@ def score(as_of: Any = None, cfg: ActionsConfig | None = None, models: dict[str,
         )
     with times.stage("features (offline)", len(ids)):
         features = retrieve_features(ids, as_of, models)
-    frame = predict_and_tag(ids, as_of, models, features, cfg, load_bands(), times)
+    frame = predict_and_tag(ids, as_of, models, features, cfg, load_bands(list(models)), times)
     frame = add_reasons(frame, models, features, cfg, times)
     with times.stage("write", len(frame)):
         snapshot = feature_snapshot(frame, models, features) if cfg.scoring.keep_feature_snapshot else None
-        scores_dir = write_scores(frame[SCORE_COLUMNS].reset_index(drop=True), snapshot, as_of, paths.scores)
+        columns = score_columns(list(models))
+        scores_dir = write_scores(frame[columns].reset_index(drop=True), snapshot, as_of, paths)
     by_action = frame["action"].value_counts().to_dict()
     flagged = int((frame["action"] != cfg.default.action).sum())
     log.info("scored %d customers in %.1f s; %d with an action -> %s", len(frame), times.total, flagged, scores_dir)
     return ScoreResult(
         as_of=as_of, rows=len(frame), flagged=flagged, by_action={str(k): int(v) for k, v in by_action.items()},
-        scores_dir=scores_dir, latest=paths.scores / LATEST_FILE,
+        scores_dir=scores_dir, latest=paths.latest_scores,
         model_versions={n: str(m.version) for n, m in models.items()}, times=times,
     )

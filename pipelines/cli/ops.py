@@ -1,4 +1,4 @@
-"""Operations commands: `run`, `score`, `monitor`, `retrain`, `forget` (registered by pipelines.commands).
+"""Operations commands: `run`, `score`, `monitor`, `retrain`, `forget` (registered by pipelines.cli).
 
 Command bodies import the pipeline modules (and through them the heavy stack) lazily.
 """
@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
         """Batch-score every active customer with both champions into data/scores/<as_of>/ (Parquet + CSV) and latest.parquet."""
         from rich.table import Table
 
-        from pipelines.score import score
+        from serving.batch import score
 
         result = score(as_of)
         table = Table(title=f"scores at {result.as_of:%Y-%m-%d} (churn v{result.model_versions['churn']}, "

@@ -1,7 +1,7 @@
 """The event-log contract: the four canonical tables, their columns and types.
 
 This module is the single definition of the canonical columns. The ingest validates foreign files into
-these shapes (pandera schemas in ``pipelines.schemas``), the event store writes them, and the feature
+these shapes (pandera schemas in ``core.schemas``), the event store writes them, and the feature
 build reads them. See docs/data-contract.md.
 """
 

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.actions import ActionsConfig, assign_actions, check_segments, layer_tags, load_actions_config
-from pipelines.config import load_config
-from pipelines.errors import ConfigError
+from core.config import load_config
+from core.errors import ConfigError
+from serving.actions import ActionsConfig, assign_actions, check_segments, layer_tags, load_actions_config
 
 
 def _frame() -> pd.DataFrame:
@@ -63,9 +63,9 @@ def test_first_match_wins_and_numeric_bounds_ignore_nulls():
                 "risk": {"column": "a", "high_at_least": 1},
             },
             "rules": [
-                {"name": "first", "when": {"at_least": {"a": 5}}, "action": "A", "queue": "qa"},
-                {"name": "second", "when": {"at_least": {"a": 1}}, "action": "B", "queue": "qb"},
-                {"name": "zero", "when": {"at_most": {"a": 0}}, "action": "C", "queue": "qc"},
+                {"name": "first", "when": {"at_least": {"a": 5}}, "action": "A", "queue": "qa", "explain": "churn"},
+                {"name": "second", "when": {"at_least": {"a": 1}}, "action": "B", "queue": "qb", "explain": "churn"},
+                {"name": "zero", "when": {"at_most": {"a": 0}}, "action": "C", "queue": "qc", "explain": "churn"},
             ],
         }
     )
@@ -102,23 +102,23 @@ def test_bad_configs_name_the_field(tmp_path):
     with pytest.raises(ConfigError, match="rules.0.when.layer_risk"):
         load_config(_write(tmp_path, LAYERS + """
 rules:
-  - {name: x, when: {layer_risk: hihg}, action: a, queue: q}
+  - {name: x, when: {layer_risk: hihg}, action: a, queue: q, explain: churn}
 """), ActionsConfig)
     with pytest.raises(ConfigError, match="rules.0.when.colour"):
         load_config(_write(tmp_path, LAYERS + """
 rules:
-  - {name: x, when: {colour: red}, action: a, queue: q}
+  - {name: x, when: {colour: red}, action: a, queue: q, explain: churn}
 """), ActionsConfig)
     with pytest.raises(ConfigError, match="at least one condition"):
         load_config(_write(tmp_path, LAYERS + """
 rules:
-  - {name: x, when: {}, action: a, queue: q}
+  - {name: x, when: {}, action: a, queue: q, explain: churn}
 """), ActionsConfig)
     with pytest.raises(ConfigError, match="repeated"):
         load_config(_write(tmp_path, LAYERS + """
 rules:
-  - {name: x, when: {layer_risk: high}, action: a, queue: q}
-  - {name: x, when: {layer_risk: low}, action: b, queue: q}
+  - {name: x, when: {layer_risk: high}, action: a, queue: q, explain: churn}
+  - {name: x, when: {layer_risk: low}, action: b, queue: q, explain: churn}
 """), ActionsConfig)
     with pytest.raises(ConfigError, match="exactly one of"):
         load_config(_write(tmp_path, """
@@ -128,7 +128,7 @@ layers:
   intent: {column: a, high_at_least: 1}
   risk: {column: a, high_at_least: 1}
 rules:
-  - {name: x, when: {layer_risk: high}, action: a, queue: q}
+  - {name: x, when: {layer_risk: high}, action: a, queue: q, explain: churn}
 """), ActionsConfig)
 
 

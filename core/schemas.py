@@ -1,4 +1,4 @@
-"""pandera schemas of the four canonical event tables, built from ``pipelines.contract`` so the column list
+"""pandera schemas of the four canonical event tables, built from ``core.contract`` so the column list
 exists once. The ingest validates every file against them before writing, and ``propensity validate``
 re-checks a whole store with the same schemas.
 
@@ -16,7 +16,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
-from pipelines.contract import FLOAT, INT, STRING, TABLES, TIME_ORDER, TIMESTAMP, Table
+from core.contract import FLOAT, INT, STRING, TABLES, TIME_ORDER, TIMESTAMP, Table
 
 # Clocks drift and exports are stamped on other machines: allow this much beyond "now".
 FUTURE_TOLERANCE = pd.Timedelta(hours=1)

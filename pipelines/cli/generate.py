@@ -1,4 +1,4 @@
-"""`propensity generate`: the synthetic behaviour generator (registered by pipelines.commands)."""
+"""`propensity generate`: the synthetic behaviour generator (registered by pipelines.cli)."""
 
 from __future__ import annotations
 
@@ -43,8 +43,8 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Simulate customers and write customers, orders, page_views, complaints and ground_truth."""
+        from core.settings import project_paths
         from pipelines.generate import generate, load_generator_config
-        from pipelines.settings import project_paths
 
         cfg = load_generator_config(config)
         target = out if out is not None else project_paths().raw

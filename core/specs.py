@@ -1,0 +1,263 @@
+"""Model specs: one YAML per model in configs/models/, one strict schema (``ModelSpec``).
+
+A spec says what the model predicts (task, label kind and horizon), from which feature service and event
+families, how it is tuned, gated and banded. Every model goes through the same code path; adding one is
+its YAML (plus, only if its label is of a new kind, one label function in training.labels).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, PrivateAttr, field_validator, model_validator
+
+from core.config import StrictModel, config_path, load_config
+from core.errors import ConfigError
+
+
+class ActiveBuyersLabels(StrictModel):
+    """Population: customers with >= ``min_orders`` orders in the ``active_window_days`` before the cutoff.
+    Label: 1 when the customer places no order in the ``horizon_days`` after it (``positive: no_order``,
+    e.g. churn), or at least one (``positive: order``, e.g. "orders again within 30 days")."""
+
+    kind: Literal["active_buyers"]
+    active_window_days: int = Field(180, gt=0, description="days before the cutoff that count as active")
+    min_orders: int = Field(1, ge=1)
+    horizon_days: int = Field(60, gt=0, description="days after the cutoff the label looks at")
+    positive: Literal["no_order", "order"] = "no_order"
+
+
+class BrowsersLabels(StrictModel):
+    """Population: customers with >= ``min_page_views`` page views in the ``browse_window_days`` before the
+    cutoff and no order in the ``no_order_window_days`` before it. Label: 1 when they order within
+    ``horizon_days`` after it (``positive: order``, e.g. conversion), or do not (``no_order``)."""
+
+    kind: Literal["browsers"]
+    browse_window_days: int = Field(14, gt=0)
+    min_page_views: int = Field(1, ge=1)
+    no_order_window_days: int = Field(30, ge=0)
+    horizon_days: int = Field(14, gt=0)
+    positive: Literal["no_order", "order"] = "order"
+
+
+# One label function per kind in training.labels; a new model with a known kind needs only its YAML.
+Labels = Annotated[ActiveBuyersLabels | BrowsersLabels, Field(discriminator="kind")]
+# The event families each label kind reads (besides what the feature service reads).
+LABEL_NEEDS: dict[str, tuple[str, ...]] = {"active_buyers": ("orders",), "browsers": ("orders", "page_views")}
+
+
+class Cutoffs(StrictModel):
+    """Rolling cutoffs at UTC midnight, every ``every_days`` days, stepping back from the anchor."""
+
+    every_days: int = Field(7, gt=0)
+    anchor: date | None = Field(None, description="a cutoff date the grid passes through; default: the day the data ends")
+    data_end: date | None = Field(None, description="treat events up to this day as the data; default: the last event")
+
+
+class Split(StrictModel):
+    """Time split: test = the latest cutoff whose labels have matured; validation = the cutoffs before it;
+    train = the cutoffs before those. With ``purge`` a label window never reaches into a later split."""
+
+    validation_cutoffs: int = Field(3, ge=1)
+    train_cutoffs: int = Field(16, ge=1)
+    purge: bool = True
+
+
+class MinData(StrictModel):
+    """Training stops with a message when a split has fewer rows or positives than this."""
+
+    train_rows: int = Field(500, ge=1)
+    train_positives: int = Field(50, ge=1)
+    validation_rows: int = Field(200, ge=1)
+    validation_positives: int = Field(20, ge=1)
+    test_rows: int = Field(200, ge=1)
+    test_positives: int = Field(20, ge=1)
+
+
+class Param(StrictModel):
+    """One dimension of the search space."""
+
+    type: Literal["float", "int", "categorical"] = "float"
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[str | int | float | bool] | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Param:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("categorical parameter needs 'choices'")
+        elif self.low is None or self.high is None or self.low > self.high:
+            raise ValueError("numeric parameter needs 'low' <= 'high'")
+        return self
+
+
+class Tuning(StrictModel):
+    trials: int = Field(30, ge=0)
+    timeout_seconds: float | None = Field(None, gt=0)
+    seed: int = 42
+    startup_trials: int = Field(8, ge=0, description="random trials before TPE takes over")
+    pruner_warmup_rounds: int = Field(50, ge=0, description="boosting rounds before a trial may be pruned")
+    pruner_startup_trials: int = Field(5, ge=0)
+    report_every_rounds: int = Field(
+        10, ge=1, description="rounds between reports to the pruner (each report is a storage write)"
+    )
+    early_stopping_rounds: int = Field(50, ge=1)
+    max_boost_rounds: int = Field(2000, ge=1)
+    num_threads: int = Field(2, ge=1)
+    fixed_params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    monotone: dict[str, Literal[-1, 1]] = Field(
+        default_factory=dict,
+        description="feature -> +1 (never lowers the score) or -1 (never raises it): LightGBM monotone constraints",
+    )
+    search_space: dict[str, Param]
+
+
+class Promotion(StrictModel):
+    metric: Literal["roc_auc", "pr_auc"] = "roc_auc"
+    margin: float = Field(0.002, ge=0, description="challenger must beat the champion by at least this much")
+
+
+class BandThresholds(StrictModel):
+    """probability >= high -> "high", >= medium -> "medium", else "low"; the API and batch scoring share them."""
+
+    high: float = Field(gt=0, le=1)
+    medium: float = Field(ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _high_above_medium(self) -> BandThresholds:
+        if self.high <= self.medium:
+            raise ValueError(f"high ({self.high}) must be above medium ({self.medium})")
+        return self
+
+
+class Baseline(StrictModel):
+    """The simple baseline `propensity evaluate` puts beside the model: one feature, oriented."""
+
+    feature: str = Field(description="e.g. days_since_last_order")
+    higher_means_positive: bool = Field(description="True when a larger value makes the label more likely")
+
+
+class GroundTruth(StrictModel):
+    """Columns of the generator's ground_truth.parquet that hold this model's true probability and driver."""
+
+    probability: str
+    driver: str
+
+
+class ModelSpec(StrictModel):
+    """One model: what it predicts, from which features and events, how it is tuned, gated and banded.
+
+    ``configs/models/<name>.yaml``; training, promotion, serving, scoring, monitoring, the run pipeline
+    and the CLI iterate over ``load_specs()``.
+    """
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="registered model name; equals the file name")
+    description: str = ""
+    task: Literal["binary"] = Field("binary", description="binary classification (calibrated probability)")
+    feature_service: str
+    needs: list[str] = Field(
+        default_factory=list,
+        description="event families the model needs besides the label's own; it is skipped when one is absent",
+    )
+    labels: Labels
+    bands: BandThresholds
+    cutoffs: Cutoffs = Cutoffs()
+    split: Split = Split()
+    min_data: MinData = MinData()
+    tuning: Tuning
+    promotion: Promotion = Promotion()
+    shap_sample_rows: int = Field(2000, ge=10, description="rows explained for the SHAP summary plot")
+    baseline: Baseline
+    ground_truth: GroundTruth | None = Field(None, description="generated data only: the oracle columns")
+    _source: Path | None = PrivateAttr(None)  # the file the spec was read from (set by the loader)
+
+    @field_validator("needs")
+    @classmethod
+    def _known_families(cls, needs: list[str]) -> list[str]:
+        from core.contract import EVENT_FAMILIES
+
+        unknown = [n for n in needs if n not in EVENT_FAMILIES]
+        if unknown:
+            raise ValueError(f"unknown event family {unknown}; known: {', '.join(EVENT_FAMILIES)}")
+        return needs
+
+    def required_families(self) -> list[str]:
+        """Every event family the model cannot be trained or scored without."""
+        return list(dict.fromkeys([*LABEL_NEEDS[self.labels.kind], *self.needs]))
+
+    def missing_families(self, present: Iterable[str]) -> list[str]:
+        have = set(present)
+        return [f for f in self.required_families() if f not in have]
+
+    @property
+    def config_file(self) -> str:
+        return str(self._source) if self._source else f"configs/{MODELS_DIR}/{self.name}.yaml"
+
+
+MODELS_DIR = "models"
+
+
+def specs_dir() -> Path:
+    return config_path(MODELS_DIR)
+
+
+def load_spec(name: str | None = None, path: str | Path | None = None) -> ModelSpec:
+    """``configs/models/<name>.yaml`` (or ``path``) as a ModelSpec; its name must match the file name."""
+    if path is None:
+        if name is None:
+            raise ValueError("give a model name or a spec path")
+        path = specs_dir() / f"{name}.yaml"
+        if not path.is_file():
+            known = ", ".join(model_names()) or "none"
+            raise ConfigError(f"no model spec {path} (known models: {known})")
+    path = Path(path)
+    spec = load_config(path, ModelSpec)
+    if name is not None and spec.name != name:
+        raise ConfigError(f"{path}: field 'name' is {spec.name!r}, expected {name!r}")
+    spec._source = path
+    return spec
+
+
+def model_names() -> list[str]:
+    """Names of the model specs in configs/models/, sorted."""
+    folder = specs_dir()
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def load_specs() -> dict[str, ModelSpec]:
+    """Every model spec of the project, by name (sorted), each validated."""
+    specs = {}
+    for name in model_names():
+        spec = load_spec(path=specs_dir() / f"{name}.yaml")
+        if spec.name != name:
+            raise ConfigError(f"{spec.config_file}: field 'name' is {spec.name!r}, expected {name!r} (the file name)")
+        specs[name] = spec
+    return specs
+
+
+def split_by_data(specs: dict[str, ModelSpec], present: Iterable[str]) -> tuple[dict[str, ModelSpec], dict[str, str]]:
+    """The specs the data supports, and for each other one why it is skipped (a line, not a failure)."""
+    present = list(present)
+    usable, skipped = {}, {}
+    for name, spec in specs.items():
+        missing = spec.missing_families(present)
+        if missing:
+            skipped[name] = f"needs {', '.join(missing)}, which the event store does not hold"
+        else:
+            usable[name] = spec
+    return usable, skipped
+
+
+def specs_for_data(store=None) -> tuple[dict[str, ModelSpec], dict[str, str]]:
+    """The specs the project's event store supports, and why each other one is skipped."""
+    from core.events import EventStore
+    from core.settings import project_paths
+
+    store = store or EventStore(project_paths().events)
+    present = [f for f, status in store.families().items() if status != "absent"]
+    return split_by_data(load_specs(), present)
