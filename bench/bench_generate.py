@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    from pipelines.generate import generate
+    from pipelines.synthetic import generate
 
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-generate-"))
     try:

@@ -64,6 +64,9 @@ class Split(StrictModel):
     validation_cutoffs: int = Field(3, ge=1)
     train_cutoffs: int = Field(16, ge=1)
     purge: bool = True
+    adapt: bool = Field(
+        True, description="on a short history, use fewer validation cutoffs (down to 1) before giving up"
+    )
 
 
 class MinData(StrictModel):
@@ -101,15 +104,17 @@ class Tuning(StrictModel):
     timeout_seconds: float | None = Field(None, gt=0)
     seed: int = 42
     startup_trials: int = Field(8, ge=0, description="random trials before TPE takes over")
-    pruner_warmup_rounds: int = Field(50, ge=0, description="boosting rounds before a trial may be pruned")
+    pruner_warmup_rounds: int = Field(30, ge=0, description="boosting rounds before a trial may be pruned")
     pruner_startup_trials: int = Field(5, ge=0)
     report_every_rounds: int = Field(
         10, ge=1, description="rounds between reports to the pruner (each report is a storage write)"
     )
-    early_stopping_rounds: int = Field(50, ge=1)
-    max_boost_rounds: int = Field(2000, ge=1)
+    early_stopping_rounds: int = Field(30, ge=1)
+    max_boost_rounds: int = Field(400, ge=1, description="small trees keep exact TreeSHAP cheap")
     num_threads: int = Field(2, ge=1)
-    fixed_params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    fixed_params: dict[str, str | int | float | bool] = Field(
+        default_factory=lambda: {"bagging_freq": 1}, description="bagging_fraction only acts when bagging_freq > 0"
+    )
     monotone: dict[str, Literal[-1, 1]] = Field(
         default_factory=dict,
         description="feature -> +1 (never lowers the score) or -1 (never raises it): LightGBM monotone constraints",

@@ -55,13 +55,23 @@ def built_dates(sources_dir: Path) -> list[dt.date]:
     return sorted(set.intersection(*per_view)) if per_view else []
 
 
+def grid_anchor(config: FeaturesConfig, existing: list[dt.date], until: dt.date | None) -> dt.date | None:
+    """A date the snapshot grid passes through: the configured anchor, else the data's own clock (the
+    first snapshot ever built, which a first build places on the grid that ends at its ``until``, the day
+    after the newest event), else ``until``. So a 2010 log and a 2026 log each get a grid of their own."""
+    if config.snapshots.anchor is not None:
+        return config.snapshots.anchor
+    return existing[0] if existing else until
+
+
 def plan_dates(until: dt.date, existing: list[dt.date], config: FeaturesConfig) -> list[dt.date]:
     """Dates to (re)build: grid dates after the last built one (or, on a first build, within
     ``history_days`` before ``until``), and ``until`` itself."""
     snap = config.snapshots
+    anchor = grid_anchor(config, existing, until)
     later_existing = [d for d in existing if d < until]
     start = later_existing[-1] + dt.timedelta(days=1) if later_existing else until - dt.timedelta(days=snap.history_days)
-    offset = (start - snap.anchor).days % snap.cadence_days
+    offset = (start - anchor).days % snap.cadence_days
     first = start + dt.timedelta(days=(snap.cadence_days - offset) % snap.cadence_days)
     grid = []
     day = first

@@ -33,7 +33,7 @@ from features.derived import add_derived, as_unix_seconds, derive_arrays
 from features.settings import FeaturesConfig, load_features_config
 
 if TYPE_CHECKING:
-    from features.store import StoreTarget
+    from features.online_store import StoreTarget
 
 _ROW = "__propensity_row__"
 
@@ -85,7 +85,7 @@ def online_features(
     """Features of ``customer_ids`` (one row each, in order) from the online store, derived for ``as_of``
     (default: now, UTC). ``found`` is False for customers the store does not know (their features NaN).
 
-    Raises ``features.store.OnlineStoreUnavailable`` when the store cannot be reached.
+    Raises ``features.online_store.OnlineStoreUnavailable`` when the store cannot be reached.
     """
     return pd.DataFrame(online_feature_columns(customer_ids, service, as_of, config))
 
@@ -98,13 +98,12 @@ def online_feature_columns(
     for latency-bound callers that turn the frame into arrays anyway (a frame of 45 columns costs
     about 0.3 ms, as much as the store read of one customer). A caller that reads often passes the
     ``target`` it resolved once: resolving it touches the file system (project paths)."""
-    from features import online
-    from features.store import resolve_target
+    from features.online_store import open_store, resolve_target
 
     views = service_views(service)
     config = config or _config()
     ids = [str(c) for c in customer_ids]
-    columns, found = online.reader(target or resolve_target(config)).read(ids, views)
+    columns, found = open_store(target or resolve_target(config)).read(ids, views)
     when = as_of if as_of is not None else dt.datetime.now(dt.UTC)
     derived = derive_arrays(columns, as_unix_seconds(when, len(ids)), config)
     data = {JOIN_KEY: np.array(ids, dtype=object), "found": found}

@@ -16,7 +16,9 @@ REDIS_URL_ENV = "PROPENSITY_REDIS_URL"
 
 class SnapshotConfig(StrictModel):
     cadence_days: int = Field(7, ge=1, le=31, description="Days between history snapshots.")
-    anchor: dt.date = Field(dt.date(2026, 10, 31), description="Grid dates are anchor + k * cadence_days.")
+    anchor: dt.date | None = Field(
+        None, description="Grid dates are anchor + k * cadence_days; null: the data's own clock (see build.grid_anchor)"
+    )
     history_days: int = Field(365, ge=0, description="How far before --until a first build backfills.")
     ttl_days: int = Field(30, ge=1, description="Feast TTL: a snapshot older than this is not used.")
 
@@ -82,7 +84,9 @@ class LifecycleConfig(StrictModel):
 
 
 class OnlineStoreConfig(StrictModel):
-    type: Literal["sqlite", "redis"] = "sqlite"
+    # Any kind registered in features.online_store.STORES (sqlite, redis, ...): checked when the store is
+    # resolved, as the registry lives above this module.
+    type: str = Field("sqlite", pattern=r"^[a-z][a-z0-9_]*$", description="Online store kind: sqlite or redis.")
     redis_url: str | None = Field(None, description="redis://host:port/db; PROPENSITY_REDIS_URL overrides.")
 
 

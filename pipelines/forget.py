@@ -2,10 +2,10 @@
 
 Locations, in this order: the canonical event store (every table, every month partition), the raw
 exports under data/raw (so a re-ingest of the demo data does not bring them back; ground truth too), the
-Feast feature sources, the online store (SQLite or Redis, deleted by Feast's own entity keys), and every
-scores folder plus latest.parquet and the feature snapshots kept for monitoring.
+Feast feature sources, the online store (whichever ``features.online_store`` is configured, through its
+``delete``), and every scores folder plus latest.parquet and the feature snapshots kept for monitoring.
 
-Each file is rewritten to a temp path and renamed; a file left empty is removed. MLflow holds no
+Each file is rewritten atomically (``core.io``); a file left empty is removed. MLflow holds no
 customer rows by design (models log features only, monitoring logs aggregates); ``forget`` checks the
 tracking store and artifacts for the ids and reports any hit instead of silently trusting that.
 The ids themselves are never logged to a file or to MLflow.
@@ -14,7 +14,6 @@ The ids themselves are never logged to a file or to MLflow.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from core.errors import PropensityError
+from core.io import write_parquet, write_with
 
 log = logging.getLogger("propensity.forget")
 
@@ -43,18 +43,6 @@ class ForgetReport:
         return sum(self.removed.values())
 
 
-def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.forget-tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-
-
-def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.forget-tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-
-
 def _scrub_parquet(path: Path, ids: set[str], hits: set[str] | None = None, drop_empty: bool = True) -> int:
     """Remove rows whose customer_id is in ``ids``; returns rows removed. Reads only the id column first,
     so untouched files cost one column scan."""
@@ -72,7 +60,7 @@ def _scrub_parquet(path: Path, ids: set[str], hits: set[str] | None = None, drop
     if kept.empty and drop_empty:
         path.unlink()
     else:
-        _atomic_parquet(kept, path)
+        write_parquet(path, kept)
     return int(mask.sum())
 
 
@@ -85,7 +73,8 @@ def _scrub_csv(path: Path, ids: set[str], hits: set[str] | None = None) -> int:
         return 0
     if hits is not None:
         hits.update(df.loc[mask, "customer_id"].unique())
-    _atomic_csv(df.loc[~mask], path)
+    kept = df.loc[~mask]
+    write_with(path, lambda tmp: kept.to_csv(tmp, index=False))
     return int(mask.sum())
 
 
@@ -118,41 +107,17 @@ def forget_files(folder: Path, ids: set[str], report: ForgetReport, label: str, 
 
 
 def forget_online(ids: set[str], report: ForgetReport, hits: set[str]) -> None:
-    """Delete the customers from the online store, keyed exactly as Feast keys them (features.store)."""
-    from features.catalog import VIEWS
-    from features.store import entity_key_bytes, forget_stores, redis_client, resolve_target
+    """Delete the customers from the configured online store, whichever it is."""
+    from features.online_store import OnlineStoreUnavailable, open_store
 
-    target = resolve_target()
-    keys = {cid: entity_key_bytes(cid) for cid in sorted(ids)}
-    if target.redis_url:
-        client = redis_client(target.redis_url)
-        # One hash per customer holds every view: key = serialized entity key + project name.
-        for cid, key in keys.items():
-            if client.delete(key + target.project.encode()):
-                hits.add(cid)
-                report.add("online store (redis)", 1)
-        return
-    import sqlite3
-
-    if not target.sqlite_path.is_file():
-        return
-    conn = sqlite3.connect(target.sqlite_path)
+    store = open_store()
     try:
-        with conn:
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            for view in VIEWS:
-                table = f"{target.project}_{view}"
-                if table not in tables:
-                    continue
-                quoted = '"' + table.replace('"', '""') + '"'
-                for cid, key in keys.items():
-                    # One row per (customer, feature): count the customer once per view.
-                    if conn.execute(f"DELETE FROM {quoted} WHERE entity_key = ?", (key,)).rowcount:
-                        hits.add(cid)
-                        report.add(f"online store (sqlite): {view}", 1)
-    finally:
-        conn.close()
-    forget_stores()  # cached readers must not serve what was deleted
+        deleted = store.delete(sorted(ids))
+    except OnlineStoreUnavailable as exc:
+        # The files are scrubbed already; forget is idempotent, so a re-run finishes the job.
+        raise PropensityError(f"forget: {exc}; the customers are still in the online store, run forget again") from exc
+    hits.update(deleted)
+    report.add(f"online store ({store.target.kind})", sum(deleted.values()))
 
 
 def check_mlflow(root: Path, ids: set[str], report: ForgetReport) -> None:

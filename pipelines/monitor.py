@@ -38,7 +38,7 @@ log = logging.getLogger("propensity.monitor")
 class Thresholds(StrictModel):
     feature_psi: float = Field(0.25, gt=0, description="retrain when a feature's PSI exceeds this")
     max_drifted_features: int = Field(
-        0, ge=0, description="retrain when more than this many features exceed feature_psi"
+        2, ge=0, description="retrain when more than this many features exceed feature_psi"
     )
     score_psi: float = Field(0.2, gt=0, description="retrain when a model's score PSI exceeds this")
     min_realised_auc: float = Field(0.65, gt=0, lt=1, description="retrain when the latest realised AUC is lower")

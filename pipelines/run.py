@@ -50,7 +50,7 @@ class RunConfig(StrictModel):
     default_size: str
     sizes: dict[str, Size]
     seed: int = 7
-    end: date = date(2026, 10, 31)
+    end: date | None = Field(None, description="last generated day; null: the generator's own default")
     source: Literal["generate", "raw"] = "generate"
     shift_at: date | None = Field(None, description="generated behaviour changes from this day (monitoring demos)")
     serve_hint: str = "propensity serve --port 3000"
@@ -136,7 +136,7 @@ def stage_generate(ctx: RunContext) -> dict:
         if not any(raw.glob("orders.*")):
             raise PropensityError(f"source is 'raw' but {raw} has no orders.parquet or orders.csv")
         return {"source": f"existing exports in {raw}"}
-    from pipelines.generate import generate, load_generator_config
+    from pipelines.synthetic import generate, load_generator_config
 
     report = generate(customers=ctx.size.customers, days=ctx.size.days, seed=ctx.cfg.seed, out=raw,
                       end=ctx.cfg.end, shift_at=ctx.cfg.shift_at, config=load_generator_config())

@@ -93,6 +93,22 @@ def as_of_timestamp(value: Any) -> pd.Timestamp:
     return ts.normalize()
 
 
+def check_as_of_covered(as_of: pd.Timestamp) -> None:
+    """Refuse a date the event store cannot describe: after its data end (the day after the newest
+    event) every customer would look idle, and the scores would be garbage."""
+    from core.events import EventStore
+    from core.settings import project_paths
+    from core.specs import Cutoffs
+    from training.labels import data_end
+
+    end = data_end(EventStore(project_paths().events), Cutoffs())
+    if as_of > end:
+        raise PropensityError(
+            f"--as-of {as_of:%Y-%m-%d} is after the data ends ({end - pd.Timedelta(days=1):%Y-%m-%d} is the last "
+            f"day with events): features there would describe no one; use {end:%Y-%m-%d} or earlier"
+        )
+
+
 def default_as_of() -> pd.Timestamp:
     """The latest feature build: the newest snapshot date in the Feast sources."""
     from core.settings import project_paths
@@ -106,7 +122,10 @@ def default_as_of() -> pd.Timestamp:
 
 
 def active_customers(as_of: pd.Timestamp, active_days: int, count_signup: bool = True, store=None) -> pd.Series:
-    """Ids of customers with any event in (as_of - active_days, as_of], sorted (DuckDB over the store)."""
+    """Ids of customers with any event in [as_of - active_days, as_of), sorted (DuckDB over the store).
+
+    The same edges as the features and labels: a snapshot at as_of (midnight) sees the events before it,
+    and an event exactly ``active_days`` earlier still counts."""
     import duckdb
 
     from core.events import EventStore
@@ -121,7 +140,7 @@ def active_customers(as_of: pd.Timestamp, active_days: int, count_signup: bool =
         if store.has(table):
             parts.append(
                 f"SELECT customer_id FROM read_parquet('{store.glob(table)}') "
-                f"WHERE {column} <= $as_of AND {column} > $start"
+                f"WHERE {column} < $as_of AND {column} >= $start"
             )
     if not parts:
         raise PropensityError(f"the event store {store.root} is empty: run `propensity ingest` first")
@@ -152,8 +171,10 @@ def load_champions(names: list[str] | None = None) -> dict[str, Any]:
 
 
 def retrieve_features(customer_ids: pd.Series, as_of: pd.Timestamp, models: dict[str, Any]) -> dict[str, pd.DataFrame]:
-    """Point-in-time features at ``as_of`` through each model's feature service, one row per customer."""
-    from features.retrieval import historical_features
+    """Features exact at ``as_of`` through each model's feature service, one row per customer: Feast's
+    point-in-time join on a snapshot date, a snapshot built for the date otherwise (features.exact), so a
+    date between two snapshots never reads stale day counts or windows."""
+    from features.exact import exact_historical_features as historical_features
 
     entity = pd.DataFrame({"customer_id": customer_ids.to_numpy(), "event_timestamp": as_of})
     out: dict[str, pd.DataFrame] = {}
@@ -325,6 +346,7 @@ def score(as_of: Any = None, cfg: ActionsConfig | None = None, models: dict[str,
     cfg = cfg or load_actions_config()
     paths = project_paths()
     as_of = as_of_timestamp(as_of) if as_of is not None else default_as_of()
+    check_as_of_covered(as_of)
     times = StageTimes()
     models = models or load_champions()
     log.info("scoring at %s with %s; features from the offline store (point in time)", f"{as_of:%Y-%m-%d}",

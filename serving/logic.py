@@ -47,7 +47,7 @@ class ServingConfig(StrictModel):
     default_lang: Literal["en", "zh"] = "en"
     api_key: str | None = None
     reload_poll_seconds: float = Field(10.0, gt=0)
-    workers: int = Field(1, ge=1, le=64)
+    workers: int = Field(2, ge=1, le=64)
     lightgbm_threads: int = Field(1, ge=1)
     ui_recent_calls: int = Field(200, ge=0)
 
@@ -299,7 +299,7 @@ FeatureFetcher = Callable[[list[str], str], "dict[str, np.ndarray] | pd.DataFram
 
 def _store_unavailable_types() -> tuple[type[BaseException], ...]:
     try:
-        from features.store import OnlineStoreUnavailable
+        from features.online_store import OnlineStoreUnavailable
     except ImportError:  # features package not there: nothing to translate
         return ()
     return (OnlineStoreUnavailable,)
@@ -309,9 +309,9 @@ def online_fetcher() -> FeatureFetcher:
     """The Feast online store through the model's feature service, as column arrays
     (``features.retrieval.online_feature_columns``): building a DataFrame per request cost about 0.8 ms
     of a one-customer /predict, more than the store read itself."""
+    from features.online_store import resolve_target
     from features.retrieval import online_feature_columns
     from features.settings import load_features_config
-    from features.store import resolve_target
 
     # Once per fetcher, not once per request: both read files.
     config = load_features_config()

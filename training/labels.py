@@ -84,10 +84,15 @@ def data_end(store: EventStore, cutoffs: Cutoffs) -> pd.Timestamp:
     return last.normalize() + DAY
 
 
-def _snapshot_anchor() -> pd.Timestamp:
+def _snapshot_anchor(end: pd.Timestamp) -> pd.Timestamp:
+    """The feature store's snapshot grid (features.build.grid_anchor); before any build, the data end,
+    which is where a first build puts its grid."""
+    from core.settings import project_paths
+    from features.build import built_dates, grid_anchor
     from features.settings import load_features_config
 
-    return _midnight(load_features_config().snapshots.anchor)
+    anchor = grid_anchor(load_features_config(), built_dates(project_paths().feature_sources), None)
+    return _midnight(anchor) if anchor is not None else end
 
 
 def plan_split(
@@ -96,13 +101,48 @@ def plan_split(
     cutoffs: Cutoffs,
     split: Split,
     earliest: pd.Timestamp | None = None,
+    config_file: str = "the model spec",
 ) -> SplitPlan:
-    """Lay the cutoff grid over the data and assign train / validation / test cutoffs."""
+    """Lay the cutoff grid over the data and assign train / validation / test cutoffs.
+
+    With ``split.adapt`` a history too short for the configured validation cutoffs gets fewer of them
+    (down to one, logged); when even that leaves no train cutoff, NotEnoughDataError says how many days
+    of history there are, how many the split needs and which settings change that."""
+    plan = _plan_split(end, horizon_days, cutoffs, split, earliest)
+    if plan.train or not split.adapt:
+        return _checked(plan, end, horizon_days, cutoffs, split, earliest, config_file)
+    for fewer in range(split.validation_cutoffs - 1, 0, -1):
+        smaller = split.model_copy(update={"validation_cutoffs": fewer})
+        adapted = _plan_split(end, horizon_days, cutoffs, smaller, earliest)
+        if adapted.train:
+            log.info("short history: %d validation cutoff(s) instead of %d (%s: split.validation_cutoffs)",
+                     fewer, split.validation_cutoffs, config_file)
+            return adapted
+    return _checked(plan, end, horizon_days, cutoffs, split, earliest, config_file)
+
+
+def _checked(plan: SplitPlan, end, horizon_days: int, cutoffs: Cutoffs, split: Split, earliest,
+             config_file: str) -> SplitPlan:
+    if (plan.train and plan.validation) or (earliest is not None and plan.test < earliest):
+        return plan  # fine, or no test cutoff at all: label_rows says that in its own words
+    gap = horizon_days if split.purge else 0
+    # test matures after one horizon; validation sits a purge gap before it, train a purge gap before that.
+    need = horizon_days + 2 * gap + (1 if split.adapt else split.validation_cutoffs) * cutoffs.every_days
+    have = (end - earliest).days if earliest is not None else 0
+    raise NotEnoughDataError(
+        f"the time split needs about {need} days of history (horizon {horizon_days} d"
+        f"{f', purge gaps 2 x {gap} d' if gap else ''}, cutoffs every {cutoffs.every_days} d) and the data has "
+        f"{have} days ({earliest:%Y-%m-%d} to {end - DAY:%Y-%m-%d}). Change labels.horizon_days, split.purge or "
+        f"split.validation_cutoffs in {config_file}, or add history"
+    )
+
+
+def _plan_split(end, horizon_days: int, cutoffs: Cutoffs, split: Split, earliest) -> SplitPlan:
     horizon = pd.Timedelta(days=horizon_days)
     step = pd.Timedelta(days=cutoffs.every_days)
     # Cutoffs sit on the feature store's snapshot grid by default, so every training row reads a
     # snapshot taken exactly at its cutoff (windowed counts are exact only on snapshot dates).
-    anchor = _midnight(cutoffs.anchor) if cutoffs.anchor is not None else _snapshot_anchor()
+    anchor = _midnight(cutoffs.anchor) if cutoffs.anchor is not None else _snapshot_anchor(end)
     # The latest grid point (anchor + k * step, any integer k) whose label window has fully passed.
     latest_allowed = end - horizon
     test = anchor + ((latest_allowed - anchor) // step) * step
@@ -191,12 +231,12 @@ def build_labels(
 
 
 def label_rows(
-    store: EventStore, labels: Labels, cutoffs: Cutoffs, split: Split
+    store: EventStore, labels: Labels, cutoffs: Cutoffs, split: Split, config_file: str = "the model spec"
 ) -> tuple[SplitPlan, pd.DataFrame]:
     """Plan the split over the store's data and label every eligible row of every planned cutoff."""
     first, _ = event_span(store)
     end = data_end(store, cutoffs)
-    plan = plan_split(end, labels.horizon_days, cutoffs, split, earliest=first.normalize())
+    plan = plan_split(end, labels.horizon_days, cutoffs, split, earliest=first.normalize(), config_file=config_file)
     if plan.test < first:
         raise NotEnoughDataError(
             f"no cutoff has matured labels: events run from {first:%Y-%m-%d} to {end - DAY:%Y-%m-%d}, and a "
@@ -204,10 +244,11 @@ def label_rows(
         )
     rows = build_labels(store, labels, plan.frame())
     log.info(
-        "%s labels: %d rows over %d cutoffs (test cutoff %s, data end %s)",
-        labels.kind, len(rows), len(plan.train) + len(plan.validation) + 1,
-        f"{plan.test:%Y-%m-%d}", f"{end - DAY:%Y-%m-%d}",
+        "%s labels: %d rows over %d cutoffs (data end %s)", labels.kind, len(rows),
+        len(plan.train) + len(plan.validation) + 1, f"{end - DAY:%Y-%m-%d}",
     )
+    for split_name, dates in plan.describe().items():
+        log.info("  %-10s %2d cutoff(s) %s", split_name, len(dates), ", ".join(dates))
     return plan, rows
 
 

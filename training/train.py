@@ -42,7 +42,7 @@ class TrainResult:
 def build_training_set(cfg: ModelSpec, source: FeatureSource | None = None) -> TrainingSet:
     """Labels from the event store, the minimum-data guard, then point-in-time features."""
     store = EventStore(project_paths().events)
-    plan, rows = label_rows(store, cfg.labels, cfg.cutoffs, cfg.split)
+    plan, rows = label_rows(store, cfg.labels, cfg.cutoffs, cfg.split, cfg.config_file)
     check_min_data(rows, cfg.min_data, cfg.name, plan, cfg.config_file)
     return assemble_training_set(rows, cfg.feature_service, source, plan)
 

@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
         out: Path | None = typer.Option(
             None, "--out", "-o", help="Output folder (default: data/raw under the project root)."
         ),
-        end: str = typer.Option("2026-10-31", "--end", help="Last simulated day (YYYY-MM-DD)."),
+        end: str | None = typer.Option(None, "--end", help="Last simulated day (YYYY-MM-DD); default: the generator's own end date."),
         file_format: str = typer.Option(
             "parquet",
             "--format",
@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Simulate customers and write customers, orders, page_views, complaints and ground_truth."""
         from core.settings import project_paths
-        from pipelines.generate import generate, load_generator_config
+        from pipelines.synthetic import generate, load_generator_config
 
         cfg = load_generator_config(config)
         target = out if out is not None else project_paths().raw

@@ -12,9 +12,10 @@ import pytest
 
 from features.build import build_features
 from features.catalog import DERIVED_NUMERIC, service_raw_features
+from features.online_store import OnlineStoreUnavailable
 from features.retrieval import historical_features, online_features
 from features.settings import FeaturesConfig, SnapshotConfig
-from features.store import OnlineStoreUnavailable, apply, feature_store, materialize
+from features.store import apply, feature_store, materialize
 from tests.features.conftest import END
 from tests.features.test_retrieval import assert_frames_match
 

@@ -189,3 +189,17 @@ def test_active_customers_window(project_home):
 def test_bad_as_of_is_named():
     with pytest.raises(PropensityError, match="--as-of"):
         as_of_timestamp("yesterday-ish")
+
+
+def test_active_window_edges_match_the_features(project_home):
+    """An order exactly active_days before as_of counts (inclusive start), one at as_of midnight does not
+    (the snapshot at as_of sees only earlier events), as in the features and labels."""
+    as_of = as_of_timestamp("2026-03-01")
+    orders = pd.DataFrame({
+        "order_id": ["o1", "o2", "o3"], "customer_id": ["edge", "at_as_of", "before_edge"],
+        "ordered_at": pd.to_datetime([as_of - pd.Timedelta(days=30), as_of,
+                                      as_of - pd.Timedelta(days=30, seconds=1)]).astype("datetime64[us, UTC]"),
+        "amount": [10.0, 10.0, 10.0],
+    })
+    EventStore(project_paths().events).replace_months({"orders": orders}, {"families": {"orders": "present"}})
+    assert active_customers(as_of, active_days=30, count_signup=False).tolist() == ["edge"]

@@ -87,8 +87,8 @@ def _generated_session(tmp_path_factory):
     snapshots, and a churn and a conversion model trained on them with a few trials and promoted to
     champion. Read-only for tests: they must not move its aliases or rebuild its features."""
     from features.build import build_features
-    from pipelines.generate import generate
     from pipelines.ingest import ingest
+    from pipelines.synthetic import generate
     from training.promotion import promote
     from training.train import train_model
 

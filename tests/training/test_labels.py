@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pandas as pd
 import pytest
 
@@ -121,3 +123,17 @@ def test_config_rejects_unknown_key(tmp_path):
                     "baseline: {feature: days_since_last_order, higher_means_positive: true}\n")
     with pytest.raises(ConfigError, match=r"labels\.active_buyers\.horizon_dayz"):
         load_config(path, ModelSpec)
+
+
+def test_short_history_adapts_then_says_what_it_needs():
+    end = pd.Timestamp("2024-07-01", tz="UTC")
+    cutoffs = Cutoffs(anchor=dt.date(2024, 7, 1))
+    # 280 days, 90-day horizon with purge: 3 validation cutoffs leave no train cutoff, 2 do.
+    plan = plan_split(end, 90, cutoffs, Split(validation_cutoffs=3), earliest=end - pd.Timedelta(days=280))
+    assert len(plan.validation) == 2 and plan.train  # one fewer is enough here
+    assert plan.train[-1] + pd.Timedelta(days=90) <= plan.validation[0]
+    with pytest.raises(NotEnoughDataError) as err:
+        plan_split(end, 90, cutoffs, Split(), earliest=end - pd.Timedelta(days=200), config_file="my/churn.yaml")
+    msg = str(err.value)
+    assert "needs about" in msg and "the data has 200 days" in msg and "my/churn.yaml" in msg
+    assert "split.purge" in msg and "labels.horizon_days" in msg

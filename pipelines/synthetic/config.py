@@ -1,0 +1,142 @@
+"""The generator's parameters: the schema of configs/generate.yaml (strict: unknown keys are errors)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pydantic import Field
+
+from core.config import StrictModel, config_path, load_config
+from core.errors import ConfigError
+
+
+class PopulationConfig(StrictModel):
+    pre_window_share: float = Field(
+        0.4, ge=0, le=1, description="share of customers who signed up before the window"
+    )
+    pre_window_max_days: int = Field(540, ge=1, description="oldest signup before the window, in days")
+    activity_sigma: float = Field(0.6, gt=0, description="log-sd of the activity trait (median 1)")
+    intent_sigma: float = Field(0.4, gt=0, description="log-sd of the intent trait (median 1)")
+    value_median: float = Field(55.0, gt=0, description="median order value before price sensitivity")
+    value_sigma: float = Field(0.5, gt=0)
+    deep_browser_share: float = Field(
+        0.5, ge=0, le=1, description="share who browse deep (others: short, frequent visits)"
+    )
+    offline_share: float = Field(0.3, ge=0, le=1, description="share who also order offline (store, phone)")
+    offline_daily_rate: float = Field(0.006, ge=0, le=0.5)
+    decliner_share: float = Field(
+        0.3, ge=0, le=1, description="share whose activity starts to decline at some date"
+    )
+    decline_days_min: float = Field(40, gt=0, description="fastest decline: activity falls by e every N days")
+    decline_days_max: float = Field(150, gt=0)
+    decline_cap: float = Field(2.5, gt=0, description="largest log-drop of activity")
+    complaint_prob_median: float = Field(
+        0.06, ge=0, le=1, description="median chance that an order leads to a complaint"
+    )
+
+
+class FunnelConfig(StrictModel):
+    entry_rate: float = Field(
+        0.07, gt=0, le=1, description="daily idle -> interested chance at activity = intent = 1"
+    )
+    interested_to_product: float = Field(0.2, ge=0, le=1)
+    interested_to_idle: float = Field(0.12, ge=0, le=1)
+    product_to_cart: float = Field(0.35, ge=0, le=1)
+    product_to_idle: float = Field(0.08, ge=0, le=1)
+    cart_to_idle: float = Field(0.12, ge=0, le=1)
+    visit: tuple[float, float, float, float] = Field(
+        (0.012, 0.2, 0.35, 0.5), description="daily visit chance by stage (idle scaled by activity)"
+    )
+    shallow_visit_factor: float = Field(
+        1.6, gt=0, description="short-visit browsers come back more often while interested"
+    )
+    purchase: tuple[float, float, float, float] = Field(
+        (0.02, 0.04, 0.12, 0.6), description="chance a visit ends in an order, by stage"
+    )
+    churned_visit: float = Field(
+        0.003, ge=0, le=1, description="daily visit chance of a churned customer (never buys)"
+    )
+
+
+class ChurnConfig(StrictModel):
+    base_daily_hazard: float = Field(1 / 1000, gt=0, lt=1)
+    low_engagement: float = Field(
+        0.8, ge=0, description="log-hazard per unit of log(1/activity) below the median"
+    )
+    gap_per_30_days: float = Field(0.25, ge=0, description="log-hazard per 30 days since the last order")
+    gap_cap_days: int = Field(240, ge=1)
+    declining_activity: float = Field(0.9, ge=0, description="log-hazard per unit of log-drop in activity")
+    complaint_30d: float = Field(
+        1.0, ge=0, description="log-hazard per severity point opened in the last 30 days"
+    )
+    complaint_90d: float = Field(0.4, ge=0, description="... opened 30-90 days ago")
+    open_complaint: float = Field(0.8, ge=0, description="log-hazard per severity point still unresolved")
+    max_daily_hazard: float = Field(0.25, gt=0, le=1)
+    driver_threshold: float = Field(
+        0.4, ge=0, description="a factor is a driver only when it adds at least this log-hazard"
+    )
+
+
+class ComplaintConfig(StrictModel):
+    open_delay_mean_days: float = Field(
+        4.0, ge=1, description="days from the order to the complaint (geometric)"
+    )
+    channels: dict[str, float] = Field(
+        default_factory=lambda: {"email": 0.35, "phone": 0.25, "chat": 0.25, "web_form": 0.15}
+    )
+    categories: dict[str, float] = Field(
+        default_factory=lambda: {
+            "delivery": 0.35,
+            "product_quality": 0.25,
+            "billing": 0.15,
+            "refund": 0.15,
+            "service": 0.10,
+        }
+    )
+    severity: tuple[float, float, float] = Field((0.5, 0.35, 0.15), description="chance of severity 1, 2, 3")
+    resolution_median_days: float = Field(2.0, gt=0, description="median days to resolve, times the severity")
+    never_resolved: tuple[float, float, float] = Field((0.04, 0.08, 0.15), description="by severity")
+
+
+class ShiftConfig(StrictModel):
+    """Multipliers applied from --shift-at on (a behaviour change for drift detection)."""
+
+    entry: float = Field(0.75, gt=0)
+    visit: float = Field(0.85, gt=0)
+    purchase: float = Field(0.9, gt=0)
+    complaint: float = Field(2.0, gt=0)
+    amount: float = Field(0.85, gt=0)
+    churn: float = Field(1.3, gt=0)
+
+
+class GeneratorConfig(StrictModel):
+    population: PopulationConfig = PopulationConfig()
+    funnel: FunnelConfig = FunnelConfig()
+    churn: ChurnConfig = ChurnConfig()
+    complaints: ComplaintConfig = ComplaintConfig()
+    shift: ShiftConfig = ShiftConfig()
+    truth_threads: int = Field(2, ge=1, le=64, description="threads for the ground-truth recursion")
+
+
+def load_generator_config(path: str | Path | None = None) -> GeneratorConfig:
+    """configs/generate.yaml (or ``path``); built-in defaults when the project has none."""
+    if path is None:
+        default = config_path("generate.yaml")
+        if not default.is_file():
+            return GeneratorConfig()
+        path = default
+    return load_config(path, GeneratorConfig)
+
+
+# Multipliers of a day before the shift: the daily code multiplies by these instead of branching.
+NO_SHIFT = ShiftConfig(entry=1, visit=1, purchase=1, complaint=1, amount=1, churn=1)
+
+
+def weights(mapping: dict[str, float], name: str) -> tuple[tuple[str, ...], np.ndarray]:
+    """Names and normalised probabilities of the ``complaints.<name>`` weight table."""
+    keys = tuple(mapping)
+    p = np.array([mapping[k] for k in keys], dtype=float)
+    if not keys or (p < 0).any() or p.sum() <= 0:
+        raise ConfigError(f"generate config: complaints.{name} needs positive weights")
+    return keys, p / p.sum()
