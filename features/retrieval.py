@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from features.online_store import StoreTarget
 
 _ROW = "__propensity_row__"
+AS_OF = "as_of"  # online reads: the time the derived features were computed for (unix seconds)
 
 
 def model_feature_names(service: str) -> list[str]:
@@ -97,16 +98,22 @@ def online_feature_columns(
     """``online_features`` as column arrays (same names, order and values), without building a DataFrame:
     for latency-bound callers that turn the frame into arrays anyway (a frame of 45 columns costs
     about 0.3 ms, as much as the store read of one customer). A caller that reads often passes the
-    ``target`` it resolved once: resolving it touches the file system (project paths)."""
+    ``target`` it resolved once: resolving it touches the file system (project paths).
+
+    Day counts are derived for ``as_of``, by default the time of the snapshot the store holds (the data's
+    own clock: an online store built from a 1997 log describes 1997); the column ``AS_OF`` carries the
+    time used, in unix seconds."""
     from features.online_store import open_store, resolve_target
 
     views = service_views(service)
     config = config or _config()
     ids = [str(c) for c in customer_ids]
-    columns, found = open_store(target or resolve_target(config)).read(ids, views)
-    when = as_of if as_of is not None else dt.datetime.now(dt.UTC)
-    derived = derive_arrays(columns, as_unix_seconds(when, len(ids)), config)
-    data = {JOIN_KEY: np.array(ids, dtype=object), "found": found}
+    store = open_store(target or resolve_target(config))
+    columns, found = store.read(ids, views)
+    when = as_of if as_of is not None else (store.snapshot_time() or dt.datetime.now(dt.UTC))
+    seconds = as_unix_seconds(when, len(ids))
+    derived = derive_arrays(columns, seconds, config)
+    data = {JOIN_KEY: np.array(ids, dtype=object), "found": found, AS_OF: seconds}
     data.update(columns)
     data.update(derived)
     return data

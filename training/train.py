@@ -37,6 +37,9 @@ class TrainResult:
     validation_metrics: dict[str, float] = field(default_factory=dict)
     lineage: dict = field(default_factory=dict)
     seconds: float = 0.0
+    # The fitted model itself, so a caller that did not register it (``register=False``) can still score.
+    booster: object | None = field(default=None, repr=False)
+    calibration: object | None = field(default=None, repr=False)
 
 
 def build_training_set(cfg: ModelSpec, source: FeatureSource | None = None) -> TrainingSet:
@@ -58,9 +61,13 @@ def train_model(
     source: FeatureSource | None = None,
     training_set: TrainingSet | None = None,
     progress: bool = True,
+    register: bool = True,
 ) -> TrainResult:
     """Tune, fit, calibrate, evaluate, log and register one model. ``tune_only`` adds trials to the
-    study and stops (an extra worker); the process without it fits the final model from the best trial."""
+    study and stops (an extra worker); the process without it fits the final model from the best trial.
+    ``register=False`` keeps the MLflow run (metrics, plots, lineage) but registers no version and moves
+    no alias: a backtest's model must never become a challenger. The booster and calibration come back
+    on the result instead."""
     import mlflow
 
     from training.tracking import ensure_experiment
@@ -79,9 +86,10 @@ def train_model(
         log.warning("%s: monotone constraint(s) on %s ignored: not inputs of %s", cfg.name, ", ".join(unknown),
                     cfg.feature_service)
     experiment_id = ensure_experiment(cfg.name)
-    run_name = f"{'tune-worker' if tune_only else 'train'}-{cfg.name}"
+    role = "tune-worker" if tune_only else "train" if register else "train-unregistered"
+    run_name = f"{role}-{cfg.name}"
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as parent:
-        mlflow.set_tags({"role": "tune-worker" if tune_only else "train", "optuna_study": study_name,
+        mlflow.set_tags({"role": role, "optuna_study": study_name, "registered": str(register and not tune_only).lower(),
                          "optuna_storage": _redact(storage), "feature_service": cfg.feature_service})
         mlflow.log_params(_lineage_params(lineage))
         data = Datasets.build(ts.X(TRAIN), ts.y(TRAIN), ts.X(VALIDATION), ts.y(VALIDATION))
@@ -106,6 +114,12 @@ def train_model(
         mlflow.log_metric("best_iteration", booster.current_iteration())
         mlflow.log_metric("trials_in_study", len(study.trials))
         _log_artifacts(cfg, ts, booster, calibration, lineage)
+        result.booster, result.calibration = booster, calibration
+        if not register:
+            result.seconds = time.perf_counter() - started
+            log.info("%s: trained without registering (test AUC %.4f, %d trials in study, %.0f s, run %s)",
+                     cfg.name, test_metrics["roc_auc"], result.trials_in_study, result.seconds, result.run_id)
+            return result
 
         from training.champion import register_booster
 

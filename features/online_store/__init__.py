@@ -13,6 +13,7 @@ they write. A new store is its module with an ``OnlineStore`` subclass plus one 
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 import threading
 from abc import ABC, abstractmethod
@@ -98,6 +99,12 @@ class OnlineStore(ABC):
     def delete(self, customer_ids: Iterable[str]) -> dict[str, int]:
         """Remove the customers; returns, for each customer the store held, the records removed (one per
         view table for SQLite, one hash for Redis). Ids it did not hold are left out."""
+
+    def snapshot_time(self) -> dt.datetime | None:
+        """The time (UTC) of the snapshot the store holds: what "now" is for its features (a 1997 log's
+        online store describes 1997, not today). None when the store cannot say; callers then use the
+        wall clock."""
+        return None
 
     def unreachable(self, exc: BaseException) -> bool:
         """Whether an error Feast raised while using this store means the store is down."""

@@ -6,6 +6,8 @@ are imported on first use, so a SQLite process never pays for them."""
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from urllib.parse import urlparse
 
@@ -23,6 +25,7 @@ from features.online_store.encoding import (
 )
 
 _WRITE_BATCH = 5_000  # customers per pipeline: bounded memory, few round trips
+_SNAPSHOT_TTL_SECONDS = 5.0  # how long a read snapshot time is trusted before asking Redis again
 
 
 def redis_connection_string(url: str) -> str:
@@ -65,6 +68,8 @@ class RedisStore(OnlineStore):
             raise ConfigError("online_store.type redis needs online_store.redis_url or PROPENSITY_REDIS_URL")
         self._client = None
         self._suffix = target.project.encode()
+        # Not an entity key (those start with a serialized proto): cannot collide with a customer.
+        self._snapshot_key = f"propensity:{target.project}:snapshot_time".encode()
 
     def feast_config(self) -> dict:
         return {"type": "redis", "connection_string": redis_connection_string(self.target.url)}
@@ -115,7 +120,22 @@ class RedisStore(OnlineStore):
                     pipe.execute()
 
         self._call(send)
+        snapshot = next(iter(tables.values())).column(TIMESTAMP_FIELD)
+        if len(snapshot):
+            when = snapshot[0].as_py().astimezone(dt.UTC).isoformat()
+            self._call(lambda client: client.set(self._snapshot_key, when))
         return len(keys) * (len(fields) - len(tables))
+
+    def snapshot_time(self) -> dt.datetime | None:
+        """Written beside the hashes at each write; re-read at most every few seconds (a round trip)."""
+        now = time.monotonic()
+        cached = getattr(self, "_snapshot", None)
+        if cached is not None and now - cached[0] < _SNAPSHOT_TTL_SECONDS:
+            return cached[1]
+        raw = self._call(lambda client: client.get(self._snapshot_key))
+        when = dt.datetime.fromisoformat(raw.decode()) if raw else None
+        self._snapshot = (now, when)
+        return when
 
     def read(self, customer_ids: Sequence[str], views: Sequence[str]) -> tuple[Columns, np.ndarray]:
         from feast.infra.online_stores.helpers import _mmh3

@@ -170,6 +170,23 @@ class SqliteStore(OnlineStore):
             self._local.state = (con, current)
         return con
 
+    def snapshot_time(self) -> dt.datetime | None:
+        """The snapshot's event_ts (every row of a materialized file carries the same one), read once per
+        file: a materialize swaps in a new inode."""
+        con = self._connection()
+        inode = self._local.state[1]
+        cached = getattr(self, "_snapshot", None)
+        if cached is not None and cached[0] == inode:
+            return cached[1]
+        table = _quote(f"{self.target.project}_{next(iter(VIEWS))}")
+        try:
+            row = con.execute(f"SELECT max(event_ts) FROM {table}").fetchone()
+        except sqlite3.Error:
+            row = None  # a store Feast wrote itself, without our tables
+        when = dt.datetime.fromtimestamp(int(row[0]), dt.UTC) if row and row[0] is not None else None
+        self._snapshot = (inode, when)
+        return when
+
     def close(self) -> None:
         """Close this thread's read connection (each thread holds its own)."""
         con, _ = getattr(self._local, "state", (None, None))

@@ -69,6 +69,8 @@ def test_redis_online_store_matches_offline_and_feast(random_store, redis_url):
     assert online["found"].tolist() == [True, True, False, True]
     offline = historical_features(pd.DataFrame({"customer_id": ids, "event_timestamp": END}), "churn_v1")
     assert_frames_match(online, offline, [*service_raw_features("churn_v1"), *DERIVED_NUMERIC])
+    # Without as_of the day counts are those of the snapshot Redis holds, not of today.
+    assert (online_features(ids, "churn_v1")["as_of"] == END.timestamp()).all()
     store = feature_store()
     feast_df = store.get_online_features(
         features=store.get_feature_service("churn_v1"), entity_rows=[{"customer_id": c} for c in ids]

@@ -111,6 +111,16 @@ def test_online_equals_offline_for_the_same_customer_and_date(served):
     assert "complaints_30d" not in conv.columns and conv["sessions_30d"].notna().sum() == 4
 
 
+def test_online_day_counts_default_to_the_snapshot_date_not_the_wall_clock(served):
+    """The data's own clock: without as_of, day counts are those of the snapshot the store holds (a
+    log from another year must not say "no order for 10,000 days")."""
+    ids = ["c003", "c010"]
+    implicit = online_features(ids, "churn_v1")
+    assert (implicit["as_of"] == END.timestamp()).all()
+    explicit = online_features(ids, "churn_v1", as_of=END)
+    assert_frames_match(implicit, explicit, [*DERIVED_NUMERIC, *DERIVED_STRING])
+
+
 def test_feast_reads_back_what_the_bulk_materialize_wrote(served):
     ids = ["c000", "c007", "c019"]
     store = feature_store()
