@@ -178,7 +178,7 @@ def main() -> None:
         ids = json.loads((home / "bench_ids.json").read_text()) if (home / "bench_ids.json").exists() else None
         from features.retrieval import model_feature_names, online_features
         from pipelines.cli.serve import serve_command, serve_environment
-        from serving.logic import load_serving_config
+        from serving.config import load_serving_config
 
         if ids is None:
             raise SystemExit("--home needs bench_ids.json (a JSON list of customer ids to query)")

@@ -1,8 +1,9 @@
-"""The event-log contract: the four canonical tables, their columns and types.
+"""The event-log contract: the canonical tables, their columns and types.
 
-This module is the single definition of the canonical columns. The ingest validates foreign files into
-these shapes (pandera schemas in ``core.schemas``), the event store writes them, and the feature
-build reads them. See docs/data-contract.md.
+This module is the one place a table is declared: its columns, time column, id, whether the table is
+required, how two of its timestamps are ordered. Everything else iterates ``TABLES``: the column map,
+the ingest, its CLI options, the pandera schemas (``core.schemas``), the event store and ``validate``.
+A new event family is one more ``Table`` here (plus its features). See docs/data-contract.md.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ SEVERITIES = (1, 2, 3)
 class Column:
     name: str
     kind: str
-    required: bool = True  # required columns must be present; optional ones may be absent or null
-    nullable: bool = False
+    # A required column must be in every file. An optional one may be missing from a file: it is then
+    # stored as nulls, so the store allows nulls in it whatever ``nullable`` says.
+    required: bool = True
+    nullable: bool = False  # may a file that has the column leave a value empty?
     allowed: tuple | None = None  # the only values allowed (e.g. page types), None: any
     min_value: float | None = None  # inclusive lower bound for numbers
 
@@ -34,10 +37,15 @@ class Table:
     id_column: str | None  # unique per row (None: no natural id)
     time_column: str  # partitions the store by month and orders appends
     columns: tuple[Column, ...]
+    description: str = ""  # one line for the CLI's --help
     extra_columns_allowed: bool = False  # customers and orders keep optional attributes
     required_table: bool = False
     # The ingest may derive the id when a file has none (a plain transaction log has no order ids).
     id_derivable: bool = False
+    # The entity table (customers): every event names one of its rows; derived from events when absent.
+    entity: bool = False
+    # (earlier, later): the later timestamp, when present, must not precede the earlier one.
+    time_order: tuple[str, str] | None = None
 
     @property
     def names(self) -> list[str]:
@@ -46,6 +54,10 @@ class Table:
     @property
     def required_names(self) -> list[str]:
         return [c.name for c in self.columns if c.required]
+
+    @property
+    def timestamp_names(self) -> list[str]:
+        return [c.name for c in self.columns if c.kind == TIMESTAMP]
 
     def column(self, name: str) -> Column:
         for c in self.columns:
@@ -59,7 +71,9 @@ CUSTOMERS = Table(
     id_column="customer_id",
     time_column="signup_at",
     columns=(Column("customer_id", STRING), Column("signup_at", TIMESTAMP)),
+    description="Customers file; without it customers are derived from the events.",
     extra_columns_allowed=True,
+    entity=True,
 )
 ORDERS = Table(
     "orders",
@@ -69,8 +83,11 @@ ORDERS = Table(
         Column("order_id", STRING),
         Column("customer_id", STRING),
         Column("ordered_at", TIMESTAMP),
-        Column("amount", FLOAT, min_value=0.0),
+        # Optional: a log of who bought when is enough (spend features are then null). A file that has
+        # the column must fill it.
+        Column("amount", FLOAT, required=False, min_value=0.0),
     ),
+    description="Orders file (CSV or Parquet): the only required table.",
     extra_columns_allowed=True,
     required_table=True,
     id_derivable=True,
@@ -86,6 +103,7 @@ PAGE_VIEWS = Table(
         Column("page_type", STRING, allowed=PAGE_TYPES),
         Column("product_id", STRING, required=False, nullable=True),
     ),
+    description="Page-view file (browse behaviour).",
 )
 COMPLAINTS = Table(
     "complaints",
@@ -100,12 +118,28 @@ COMPLAINTS = Table(
         Column("severity", INT, allowed=SEVERITIES),
         Column("resolved_at", TIMESTAMP, required=False, nullable=True),
     ),
+    description="Complaints file.",
+    time_order=("opened_at", "resolved_at"),
 )
 
 TABLES: dict[str, Table] = {t.name: t for t in (CUSTOMERS, ORDERS, PAGE_VIEWS, COMPLAINTS)}
-EVENT_FAMILIES = ("orders", "page_views", "complaints")
-# Which timestamp must not precede which, per table: (earlier, later).
-TIME_ORDER: dict[str, tuple[str, str]] = {"complaints": ("opened_at", "resolved_at")}
+ENTITY_KEY = "customer_id"  # the column every table carries: the customer a row belongs to
+
+
+def entity_table() -> Table:
+    """The customers table (the one ``entity`` table)."""
+    return next(t for t in TABLES.values() if t.entity)
+
+
+def event_tables() -> list[Table]:
+    """Every table but the entity table, in declaration order: the event families."""
+    return [t for t in TABLES.values() if not t.entity]
+
+
+# Derived views of TABLES for callers that want plain names (read at import: a table added to TABLES
+# later, as a test does, is seen by the functions above but not by these).
+EVENT_FAMILIES = tuple(t.name for t in event_tables())
+TIME_ORDER: dict[str, tuple[str, str]] = {t.name: t.time_order for t in TABLES.values() if t.time_order}
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""pandera schemas of the four canonical event tables, built from ``core.contract`` so the column list
+"""pandera schemas of the canonical event tables, built from ``core.contract`` so the column list
 exists once. The ingest validates every file against them before writing, and ``propensity validate``
 re-checks a whole store with the same schemas.
 
@@ -16,12 +16,28 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
-from core.contract import FLOAT, INT, STRING, TABLES, TIME_ORDER, TIMESTAMP, Table
+from core.contract import FLOAT, INT, STRING, TABLES, TIMESTAMP, Table
 
 # Clocks drift and exports are stamped on other machines: allow this much beyond "now".
 FUTURE_TOLERANCE = pd.Timedelta(hours=1)
+# No customer event predates Unix time; an earlier date is a broken export (a 0 or a two-digit year).
+EARLIEST = pd.Timestamp("1970-01-01", tz="UTC")
 UTC_US = pd.DatetimeTZDtype("us", "UTC")
 SHOWN_ROWS = 5  # how many offending rows an error message lists
+
+
+def future_limit(now: pd.Timestamp) -> pd.Timestamp:
+    """The latest timestamp accepted at ``now``: later ones are 'in the future'."""
+    return now + FUTURE_TOLERANCE
+
+
+def in_the_future(limit: pd.Timestamp) -> str:
+    """The wording of the future rule, the same from the ingest and from ``validate``."""
+    return f"is in the future (after {limit:%Y-%m-%d %H:%M} UTC)"
+
+
+def before_earliest(earliest: pd.Timestamp) -> str:
+    return f"is before {earliest:%Y-%m-%d}"
 
 _DTYPES = {STRING: object, TIMESTAMP: UTC_US, FLOAT: "float64", INT: "int64"}
 
@@ -64,8 +80,11 @@ def problem_from_mask(source: str, column: str | None, what: str, mask, values: 
     )
 
 
-def table_schema(table: str | Table, now: pd.Timestamp | None = None) -> pa.DataFrameSchema:
-    """The pandera schema of a canonical table. With ``now``, timestamps later than now + tolerance fail."""
+def table_schema(
+    table: str | Table, now: pd.Timestamp | None = None, earliest: pd.Timestamp | None = None
+) -> pa.DataFrameSchema:
+    """The pandera schema of a canonical table. With ``now``, timestamps later than now + tolerance fail;
+    with ``earliest``, timestamps before it fail."""
     spec = TABLES[table] if isinstance(table, str) else table
     columns = {}
     for col in spec.columns:
@@ -78,19 +97,21 @@ def table_schema(table: str | Table, now: pd.Timestamp | None = None) -> pa.Data
         if col.kind == FLOAT:
             checks.append(pa.Check(lambda s: np.isfinite(s), element_wise=False, error="must be finite"))
         if col.kind == TIMESTAMP and now is not None:
-            limit = now + FUTURE_TOLERANCE
-            checks.append(pa.Check.le(limit, error=f"is in the future (after {limit:%Y-%m-%d %H:%M} UTC)"))
+            limit = future_limit(now)
+            checks.append(pa.Check.le(limit, error=in_the_future(limit)))
+        if col.kind == TIMESTAMP and earliest is not None:
+            checks.append(pa.Check.ge(earliest, error=before_earliest(earliest)))
         columns[col.name] = pa.Column(
             _DTYPES[col.kind],
             checks=checks,
-            nullable=col.nullable,
+            # An optional column a file lacked is stored as nulls: the store allows them there.
+            nullable=col.nullable or not col.required,
             required=col.required,
             unique=col.name == spec.id_column,
         )
     wide_checks = []
-    if spec.name in TIME_ORDER:
-        earlier, later = TIME_ORDER[spec.name]
-        wide_checks.append(_order_check(earlier, later))
+    if spec.time_order is not None:
+        wide_checks.append(_order_check(*spec.time_order))
     return pa.DataFrameSchema(
         columns, checks=wide_checks, strict=not spec.extra_columns_allowed, name=spec.name, coerce=False
     )
@@ -107,10 +128,11 @@ def _order_check(earlier: str, later: str) -> pa.Check:
 
 def check_table(
     df: pd.DataFrame,
-    table: str,
+    table: str | Table,
     source: str,
     now: pd.Timestamp | None = None,
     row_label: Callable[[int], tuple[str, int]] | None = None,
+    earliest: pd.Timestamp | None = None,
 ) -> list[Problem]:
     """Validate ``df`` (0-based RangeIndex) against the table's schema; return the problems found.
 
@@ -118,7 +140,7 @@ def check_table(
     files (the store's month partitions), so each problem names the file that holds the row.
     """
     try:
-        table_schema(table, now).validate(df, lazy=True)
+        table_schema(table, now, earliest).validate(df, lazy=True)
     except SchemaErrors as exc:
         return _problems(exc.failure_cases, df, source, row_label)
     return []

@@ -140,6 +140,32 @@ class BandThresholds(StrictModel):
         return self
 
 
+class BandShares(StrictModel):
+    """Bands from the score distribution, for a business whose base rates nobody knows in advance: the
+    top ``high_top_fraction`` of the training population's scores (the test split, at training time) is
+    "high", the next ones up to ``medium_top_fraction`` "medium". The cuts found are stored with the model
+    version, so the API and batch scoring use the same numbers."""
+
+    high_top_fraction: float = Field(gt=0, lt=1)
+    medium_top_fraction: float = Field(gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _medium_wider(self) -> BandShares:
+        if self.medium_top_fraction <= self.high_top_fraction:
+            raise ValueError("medium_top_fraction must exceed high_top_fraction")
+        return self
+
+    def thresholds(self, scores) -> BandThresholds:
+        import numpy as np
+
+        values = np.asarray(scores, dtype="float64")
+        high = float(np.quantile(values, 1 - self.high_top_fraction))
+        medium = float(np.quantile(values, 1 - self.medium_top_fraction))
+        # Ties at the cut (a plateau of equal scores) must not collapse the two cuts into one.
+        medium = min(medium, np.nextafter(high, 0.0))
+        return BandThresholds(high=max(high, 1e-12), medium=max(medium, 0.0))
+
+
 class Baseline(StrictModel):
     """The simple baseline `propensity evaluate` puts beside the model: one feature, oriented."""
 
@@ -170,7 +196,10 @@ class ModelSpec(StrictModel):
         description="event families the model needs besides the label's own; it is skipped when one is absent",
     )
     labels: Labels
-    bands: BandThresholds
+    bands: BandThresholds | BandShares = Field(
+        description="fixed probability cuts {high, medium}, or shares of the score distribution "
+        "{high_top_fraction, medium_top_fraction}"
+    )
     cutoffs: Cutoffs = Cutoffs()
     split: Split = Split()
     min_data: MinData = MinData()

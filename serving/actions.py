@@ -101,11 +101,31 @@ class ScoringSettings(StrictModel):
     )
 
 
+class LostRule(StrictModel):
+    """Checked before the rules: a customer far beyond anything the model learnt from (e.g. no order for
+    several times the longest gap among its training rows) gets this action, not a model-driven one:
+    the model's score there is an extrapolation."""
+
+    model: str = Field(description="the model (a spec name) whose training range is the yardstick")
+    feature: str = Field(description="a feature that only grows with time, e.g. days_since_last_order")
+    times_training_max: float = Field(2.0, gt=1, description="lost beyond this multiple of the training maximum")
+    action: str = "no follow-up: lost (far beyond the customers the model learnt from)"
+    queue: str = "none"
+
+
+class Queue(StrictModel):
+    capacity: int | None = Field(None, ge=0, description="customers the team can take per run; null: no limit")
+
+
 class ActionsConfig(StrictModel):
     scoring: ScoringSettings = ScoringSettings()
     layers: Layers
+    lost: LostRule | None = None
     rules: list[ActionRule] = Field(min_length=1)
     default: DefaultAction = DefaultAction()
+    queues: dict[str, Queue] = Field(
+        default_factory=dict, description="per queue: capacity per run (the rest are marked over capacity)"
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> ActionsConfig:
@@ -206,24 +226,82 @@ def check_models(config: ActionsConfig, known_models: Iterable[str]) -> None:
             raise ConfigError(f"actions.yaml: rule '{rule.name}': unknown model(s) {unknown}; known: {known}")
 
 
-def assign_actions(frame: pd.DataFrame, config: ActionsConfig, skipped_models: Iterable[str] = ()) -> pd.DataFrame:
-    """``action``, ``queue``, ``action_rule`` and ``explain`` per row: the first matching rule wins. A rule
-    that depends on a skipped model never matches (logged once)."""
+LOST_RULE = "lost"
+IN_QUEUE, OVER_CAPACITY = "in queue", "over capacity"
+
+
+def lost_mask(frame: pd.DataFrame, config: ActionsConfig, feature_ranges: dict[str, dict[str, list[float]]]) -> np.ndarray:
+    """Rows the ``lost`` rule takes: the feature beyond ``times_training_max`` x its training maximum."""
+    rule = config.lost
+    if rule is None or rule.model not in feature_ranges or rule.feature not in frame.columns:
+        return np.zeros(len(frame), dtype=bool)
+    seen = feature_ranges[rule.model].get(rule.feature)
+    if not seen:
+        return np.zeros(len(frame), dtype=bool)
+    values = pd.to_numeric(frame[rule.feature], errors="coerce").to_numpy(dtype="float64")
+    return np.nan_to_num(values, nan=-np.inf) > rule.times_training_max * seen[1]
+
+
+def assign_actions(
+    frame: pd.DataFrame, config: ActionsConfig, skipped_models: Iterable[str] = (),
+    feature_ranges: dict[str, dict[str, list[float]]] | None = None,
+) -> pd.DataFrame:
+    """``action``, ``queue``, ``action_rule`` and ``explain`` per row: the ``lost`` rule first (when
+    configured and the model's training ranges are known), then the first matching rule. A rule that
+    depends on a skipped model never matches (logged once)."""
     n = len(frame)
     skipped = set(skipped_models)
     chosen = np.full(n, -1, dtype=np.int64)
+    lost = lost_mask(frame, config, feature_ranges or {})
+    chosen[lost] = len(config.rules) + 1  # after the default: the lost rule's slot
     for i, rule in enumerate(config.rules):
         if rule_models(rule) & skipped:
             log.info("rule %s skipped: it needs model(s) %s", rule.name, ", ".join(sorted(rule_models(rule) & skipped)))
             continue
         mask = _rule_mask(frame, rule) & (chosen < 0)
         chosen[mask] = i
-    actions = np.array([r.action for r in config.rules] + [config.default.action], dtype=object)
-    queues = np.array([r.queue for r in config.rules] + [config.default.queue], dtype=object)
-    names = np.array([r.name for r in config.rules] + [""], dtype=object)
-    explain = np.array([r.explain for r in config.rules] + [""], dtype=object)
+    lost_rule = config.lost or LostRule(model="", feature="")
+    actions = np.array([r.action for r in config.rules] + [config.default.action, lost_rule.action], dtype=object)
+    queues = np.array([r.queue for r in config.rules] + [config.default.queue, lost_rule.queue], dtype=object)
+    names = np.array([r.name for r in config.rules] + ["", LOST_RULE], dtype=object)
+    explain = np.array([r.explain for r in config.rules] + ["", ""], dtype=object)
     idx = np.where(chosen < 0, len(config.rules), chosen)  # the default sits after the rules
     return pd.DataFrame(
         {"action": actions[idx], "queue": queues[idx], "action_rule": names[idx], "explain": explain[idx]},
         index=frame.index,
     )
+
+
+def prioritise(frame: pd.DataFrame, config: ActionsConfig) -> pd.DataFrame:
+    """``priority`` (the probability of the model the action explains with: who is most at stake comes
+    first) and ``queue_status`` per row: within each queue the ``capacity`` best by priority are "in
+    queue", the rest "over capacity" (kept in the list, not dropped); "" for rows without an action."""
+    priority = np.full(len(frame), np.nan)
+    explain = frame["explain"].to_numpy()
+    for model in {m for m in explain if m}:
+        column = f"{model}_probability"
+        if column in frame.columns:
+            rows = explain == model
+            priority[rows] = frame.loc[rows, column].to_numpy(dtype="float64")
+    status = np.where(frame["action"].to_numpy() == config.default.action, "", IN_QUEUE).astype(object)
+    for name, queue in config.queues.items():
+        if queue.capacity is None:
+            continue
+        rows = np.flatnonzero((frame["queue"].to_numpy() == name) & (status == IN_QUEUE))
+        ranked = rows[np.argsort(-np.nan_to_num(priority[rows], nan=-np.inf), kind="stable")]
+        status[ranked[queue.capacity:]] = OVER_CAPACITY
+    return pd.DataFrame({"priority": priority, "queue_status": status}, index=frame.index)
+
+
+def decide(
+    frame: pd.DataFrame, config: ActionsConfig, skipped_models: Iterable[str] = (),
+    feature_ranges: dict[str, dict[str, list[float]]] | None = None,
+) -> pd.DataFrame:
+    """Layers, action, queue, rule, priority and queue status for scored rows: the one decision batch
+    scoring and the API share (``frame`` holds the features and ``<model>_probability`` / ``_band``)."""
+    skipped = list(skipped_models)
+    layers = layer_tags(frame, config.layers, skipped)
+    with_layers = pd.concat([frame, layers], axis=1)
+    actions = assign_actions(with_layers, config, skipped, feature_ranges)
+    ranked = prioritise(pd.concat([with_layers, actions], axis=1), config)
+    return pd.concat([layers, actions, ranked], axis=1)

@@ -26,13 +26,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import PropensityError
-from serving.actions import (
-    LAYER_COLUMNS,
-    ActionsConfig,
-    assign_actions,
-    layer_tags,
-    load_actions_config,
-)
+from serving.actions import LAYER_COLUMNS, ActionsConfig, decide, load_actions_config
 
 log = logging.getLogger("propensity.score")
 
@@ -44,7 +38,8 @@ def score_columns(models: list[str]) -> list[str]:
     per_model = [c for m in models for c in (f"{m}_probability", f"{m}_band")]
     return [
         "customer_id", "as_of", *per_model, "rfm_segment", "lifecycle_stage", *LAYER_COLUMNS,
-        "reasons", "reasons_json", "action", "queue", *[f"{m}_model_version" for m in models],
+        "reasons", "reasons_json", "action", "queue", "action_rule", "priority", "queue_status",
+        *[f"{m}_model_version" for m in models],
     ]
 
 
@@ -227,12 +222,11 @@ def predict_and_tag(
         for name, model in models.items():
             p = model.predict_proba(features[name])
             frame[f"{name}_probability"] = p
-            frame[f"{name}_band"] = band(p, bands[name])
+            frame[f"{name}_band"] = band(p, model.bands(bands[name]))
             frame[f"{name}_model_version"] = str(model.version)
-    skipped = skipped_models(models)
+    ranges = {name: model.feature_ranges for name, model in models.items()}
     with times.stage("layers + actions", n):
-        frame = pd.concat([frame, layer_tags(frame, cfg.layers, skipped)], axis=1)
-        frame = pd.concat([frame, assign_actions(frame, cfg, skipped)], axis=1)
+        frame = pd.concat([frame, decide(frame, cfg, skipped_models(models), ranges)], axis=1)
     return frame
 
 
@@ -366,7 +360,10 @@ def score(as_of: Any = None, cfg: ActionsConfig | None = None, models: dict[str,
     with times.stage("write", len(frame)):
         snapshot = feature_snapshot(frame, models, features) if cfg.scoring.keep_feature_snapshot else None
         columns = score_columns(list(models))
-        scores_dir = write_scores(frame[columns].reset_index(drop=True), snapshot, as_of, paths)
+        # The CRM works one queue at a time, most at stake first.
+        order = frame.sort_values(["queue", "priority"], ascending=[True, False], na_position="last",
+                                  kind="stable").index
+        scores_dir = write_scores(frame.loc[order, columns].reset_index(drop=True), snapshot, as_of, paths)
     by_action = frame["action"].value_counts().to_dict()
     flagged = int((frame["action"] != cfg.default.action).sum())
     log.info("scored %d customers in %.1f s; %d with an action -> %s", len(frame), times.total, flagged, scores_dir)

@@ -8,7 +8,8 @@ Routes (a Starlette app mounted into the BentoML service, so status codes are ou
 - GET  /readyz            200 only with both models loaded and the online store answering, else 503
 - GET  /ui                the staff page; its data comes from GET /ui/api/flagged (key required)
 
-Data routes need the X-API-Key header (401 without). The request logic lives in serving.logic.
+Data routes need the X-API-Key header (401 without). The request logic lives in serving.config,
+serving.errors, serving.requests, serving.registry and serving.predictor (no HTTP there).
 
 Speed: concurrent /predict calls are batched in-process (``MicroBatcher``): while one batch is being
 scored in a worker thread, new requests queue, and the next batch takes them all, so one feature look-up
@@ -29,19 +30,11 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from serving.logic import (
-    WORKERS_ENV,
-    ModelRegistry,
-    PredictFeaturesRequest,
-    Predictor,
-    PredictRequest,
-    ServingError,
-    check_api_key,
-    decode_json,
-    load_serving_config,
-    parse_request,
-    served_models,
-)
+from serving.config import WORKERS_ENV, load_serving_config, served_models
+from serving.errors import ServingError, check_api_key
+from serving.predictor import Predictor
+from serving.registry import ModelRegistry
+from serving.requests import PredictFeaturesRequest, PredictRequest, decode_json, parse_request
 
 log = logging.getLogger("propensity.serving")
 

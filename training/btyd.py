@@ -66,7 +66,7 @@ class BGNBD:
 
 def _arrays(x, t_x, T) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     x, t_x, T = (np.asarray(v, dtype=np.float64) for v in (x, t_x, T))
-    if np.any(x < 0) or np.any(t_x < 0) or np.any(T < t_x):
+    if np.any(x < 0) or np.any(t_x < 0) or np.any(t_x > T):
         raise PropensityError("BG/NBD summary needs x >= 0 and 0 <= t_x <= T")
     return x, t_x, T
 

@@ -27,6 +27,8 @@ CHAMPION = "champion"
 TAG_FEATURE_SERVICE = "feature_service"
 TAG_CALIBRATION = "calibration"
 TAG_HOLDOUT_AUC = "holdout_auc"
+TAG_BANDS = "band_thresholds"  # JSON {"high": .., "medium": ..}: the cuts the spec's bands resolved to
+TAG_FEATURE_RANGES = "feature_ranges"  # JSON {feature: [min, max]} over the training rows
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,30 @@ class LoadedModel:
     alias: str | None = None
     run_id: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def band_thresholds(self) -> dict[str, float] | None:
+        """The band cuts fixed at training (``TAG_BANDS``); None for a version registered without them."""
+        text = self.tags.get(TAG_BANDS)
+        return json.loads(text) if text else None
+
+    def bands(self, spec_bands: Any) -> dict[str, float]:
+        """The band cuts to use: those fixed at training, else the spec's fixed cuts. A spec that asks for
+        shares of the distribution cannot be applied to a version trained before it did."""
+        if self.band_thresholds is not None:
+            return self.band_thresholds
+        if hasattr(spec_bands, "high"):
+            return {"high": spec_bands.high, "medium": spec_bands.medium}
+        raise PropensityError(
+            f"model {self.name} v{self.version} has no '{TAG_BANDS}' tag and its spec's bands are shares of the "
+            f"score distribution: retrain it (`propensity train {self.name}`)"
+        )
+
+    @property
+    def feature_ranges(self) -> dict[str, list[float]]:
+        """{feature: [min, max]} seen in training; empty for a version registered without them."""
+        text = self.tags.get(TAG_FEATURE_RANGES)
+        return json.loads(text) if text else {}
 
     def matrix(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """The model's input matrix: the feature columns in training order, float64 (missing -> NaN)."""

@@ -122,7 +122,7 @@ def evaluate_model(name: str, alias: str = "champion", source: FeatureSource | N
     recency, rfm = _baselines(cfg.baseline, feats)
     model_auc = auc(y, model.predict_proba(feats))
     oracle_auc = auc(y, rows[cfg.ground_truth.probability].to_numpy())
-    flagged, agreement = _driver_agreement(model, cfg.bands, feats, rows[cfg.ground_truth.driver].to_numpy())
+    flagged, agreement = _driver_agreement(model, model.bands(cfg.bands), feats, rows[cfg.ground_truth.driver].to_numpy())
     return Evaluation(name, model.version, alias, f"{as_of:%Y-%m-%d}", len(rows), float(y.mean()), model_auc,
                       oracle_auc, model_auc / oracle_auc, auc(y, recency), auc(y, rfm), flagged, agreement)
 

@@ -134,12 +134,30 @@ def train_model(
                 "holdout_cutoff": lineage["test_cutoffs"][0],
                 "training_set_sha256": lineage["training_set_sha256"],
                 "optuna_study": study_name,
+                **scoring_tags(cfg, ts, booster, calibration),
             },
         )
     result.seconds = time.perf_counter() - started
     log.info("%s: registered version %s as challenger (test AUC %.4f, %d trials in study, %.0f s)",
              cfg.name, result.version, test_metrics["roc_auc"], result.trials_in_study, result.seconds)
     return result
+
+
+def scoring_tags(cfg: ModelSpec, ts: TrainingSet, booster, calibration) -> dict[str, str]:
+    """What scoring needs to know about the training population, stored with the version: the band cuts
+    (resolved on the test split's scores when the spec gives shares of the distribution) and each
+    feature's range over the training rows (how far a scored customer lies outside what was learnt)."""
+    from core.specs import BandThresholds
+    from training.champion import TAG_BANDS, TAG_FEATURE_RANGES
+
+    if isinstance(cfg.bands, BandThresholds):
+        bands = cfg.bands
+    else:
+        bands = cfg.bands.thresholds(calibration.apply(booster.predict(ts.X(TEST).to_numpy(), raw_score=True)))
+    X = ts.X(TRAIN)
+    ranges = {c: [float(X[c].min()), float(X[c].max())] for c in X.columns if X[c].notna().any()}
+    return {TAG_BANDS: json.dumps({"high": bands.high, "medium": bands.medium}),
+            TAG_FEATURE_RANGES: json.dumps(ranges, separators=(",", ":"))}
 
 
 def fit_final(cfg: ModelSpec, ts: TrainingSet, data, best):

@@ -16,7 +16,7 @@ def serve_environment(workers: int, threads: int) -> dict[str, str]:
     import os
 
     from core.settings import project_paths, quiet_environment
-    from serving.logic import WORKERS_ENV
+    from serving.config import WORKERS_ENV
 
     quiet_environment()
     paths = project_paths()
@@ -58,7 +58,7 @@ def register(app: typer.Typer) -> None:
         /healthz, /readyz and the staff page /ui."""
         import subprocess
 
-        from serving.logic import load_serving_config
+        from serving.config import load_serving_config
 
         config = load_serving_config()
         n_workers = workers or config.workers

@@ -42,7 +42,7 @@ def _classes():
     from pipelines.monitor import MonitorConfig
     from pipelines.run import RunConfig
     from serving.actions import ActionsConfig
-    from serving.logic import ServingConfig
+    from serving.config import ServingConfig
 
     return {"features.yaml": FeaturesConfig, "serving.yaml": ServingConfig, "actions.yaml": ActionsConfig,
             "monitor.yaml": MonitorConfig, "run.yaml": RunConfig}

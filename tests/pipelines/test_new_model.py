@@ -65,7 +65,10 @@ def test_the_new_model_is_scored_next_to_the_others(chain):
 
 def test_the_new_model_is_served(chain):
     from core.settings import project_paths
-    from serving.logic import ModelRegistry, Predictor, PredictRequest, load_serving_config, served_models
+    from serving.config import load_serving_config, served_models
+    from serving.predictor import Predictor
+    from serving.registry import ModelRegistry
+    from serving.requests import PredictRequest
 
     config = load_serving_config()
     names = served_models(config)

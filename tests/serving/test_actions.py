@@ -142,3 +142,39 @@ def test_rule_on_a_missing_column_or_unknown_segment_is_named():
         update={"when": cfg.rules[0].when.model_copy(update={"rfm_segment": ["importnt value"]})})]})
     with pytest.raises(ConfigError, match="importnt value"):
         check_segments(typo, ["important value", "general"])
+
+
+def test_lost_customers_are_taken_before_the_rules_only_when_far_beyond_training():
+    from serving.actions import LOST_RULE, decide
+
+    cfg = load_actions_config()
+    frame = pd.DataFrame({
+        "active_days_90d": [0.0, 0.0, 0.0], "spend_365d": [900.0, 900.0, 10.0],
+        "conversion_probability": [0.0, 0.0, 0.0], "churn_probability": [0.99, 0.99, 0.2],
+        "conversion_band": ["low"] * 3, "churn_band": ["high", "high", "low"],
+        "days_since_last_order": [150.0, 500.0, np.nan], "open_complaints": [0.0, 0.0, 0.0],
+        "orders_30d": [0.0, 0.0, 0.0], "rfm_segment": ["important_value"] * 3,
+        "lifecycle_stage": ["at_risk", "lapsed", "active"],
+    })
+    ranges = {"churn": {"days_since_last_order": [0.0, 200.0]}}
+    out = decide(frame, cfg, feature_ranges=ranges)
+    # 500 days > 2 x 200: lost, not a VIP call; 150 days is inside what the model saw.
+    assert out.loc[1, "action_rule"] == LOST_RULE and out.loc[1, "queue"] == cfg.lost.queue
+    assert out.loc[0, "action_rule"] == "vip_care"
+    assert out.loc[2, "action_rule"] != LOST_RULE  # never ordered: no gap to compare
+    # Without training ranges (an old model version) nobody is called lost.
+    assert LOST_RULE not in decide(frame, cfg).loc[:, "action_rule"].tolist()
+
+
+def test_priority_orders_each_queue_and_capacity_marks_the_rest():
+    from serving.actions import IN_QUEUE, OVER_CAPACITY, Queue, prioritise
+
+    cfg = load_actions_config().model_copy(update={"queues": {"q": Queue(capacity=2)}})
+    frame = pd.DataFrame({
+        "action": ["a", "a", "a", "no action", "a"], "queue": ["q", "q", "q", "none", "other"],
+        "explain": ["churn", "churn", "churn", "", "churn"],
+        "churn_probability": [0.7, 0.9, 0.8, 0.99, 0.1],
+    })
+    out = prioritise(frame, cfg)
+    assert out["priority"].tolist()[:3] == [0.7, 0.9, 0.8] and np.isnan(out.loc[3, "priority"])
+    assert out["queue_status"].tolist() == [OVER_CAPACITY, IN_QUEUE, IN_QUEUE, "", IN_QUEUE]

@@ -55,10 +55,10 @@ def registered(app_home):
 def client(asgi_app, app_home, customers):
     from starlette.testclient import TestClient
 
-    import serving.logic
+    import serving.predictor
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(serving.logic, "online_fetcher", lambda: table_fetcher(customers))
+    mp.setattr(serving.predictor, "online_fetcher", lambda: table_fetcher(customers))
     with TestClient(asgi_app) as test_client:
         yield test_client
     mp.undo()

@@ -6,19 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serving.logic import (
-    InvalidRequest,
-    ModelRegistry,
-    PayloadTooLarge,
-    PredictFeaturesRequest,
-    Predictor,
-    PredictRequest,
-    StoreUnavailable,
-    Unauthorized,
-    check_api_key,
-    load_serving_config,
-    parse_request,
-)
+from serving.config import load_serving_config
+from serving.errors import InvalidRequest, PayloadTooLarge, StoreUnavailable, Unauthorized, check_api_key
+from serving.predictor import Predictor
+from serving.registry import ModelRegistry
+from serving.requests import PredictFeaturesRequest, PredictRequest, parse_request
 from tests.serving.conftest import CHURN_FEATURES, table_fetcher
 
 

@@ -1,0 +1,83 @@
+"""The service's configuration: configs/serving.yaml (``ServingConfig``), and which models it serves.
+
+Bands come from each model's spec (configs/models/<name>.yaml, ``core.specs``), never from here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from core.config import StrictModel, config_path, load_config
+
+log = logging.getLogger("propensity.serving")
+
+API_KEY_ENV = "PROPENSITY_API_KEY"
+# Set by `propensity serve` from configs/serving.yaml; the service reads it because BentoML needs the
+# worker count when the service class is decorated.
+WORKERS_ENV = "PROPENSITY_SERVING_WORKERS"
+
+
+class ServingConfig(StrictModel):
+    models: list[str] | None = Field(
+        None, min_length=1, description="models served; null: every model spec the event store supports"
+    )
+    alias: str = "champion"
+    max_batch_size: int = Field(100, ge=1)
+    default_top_k: int = Field(5, ge=0, le=50)
+    default_lang: Literal["en", "zh"] = "en"
+    api_key: str | None = None
+    reload_poll_seconds: float = Field(10.0, gt=0)
+    workers: int = Field(2, ge=1, le=64)
+    lightgbm_threads: int = Field(1, ge=1)
+    ui_recent_calls: int = Field(200, ge=0)
+
+    def resolved_api_key(self) -> str | None:
+        """The key from the config, else from PROPENSITY_API_KEY; None means the service refuses data calls."""
+        return self.api_key or os.environ.get(API_KEY_ENV) or None
+
+
+def load_serving_config(path: str | Path | None = None) -> ServingConfig:
+    return load_config(Path(path) if path else config_path("serving.yaml"), ServingConfig)
+
+
+def served_models(config: ServingConfig) -> list[str]:
+    """The models to serve: the config's list (each must have a spec), or every spec whose ``alias`` exists
+    in the registry (a model the data could not support was never trained, so it has none). When the
+    registry cannot be asked yet, every spec: the poller loads what appears."""
+    from core.errors import ConfigError
+    from core.specs import model_names
+
+    specs = model_names()
+    if config.models is not None:
+        unknown = [m for m in config.models if m not in specs]
+        if unknown:
+            raise ConfigError(f"serving.yaml: models: no spec in configs/models/ for {', '.join(unknown)}")
+        return list(config.models)
+    if not specs:
+        raise ConfigError("no model spec in configs/models/: nothing to serve")
+    try:
+        from training.tracking import client
+
+        mlflow_client = client()
+        have = [m for m in specs if _has_alias(mlflow_client, m, config.alias)]
+    except Exception as exc:  # registry not reachable at start-up
+        log.warning("registry not reachable (%s): serving every spec: %s", exc, ", ".join(specs))
+        return specs
+    for name in sorted(set(specs) - set(have)):
+        log.info("model %s not served: no '%s' version in the registry", name, config.alias)
+    return have or specs
+
+
+def _has_alias(mlflow_client: Any, name: str, alias: str) -> bool:
+    import mlflow
+
+    try:
+        mlflow_client.get_model_version_by_alias(name, alias)
+        return True
+    except mlflow.exceptions.MlflowException:
+        return False

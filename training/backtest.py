@@ -1,0 +1,658 @@
+"""``propensity backtest --as-of D``: how well would each model have done had it been trained at D?
+
+For each model the data supports:
+
+1. train it on the history before D only: the spec's ``cutoffs.data_end`` becomes the day before D, so
+   the split is planned on the shortened history and no training label looks at an event on or after D
+   (features are point-in-time snapshots, which never look forward anyway). The model is trained with
+   ``register=False``: its MLflow run (metrics, plots, lineage) stays, the registry's challenger and
+   champion aliases are never touched;
+2. label the model's own population at cutoff D (``training.labels.build_labels``, split "test") from
+   what happened on and after D, with features exact at D (``features.exact``);
+3. score it and, on the same customers, the spec's one-feature baseline, the RFM score and a BG/NBD model
+   (``training.btyd``) fitted on the orders before D, plus the generator's oracle when there is ground
+   truth: ROC AUC and PR AUC with percentile-bootstrap 95% intervals (customers resampled, one fixed set of
+   resamples shared by every scorer, so the model-minus-baseline differences are paired), lift and capture
+   in the top 10% and 20%, and the model's calibration by decile.
+
+Output: ``data/reports/backtest-<D>/`` (report.json, index.html, PNGs; no customer ids) and one run in
+the MLflow experiment ``backtest`` holding the headline metrics and that folder.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.errors import DataError, NotEnoughDataError, PropensityError
+from core.events import EventStore
+from core.settings import project_paths
+from core.specs import ModelSpec
+
+log = logging.getLogger("propensity.training")
+
+EXPERIMENT = "backtest"
+TOP_FRACTIONS = (0.1, 0.2)
+DEFAULT_RESAMPLES = 1000
+DEFAULT_SEED = 0
+# Rows per block of bootstrap resamples: a (block x customers) float matrix stays a few tens of MB.
+_BLOCK = 100
+
+MODEL = "model"
+BASELINE = "baseline"
+RFM = "rfm"
+BGNBD_EXPECTED = "bgnbd_expected"
+BGNBD_ALIVE = "bgnbd_p_alive"
+ORACLE = "oracle"
+
+
+# ---- metrics over bootstrap resamples ---------------------------------------------------------------
+def resample_counts(n: int, resamples: int, seed: int):
+    """Blocks of bootstrap weights: how often each of ``n`` customers is drawn in each resample, shape
+    (block, n). The same ``seed`` gives the same resamples, so every scorer sees the same ones."""
+    rng = np.random.default_rng(seed)
+    done = 0
+    while done < resamples:
+        rows = min(_BLOCK, resamples - done)
+        draws = rng.integers(0, n, size=(rows, n))
+        # Per-row bincount in one call: offset each row's draws into its own range.
+        flat = (draws + (np.arange(rows) * n)[:, None]).ravel()
+        yield np.bincount(flat, minlength=rows * n).reshape(rows, n).astype(np.float64)
+        done += rows
+
+
+def _grouped(y: np.ndarray, score: np.ndarray, weights: np.ndarray, descending: bool):
+    """Positive and negative weight per distinct score value (ties form one group), sorted by score."""
+    order = np.argsort(-score if descending else score, kind="stable")
+    s = score[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    w = weights[:, order]
+    pos = np.add.reduceat(w * y[order], starts, axis=1)
+    neg = np.add.reduceat(w * (1.0 - y[order]), starts, axis=1)
+    return pos, neg
+
+
+def weighted_auc(y: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC AUC of ``score`` under each row of ``weights`` (shape (k, n)): the weighted Mann-Whitney
+    statistic, ties counting one half; equals sklearn's roc_auc_score with those sample weights."""
+    y = np.asarray(y, dtype=np.float64)
+    score = np.asarray(score, dtype=np.float64)
+    pos, neg = _grouped(y, score, np.atleast_2d(weights), descending=False)
+    below = np.cumsum(neg, axis=1) - neg
+    total = pos.sum(axis=1) * neg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, (pos * (below + 0.5 * neg)).sum(axis=1) / total, np.nan)
+
+
+def weighted_average_precision(y: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """PR AUC as average precision (sum over thresholds of recall gained x precision) under each row of
+    ``weights``; equals sklearn's average_precision_score with those sample weights."""
+    y = np.asarray(y, dtype=np.float64)
+    score = np.asarray(score, dtype=np.float64)
+    pos, neg = _grouped(y, score, np.atleast_2d(weights), descending=True)
+    tp, fp = np.cumsum(pos, axis=1), np.cumsum(neg, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        total = pos.sum(axis=1)
+        return np.where(total > 0, (pos * precision).sum(axis=1) / total, np.nan)
+
+
+def percentile_interval(values: np.ndarray, level: float = 0.95) -> list[float]:
+    tail = (1.0 - level) / 2.0 * 100.0
+    lo, hi = np.nanpercentile(values, [tail, 100.0 - tail])
+    return [float(lo), float(hi)]
+
+
+def bootstrap(y: np.ndarray, scores: dict[str, np.ndarray], resamples: int = DEFAULT_RESAMPLES,
+              seed: int = DEFAULT_SEED, reference: str = MODEL, progress: bool = False) -> dict[str, dict]:
+    """Point estimates and percentile-bootstrap 95% intervals of ROC AUC and PR AUC for every scorer,
+    and of (reference AUC - scorer AUC) for every other scorer, all on one shared set of resamples."""
+    y = np.asarray(y, dtype=np.float64)
+    ones = np.ones((1, len(y)))
+    auc_draws = {name: [] for name in scores}
+    ap_draws = {name: [] for name in scores}
+    with _bar(progress, "bootstrap", resamples) as advance:
+        for weights in resample_counts(len(y), resamples, seed):
+            for name, s in scores.items():
+                auc_draws[name].append(weighted_auc(y, s, weights))
+                ap_draws[name].append(weighted_average_precision(y, s, weights))
+            advance(len(weights))
+    out = {}
+    ref_auc = np.concatenate(auc_draws[reference]) if reference in scores else None
+    for name, s in scores.items():
+        aucs, aps = np.concatenate(auc_draws[name]), np.concatenate(ap_draws[name])
+        entry = {
+            "roc_auc": float(weighted_auc(y, s, ones)[0]), "roc_auc_ci": percentile_interval(aucs),
+            "pr_auc": float(weighted_average_precision(y, s, ones)[0]), "pr_auc_ci": percentile_interval(aps),
+        }
+        if ref_auc is not None and name != reference:
+            entry["auc_diff"] = float(weighted_auc(y, scores[reference], ones)[0]) - entry["roc_auc"]
+            entry["auc_diff_ci"] = percentile_interval(ref_auc - aucs)
+        out[name] = entry
+    return out
+
+
+def top_stats(y: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    """Lift and capture (share of all positives) in the top 10% and 20% by score."""
+    from training.metrics import top_fraction_stats
+
+    out = {}
+    for fraction in TOP_FRACTIONS:
+        lift, capture = top_fraction_stats(y, score, fraction)
+        pct = int(round(fraction * 100))
+        out[f"lift_top{pct}"], out[f"capture_top{pct}"] = lift, capture
+    return out
+
+
+def calibration_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dict]:
+    """Equal-count bins of the predicted probability (deciles by default): mean predicted vs observed."""
+    y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
+    ranks = np.argsort(np.argsort(p, kind="stable"), kind="stable")
+    idx = ranks * bins // len(p)
+    table = []
+    for b in range(bins):
+        mask = idx == b
+        if mask.any():
+            table.append({"bin": b + 1, "rows": int(mask.sum()), "mean_predicted": float(p[mask].mean()),
+                          "observed_rate": float(y[mask].mean()), "min_predicted": float(p[mask].min()),
+                          "max_predicted": float(p[mask].max())})
+    return table
+
+
+class _bar:
+    """A rich progress bar (or nothing): ``with _bar(on, label, total) as advance: advance(k)``."""
+
+    def __init__(self, enabled: bool, label: str, total: int) -> None:
+        self.enabled, self.label, self.total, self.bar = enabled, label, total, None
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda k: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn(f"[bold]{self.label}[/bold]"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), transient=True)
+        self.bar.start()
+        task = self.bar.add_task(self.label, total=self.total)
+        return lambda k: self.bar.update(task, advance=k)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+# ---- the BG/NBD baseline ----------------------------------------------------------------------------
+def _connect():
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone='UTC'")
+    return con
+
+
+def _utc(day: date) -> pd.Timestamp:
+    return pd.Timestamp(day).tz_localize("UTC")
+
+
+def rfm_summary(store: EventStore, as_of: date) -> pd.DataFrame:
+    """Per customer with an order before ``as_of``: frequency (repeat purchase days), recency (days from
+    the first to the last purchase day) and T (days from the first purchase day to ``as_of``). Orders are
+    counted per UTC day, as BG/NBD's continuous time has no meaning for two orders an hour apart."""
+    if not store.has("orders"):
+        raise DataError(f"no orders in the event store {store.root}: run `propensity ingest` first")
+    cutoff = _utc(as_of).isoformat()
+    df = _connect().execute(f"""
+        WITH days AS (
+            SELECT DISTINCT CAST(customer_id AS VARCHAR) AS customer_id, date_trunc('day', ordered_at) AS day
+            FROM read_parquet('{store.glob("orders")}') WHERE ordered_at < TIMESTAMPTZ '{cutoff}'
+        )
+        SELECT customer_id, count(*) - 1 AS frequency, date_diff('day', min(day), max(day)) AS recency,
+               date_diff('day', min(day), TIMESTAMPTZ '{cutoff}') AS "T"
+        FROM days GROUP BY customer_id ORDER BY customer_id
+    """).df()
+    return df.astype({"customer_id": str, "frequency": "float64", "recency": "float64", "T": "float64"})
+
+
+def bgnbd_scores(store: EventStore, as_of: date, horizon_days: int, customer_ids: pd.Series):
+    """BG/NBD fitted on every customer's orders before ``as_of``; for ``customer_ids``: P(alive) and
+    expected purchases in the next ``horizon_days`` (NaN for a customer with no order before ``as_of``)."""
+    from training import btyd
+
+    summary = rfm_summary(store, as_of)
+    model = btyd.fit(summary["frequency"], summary["recency"], summary["T"])
+    summary["p_alive"] = model.p_alive(summary["frequency"], summary["recency"], summary["T"])
+    summary["expected"] = model.expected_purchases(horizon_days, summary["frequency"], summary["recency"],
+                                                   summary["T"])
+    rows = pd.DataFrame({"customer_id": customer_ids.astype(str).to_numpy()})
+    rows = rows.merge(summary[["customer_id", "p_alive", "expected"]], on="customer_id", how="left")
+    return model, rows["p_alive"].to_numpy(), rows["expected"].to_numpy()
+
+
+def _fill_low(values: np.ndarray) -> np.ndarray:
+    """Missing BG/NBD values (no order before D: no purchase process to speak of) rank below every
+    customer that has one, i.e. as the least likely to buy."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    low = (finite.min() - 1.0) if len(finite) else 0.0
+    return np.where(np.isfinite(values), values, low)
+
+
+# ---- one model --------------------------------------------------------------------------------------
+@dataclass
+class ModelBacktest:
+    """Everything the report says about one model (JSON-ready through ``as_dict``)."""
+
+    model: str
+    as_of: str
+    rows: int
+    positives: int
+    label_rate: float
+    population: str
+    training: dict
+    scorers: dict[str, dict]
+    calibration: list[dict]
+    bgnbd: dict
+    oracle: dict
+    seconds: dict[str, float] = field(default_factory=dict)
+    plots: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def _labels_at(store: EventStore, spec: ModelSpec, as_of: date) -> pd.DataFrame:
+    from training.labels import TEST, build_labels
+
+    cutoffs = pd.DataFrame({"cutoff": pd.Series([_utc(as_of)]).astype("datetime64[us, UTC]"), "split": [TEST]})
+    return build_labels(store, spec.labels, cutoffs)
+
+
+def check_matured(store: EventStore, spec: ModelSpec, as_of: date) -> None:
+    """A PropensityError unless the labels at ``as_of`` have matured and there is history before it."""
+    from training.labels import data_end, event_span
+
+    end = data_end(store, spec.cutoffs)
+    horizon = pd.Timedelta(days=spec.labels.horizon_days)
+    if _utc(as_of) + horizon > end:
+        last_ok = (end - horizon).date()
+        raise NotEnoughDataError(
+            f"{spec.name}: labels at {as_of} need {spec.labels.horizon_days} days of events after it, and the "
+            f"data ends {(end - pd.Timedelta(days=1)).date()}: pick --as-of {last_ok} or earlier")
+    first, _ = event_span(store)
+    if _utc(as_of) <= first:
+        raise NotEnoughDataError(f"{spec.name}: no history before {as_of} (events start {first.date()})")
+
+
+def history_spec(spec: ModelSpec, as_of: date) -> ModelSpec:
+    """The spec with its data ending the day before ``as_of``: labels (and so the split) never look at
+    an event on or after ``as_of``."""
+    cutoffs = spec.cutoffs.model_copy(update={"data_end": as_of - timedelta(days=1)})
+    return spec.model_copy(update={"cutoffs": cutoffs})
+
+
+def _oracle(spec: ModelSpec, as_of: date, rows: pd.DataFrame, ground_truth: pd.DataFrame | None):
+    """The generator's true probabilities for ``rows`` from the latest ground-truth date on or before
+    ``as_of`` (it is weekly), and a note of what was used; (None, note) without ground truth."""
+    if spec.ground_truth is None:
+        return None, {"available": False, "reason": f"{spec.config_file} names no ground_truth column"}
+    gt = ground_truth
+    if gt is None:
+        from training.evaluate import read_ground_truth
+
+        if not project_paths().ground_truth.is_file():
+            return None, {"available": False, "reason": "no ground truth (not generated data)"}
+        gt = read_ground_truth(columns=(spec.ground_truth.probability,))
+    dates = sorted(t for t in gt["as_of"].unique() if pd.Timestamp(t) <= _utc(as_of))
+    if not dates:
+        return None, {"available": False, "reason": f"the ground truth has no date on or before {as_of}"}
+    used = pd.Timestamp(dates[-1])
+    truth = gt[gt["as_of"] == used][["customer_id", spec.ground_truth.probability]]
+    p = rows[["customer_id"]].merge(truth, on="customer_id", how="left")[spec.ground_truth.probability]
+    lag = (_utc(as_of) - used).days
+    note = {"available": True, "column": spec.ground_truth.probability, "as_of": f"{used:%Y-%m-%d}",
+            "days_before": lag, "coverage": float(p.notna().mean())}
+    if lag:
+        note["note"] = (f"the ground truth is weekly: its nearest date on or before {as_of} is {lag} day(s) "
+                        f"earlier, so the oracle's probabilities are about a window starting then")
+    return p.to_numpy(dtype=np.float64), note
+
+
+def backtest_model(spec: ModelSpec, as_of: date, *, trials: int | None = None, timeout: float | None = None,
+                   resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED, progress: bool = True,
+                   ground_truth: pd.DataFrame | None = None, storage: str | None = None) -> ModelBacktest:
+    """Train ``spec`` on the history before ``as_of`` (unregistered), score its population at ``as_of``
+    against what happened next, next to the baselines on the same customers."""
+    from features.exact import exact_historical_features
+    from training.champion import LoadedModel
+    from training.evaluate import _baselines
+    from training.tracking import client as mlflow_client
+    from training.train import train_model
+
+    store = EventStore(project_paths().events)
+    check_matured(store, spec, as_of)
+    seconds: dict[str, float] = {}
+
+    started = time.perf_counter()
+    log.info("%s: training on the history before %s (not registered)", spec.name, as_of)
+    result = train_model(history_spec(spec, as_of), trials=trials, timeout=timeout, storage=storage,
+                         progress=progress, register=False)
+    mlflow_client().set_tag(result.run_id, "backtest_as_of", f"{as_of}")
+    seconds["train"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    rows = _labels_at(store, spec, as_of)
+    y = rows["label"].to_numpy(dtype=np.float64)
+    if len(rows) < 2 or y.min() == y.max():
+        raise NotEnoughDataError(f"{spec.name}: {len(rows)} labelled rows at {as_of} with one label value only: "
+                                 "nothing to measure")
+    feats = exact_historical_features(rows[["customer_id", "event_timestamp"]], spec.feature_service)
+    feats = feats.reset_index(drop=True)
+    model = LoadedModel(spec.name, "backtest", result.booster, list(result.booster.feature_name()),
+                        spec.feature_service, result.calibration)
+    p_model = model.predict_proba(feats)
+    one_feature, rfm = _baselines(spec.baseline, feats)
+    seconds["score"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    bg, p_alive, expected = bgnbd_scores(store, as_of, spec.labels.horizon_days, rows["customer_id"])
+    # Oriented like the label: fewer expected purchases means more likely "no order".
+    sign = 1.0 if spec.labels.positive == "order" else -1.0
+    seconds["bgnbd"] = time.perf_counter() - started
+
+    scores = {MODEL: p_model, BASELINE: one_feature, RFM: rfm,
+              BGNBD_EXPECTED: sign * _fill_low(expected), BGNBD_ALIVE: sign * _fill_low(p_alive)}
+    oracle_p, oracle_note = _oracle(spec, as_of, rows, ground_truth)
+    if oracle_p is not None:
+        if np.isfinite(oracle_p).all():
+            scores[ORACLE] = oracle_p
+        else:  # not every row has a truth: the oracle is scored on its own rows, outside the paired bootstrap
+            have = np.isfinite(oracle_p)
+            oracle_note["covered_rows"] = int(have.sum())
+            if have.sum() >= 2 and 0 < y[have].mean() < 1:
+                oracle_note["roc_auc_on_covered_rows"] = float(
+                    weighted_auc(y[have], oracle_p[have], np.ones((1, int(have.sum()))))[0])
+
+    started = time.perf_counter()
+    stats = bootstrap(y, scores, resamples, seed, progress=progress)
+    for name, s in scores.items():
+        stats[name].update(top_stats(y, s))
+        stats[name]["label"] = _scorer_label(name, spec)
+    seconds["bootstrap"] = time.perf_counter() - started
+
+    calibration = calibration_table(y, p_model)
+    from training.metrics import expected_calibration_error
+
+    stats[MODEL]["brier"] = float(np.mean((p_model - y) ** 2))
+    stats[MODEL]["ece"] = expected_calibration_error(y, p_model)
+    training = {
+        "run_id": result.run_id, "data_end": f"{as_of - timedelta(days=1)}",
+        "trials_in_study": result.trials_in_study, "optuna_study": result.study_name,
+        "test_cutoff": result.lineage.get("test_cutoffs", [None])[0],
+        "train_cutoffs": _span(result.lineage.get("train_cutoffs", [])),
+        "validation_cutoffs": _span(result.lineage.get("validation_cutoffs", [])),
+        "train_rows": result.lineage.get("train_rows"), "internal_test_roc_auc": result.test_metrics.get("roc_auc"),
+        "registered": False,
+    }
+    bg_note = {**bg.params(), "horizon_days": spec.labels.horizon_days,
+               "rows_without_orders": int((~np.isfinite(expected)).sum()),
+               "time_unit": "day", "fitted_on": f"every customer with an order before {as_of}"}
+    log.info("%s at %s: %d rows, model AUC %.4f [%.4f, %.4f]", spec.name, as_of, len(rows),
+             stats[MODEL]["roc_auc"], *stats[MODEL]["roc_auc_ci"])
+    return ModelBacktest(spec.name, f"{as_of}", len(rows), int(y.sum()), float(y.mean()), _population(spec),
+                         training, stats, calibration, bg_note, oracle_note, seconds)
+
+
+def _span(cutoffs: list[str]) -> str:
+    return f"{cutoffs[0]}..{cutoffs[-1]} ({len(cutoffs)})" if cutoffs else ""
+
+
+def _scorer_label(name: str, spec: ModelSpec) -> str:
+    return {
+        MODEL: f"model ({spec.feature_service}, trained before the as-of date)",
+        BASELINE: f"{spec.baseline.feature} alone",
+        RFM: "RFM score (r + f + m)",
+        BGNBD_EXPECTED: f"BG/NBD expected purchases in {spec.labels.horizon_days} days",
+        BGNBD_ALIVE: "BG/NBD P(alive)",
+        ORACLE: f"oracle ({spec.ground_truth.probability if spec.ground_truth else '-'})",
+    }[name]
+
+
+def _population(spec: ModelSpec) -> str:
+    lab = spec.labels
+    return f"{lab.kind} ({', '.join(f'{k}={v}' for k, v in lab.model_dump().items() if k != 'kind')})"
+
+
+# ---- every model, the report and the MLflow run -----------------------------------------------------
+@dataclass
+class BacktestReport:
+    as_of: str
+    models: list[ModelBacktest]
+    skipped: dict[str, str]
+    resamples: int
+    seed: int
+    folder: Path | None = None
+    run_id: str | None = None
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "as_of": self.as_of, "resamples": self.resamples, "seed": self.seed,
+            "bootstrap": "customers resampled with replacement; percentile 95% intervals; one set of resamples "
+                         "shared by every scorer, so differences are paired",
+            "skipped": self.skipped, "seconds": round(self.seconds, 1), "mlflow_run_id": self.run_id,
+            "models": [m.as_dict() for m in self.models],
+        }
+
+
+def run_backtest(as_of: date, models: list[str] | None = None, *, trials: int | None = None,
+                 timeout: float | None = None, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,
+                 progress: bool = True, storage: str | None = None) -> BacktestReport:
+    """Backtest ``models`` (default: every model the event store supports) at ``as_of``; write the report
+    folder and log it to MLflow. A named model that cannot be backtested is an error; an unnamed one whose
+    labels at ``as_of`` have not matured is skipped with the reason."""
+    from core.specs import load_spec, specs_for_data
+
+    started = time.perf_counter()
+    usable, skipped = specs_for_data()
+    if models:
+        specs = {}
+        for name in models:
+            if name in skipped:
+                raise PropensityError(f"{name}: {skipped[name]}")
+            specs[name] = usable.get(name) or load_spec(name)
+        skipped = {}
+    else:
+        specs = usable
+    store = EventStore(project_paths().events)
+    results = []
+    for name, spec in specs.items():
+        if not models:
+            try:
+                check_matured(store, spec, as_of)
+            except NotEnoughDataError as exc:
+                log.warning("%s", exc)
+                skipped[name] = str(exc)
+                continue
+        results.append(backtest_model(spec, as_of, trials=trials, timeout=timeout, resamples=resamples, seed=seed,
+                                      progress=progress, storage=storage))
+    if not results:
+        raise PropensityError(f"no model could be backtested at {as_of}: "
+                              + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    report = BacktestReport(f"{as_of}", results, skipped, resamples, seed)
+    report.folder = project_paths().reports / f"backtest-{as_of}"
+    report.seconds = time.perf_counter() - started
+    _write_folder(report)
+    report.run_id = _log_to_mlflow(report)
+    # The run id is known only once the run exists: write the JSON again with it.
+    from core.io import write_json
+
+    write_json(report.folder / "report.json", report.as_dict())
+    return report
+
+
+def _write_folder(report: BacktestReport) -> None:
+    from core.io import atomic_path
+
+    with atomic_path(report.folder) as tmp:
+        tmp.mkdir(parents=True)
+        for m in report.models:
+            m.plots = {"reliability": f"{m.model}_reliability.png", "auc": f"{m.model}_auc.png"}
+            reliability_plot(m, tmp / m.plots["reliability"])
+            auc_plot(m, tmp / m.plots["auc"])
+        import json
+
+        (tmp / "report.json").write_text(json.dumps(report.as_dict(), indent=2, default=str), encoding="utf-8")
+        (tmp / "index.html").write_text(render_html(report), encoding="utf-8")
+
+
+def _log_to_mlflow(report: BacktestReport) -> str:
+    import mlflow
+
+    from training.tracking import ensure_experiment
+
+    experiment_id = ensure_experiment(EXPERIMENT)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"backtest-{report.as_of}") as run:
+        mlflow.set_tags({"as_of": report.as_of, **{f"training_run.{m.model}": m.training["run_id"]
+                                                   for m in report.models}})
+        mlflow.log_params({"as_of": report.as_of, "models": ",".join(m.model for m in report.models),
+                           "resamples": report.resamples, "seed": report.seed})
+        metrics = {}
+        for m in report.models:
+            metrics[f"{m.model}.rows"] = m.rows
+            metrics[f"{m.model}.label_rate"] = m.label_rate
+            for scorer, s in m.scorers.items():
+                for key in ("roc_auc", "pr_auc", "auc_diff", "lift_top10", "capture_top10", "lift_top20",
+                            "capture_top20", "brier", "ece"):
+                    if key in s and np.isfinite(s[key]):
+                        metrics[f"{m.model}.{scorer}.{key}"] = s[key]
+                for key in ("roc_auc_ci", "pr_auc_ci", "auc_diff_ci"):
+                    if key in s:
+                        metrics[f"{m.model}.{scorer}.{key}_lo"], metrics[f"{m.model}.{scorer}.{key}_hi"] = s[key]
+        mlflow.log_metrics(metrics)
+        mlflow.log_artifacts(str(report.folder), "report")
+        return run.info.run_id
+
+
+# ---- plots and HTML ---------------------------------------------------------------------------------
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, and no display here
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def reliability_plot(m: ModelBacktest, path: Path) -> Path:
+    plt = _pyplot()
+    table = m.calibration
+    fig, ax = plt.subplots(figsize=(5, 5))
+    top = max([1e-3, *(r["mean_predicted"] for r in table), *(r["observed_rate"] for r in table)])
+    lim = min(1.0, top * 1.05)
+    ax.plot([0, lim], [0, lim], "--", color="grey", label="perfectly calibrated")
+    ax.plot([r["mean_predicted"] for r in table], [r["observed_rate"] for r in table], "o-", label="model (deciles)")
+    ax.set(xlabel="mean predicted probability", ylabel="observed rate after the as-of date",
+           title=f"{m.model}: reliability at {m.as_of}", xlim=(0, lim), ylim=(0, lim))
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def auc_plot(m: ModelBacktest, path: Path) -> Path:
+    """ROC AUC of each scorer with its bootstrap 95% interval."""
+    plt = _pyplot()
+    names = list(m.scorers)
+    auc = [m.scorers[n]["roc_auc"] for n in names]
+    lo = [m.scorers[n]["roc_auc"] - m.scorers[n]["roc_auc_ci"][0] for n in names]
+    hi = [m.scorers[n]["roc_auc_ci"][1] - m.scorers[n]["roc_auc"] for n in names]
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(names) + 1.5))
+    ypos = np.arange(len(names))[::-1]
+    ax.errorbar(auc, ypos, xerr=[lo, hi], fmt="o", capsize=4)
+    ax.axvline(0.5, color="grey", ls=":", lw=0.8)
+    ax.set_yticks(ypos, [m.scorers[n]["label"] for n in names], fontsize=8)
+    ax.set(xlabel="ROC AUC (bootstrap 95% interval)", title=f"{m.model} at {m.as_of}: {m.rows} customers")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _ci(value: float, ci: list[float] | None, digits: int = 4) -> str:
+    if value is None or not np.isfinite(value):
+        return "-"
+    return f"{value:.{digits}f}" + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else "")
+
+
+def render_html(report: BacktestReport) -> str:
+    esc = html.escape
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>backtest {esc(report.as_of)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:80em}table{border-collapse:collapse;"
+        "margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,"
+        "th:first-child{text-align:left}th{background:#f4f4f4}.note{color:#555;font-size:90%}</style></head><body>",
+        f"<h1>Backtest at {esc(report.as_of)}</h1>",
+        "<p class='note'>Each model was trained on the history before this date only (not registered) and "
+        "scored on its population at the date; labels are what happened on and after it. Baselines are "
+        f"scored on the same customers. Intervals: {report.resamples} bootstrap resamples of the customers "
+        f"(seed {report.seed}), percentile 95%, shared by every scorer so the differences are paired.</p>",
+    ]
+    for name, reason in report.skipped.items():
+        parts.append(f"<p class='note'>skipped {esc(name)}: {esc(reason)}</p>")
+    for m in report.models:
+        t = m.training
+        parts += [
+            f"<h2>{esc(m.model)}</h2>",
+            f"<p>{m.rows} customers, {m.positives} positive (rate {m.label_rate:.3f}); population "
+            f"{esc(m.population)}.<br>Trained on data through {esc(t['data_end'])}: train cutoffs "
+            f"{esc(t['train_cutoffs'])}, validation {esc(t['validation_cutoffs'])}, internal test cutoff "
+            f"{esc(str(t['test_cutoff']))} (AUC {t['internal_test_roc_auc']:.4f}); {t['trials_in_study']} trials "
+            f"in study; MLflow run {esc(t['run_id'])}.</p>",
+            "<table><tr><th>scorer</th><th>ROC AUC [95% CI]</th><th>PR AUC [95% CI]</th><th>lift@10%</th>"
+            "<th>capture@10%</th><th>lift@20%</th><th>capture@20%</th><th>model AUC minus this [95% CI]</th></tr>",
+        ]
+        for s in m.scorers.values():
+            parts.append(
+                f"<tr><td>{esc(s['label'])}</td><td>{_ci(s['roc_auc'], s['roc_auc_ci'])}</td>"
+                f"<td>{_ci(s['pr_auc'], s['pr_auc_ci'])}</td><td>{s['lift_top10']:.2f}</td>"
+                f"<td>{s['capture_top10']:.1%}</td><td>{s['lift_top20']:.2f}</td><td>{s['capture_top20']:.1%}</td>"
+                f"<td>{_ci(s.get('auc_diff'), s.get('auc_diff_ci')) if 'auc_diff' in s else '-'}</td></tr>")
+        parts.append("</table>")
+        o = m.oracle
+        if o.get("available"):
+            parts.append(f"<p class='note'>Oracle: ground truth column {esc(o['column'])} at {esc(o['as_of'])} "
+                         f"({o['days_before']} day(s) before the as-of date), coverage {o['coverage']:.1%}. "
+                         f"{esc(o.get('note', ''))}"
+                         + (f" ROC AUC on the {o['covered_rows']} rows with a truth: {o['roc_auc_on_covered_rows']:.4f}."
+                            if "roc_auc_on_covered_rows" in o else "") + "</p>")
+        else:
+            parts.append(f"<p class='note'>Oracle: {esc(o.get('reason', 'not available'))}.</p>")
+        b = m.bgnbd
+        parts.append(f"<p class='note'>BG/NBD (maximum likelihood, days): r={b['r']:.4g}, alpha={b['alpha']:.4g}, "
+                     f"a={b['a']:.4g}, b={b['b']:.4g}, fitted on {b['customers']} customers "
+                     f"({esc(b['fitted_on'])}); {b['rows_without_orders']} scored customers had no order before "
+                     "the date and rank as the least likely to buy.</p>")
+        model_stats = m.scorers[MODEL]
+        parts += [
+            f"<h3>Calibration (deciles of the predicted probability; Brier {model_stats['brier']:.4f}, "
+            f"ECE {model_stats['ece']:.4f})</h3>",
+            "<table><tr><th>decile</th><th>rows</th><th>mean predicted</th><th>observed rate</th>"
+            "<th>predicted range</th></tr>",
+        ]
+        for r in m.calibration:
+            parts.append(f"<tr><td>{r['bin']}</td><td>{r['rows']}</td><td>{r['mean_predicted']:.4f}</td>"
+                         f"<td>{r['observed_rate']:.4f}</td><td>{r['min_predicted']:.4f} - {r['max_predicted']:.4f}</td></tr>")
+        parts.append("</table>")
+        for title, file in m.plots.items():
+            parts.append(f"<img src='{esc(file)}' alt='{esc(m.model)} {esc(title)}' style='max-width:48%'>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
