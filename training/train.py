@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.errors import NotEnoughDataError
 from core.events import EventStore
 from core.settings import project_paths
 from core.specs import ModelSpec
@@ -45,6 +46,12 @@ class TrainResult:
 def build_training_set(cfg: ModelSpec, source: FeatureSource | None = None) -> TrainingSet:
     """Labels from the event store, the minimum-data guard, then point-in-time features."""
     store = EventStore(project_paths().events)
+    missing = cfg.missing_families(f for f, status in store.families().items() if status != "absent")
+    if missing:
+        raise NotEnoughDataError(
+            f"{cfg.name}: needs {', '.join(missing)}, which the event store {store.root} does not hold "
+            f"({cfg.config_file}: labels.kind {cfg.labels.kind!r}, needs {cfg.needs})"
+        )
     plan, rows = label_rows(store, cfg.labels, cfg.cutoffs, cfg.split, cfg.config_file)
     check_min_data(rows, cfg.min_data, cfg.name, plan, cfg.config_file)
     return assemble_training_set(rows, cfg.feature_service, source, plan)
