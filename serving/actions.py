@@ -82,6 +82,19 @@ class ActionRule(StrictModel):
     action: str = Field(min_length=1)
     queue: str = Field(min_length=1)
     explain: str = Field(description="the model (a spec name) whose reasons the CRM sees for this action")
+    control_share: float | None = Field(
+        None, ge=0, lt=1, description="share held out as a control group; null: the config's control.share"
+    )
+
+
+class ControlGroups(StrictModel):
+    """A random share of each rule's customers gets no action, so that `propensity effect` can compare
+    treated with untreated. Membership is a hash of (customer, list date): re-running the same list
+    gives the same control group, and a customer is not held out every week by construction."""
+
+    share: float = Field(0.1, ge=0, lt=1, description="default share per rule (a rule may set control_share)")
+    action: str = "control group: no contact this time"
+    queue: str = "none"
 
 
 class DefaultAction(StrictModel):
@@ -126,6 +139,7 @@ class ActionsConfig(StrictModel):
     queues: dict[str, Queue] = Field(
         default_factory=dict, description="per queue: capacity per run (the rest are marked over capacity)"
     )
+    control: ControlGroups = ControlGroups()
 
     @model_validator(mode="after")
     def _unique_names(self) -> ActionsConfig:
@@ -228,6 +242,34 @@ def check_models(config: ActionsConfig, known_models: Iterable[str]) -> None:
 
 LOST_RULE = "lost"
 IN_QUEUE, OVER_CAPACITY = "in queue", "over capacity"
+TREATMENT, CONTROL = "treatment", "control"
+
+
+def control_draw(customer_ids, as_of) -> np.ndarray:
+    """A uniform number in [0, 1) per customer, fixed by (customer, as_of date): sha256, not Python's
+    salted hash, so every process and every re-run agrees."""
+    import hashlib
+
+    day = f"{pd.Timestamp(as_of):%Y-%m-%d}"
+    out = np.empty(len(customer_ids))
+    for i, cid in enumerate(customer_ids):
+        digest = hashlib.sha256(f"{cid}|{day}".encode("utf-8", "surrogatepass")).digest()
+        out[i] = int.from_bytes(digest[:8], "big") / 2.0**64
+    return out
+
+
+def assign_groups(frame: pd.DataFrame, actions: pd.DataFrame, config: ActionsConfig, as_of) -> pd.DataFrame:
+    """``group`` per row (treatment / control; "" without a rule) and the control rows' action and queue
+    replaced by the hold-out's (their ``action_rule`` stays: the effect report compares per rule)."""
+    out = actions.copy()
+    shares = {r.name: config.control.share if r.control_share is None else r.control_share for r in config.rules}
+    share = out["action_rule"].map(shares).fillna(0.0).to_numpy(dtype="float64")
+    ruled = out["action_rule"].isin(list(shares)).to_numpy()
+    control = ruled & (control_draw(frame["customer_id"].astype(str).tolist(), as_of) < share)
+    out["group"] = np.where(control, CONTROL, np.where(ruled, TREATMENT, ""))
+    out.loc[control, "action"] = config.control.action
+    out.loc[control, "queue"] = config.control.queue
+    return out
 
 
 def lost_mask(frame: pd.DataFrame, config: ActionsConfig, feature_ranges: dict[str, dict[str, list[float]]]) -> np.ndarray:
@@ -283,7 +325,11 @@ def prioritise(frame: pd.DataFrame, config: ActionsConfig) -> pd.DataFrame:
         if column in frame.columns:
             rows = explain == model
             priority[rows] = frame.loc[rows, column].to_numpy(dtype="float64")
-    status = np.where(frame["action"].to_numpy() == config.default.action, "", IN_QUEUE).astype(object)
+    # Only rows a team works on queue: a rule's treatment group (not the default, lost or control rows).
+    worked = frame["action_rule"].isin([r.name for r in config.rules]).to_numpy()
+    if "group" in frame.columns:
+        worked &= frame["group"].to_numpy() != CONTROL
+    status = np.where(worked, IN_QUEUE, "").astype(object)
     for name, queue in config.queues.items():
         if queue.capacity is None:
             continue
@@ -297,11 +343,14 @@ def decide(
     frame: pd.DataFrame, config: ActionsConfig, skipped_models: Iterable[str] = (),
     feature_ranges: dict[str, dict[str, list[float]]] | None = None,
 ) -> pd.DataFrame:
-    """Layers, action, queue, rule, priority and queue status for scored rows: the one decision batch
-    scoring and the API share (``frame`` holds the features and ``<model>_probability`` / ``_band``)."""
+    """Layers, action, queue, rule, control group, priority and queue status for scored rows: the one
+    decision batch scoring and the API share (``frame`` holds customer_id, as_of, the features and
+    ``<model>_probability`` / ``_band``)."""
     skipped = list(skipped_models)
     layers = layer_tags(frame, config.layers, skipped)
     with_layers = pd.concat([frame, layers], axis=1)
     actions = assign_actions(with_layers, config, skipped, feature_ranges)
+    as_of = frame["as_of"].iloc[0] if len(frame) else pd.Timestamp(0, tz="UTC")
+    actions = assign_groups(frame, actions, config, as_of)
     ranked = prioritise(pd.concat([with_layers, actions], axis=1), config)
     return pd.concat([layers, actions, ranked], axis=1)

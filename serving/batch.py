@@ -38,7 +38,7 @@ def score_columns(models: list[str]) -> list[str]:
     per_model = [c for m in models for c in (f"{m}_probability", f"{m}_band")]
     return [
         "customer_id", "as_of", *per_model, "rfm_segment", "lifecycle_stage", *LAYER_COLUMNS,
-        "reasons", "reasons_json", "action", "queue", "action_rule", "priority", "queue_status",
+        "reasons", "reasons_json", "action", "queue", "action_rule", "group", "priority", "queue_status",
         *[f"{m}_model_version" for m in models],
     ]
 

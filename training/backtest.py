@@ -245,6 +245,24 @@ def _fill_low(values: np.ndarray) -> np.ndarray:
 
 
 # ---- one model --------------------------------------------------------------------------------------
+class ExactFeatureSource:
+    """Feast features for training rows on built snapshot dates, a scratch one-date build for the others
+    (``features.exact``). A backtest's training cutoffs reach further back than the feature store's
+    history may (it backfills a fixed number of days before its newest date): without this, those rows
+    would train with no feature values at all, which a feature store first built at the as-of date
+    would have had."""
+
+    def historical(self, entity_df: pd.DataFrame, service: str) -> pd.DataFrame:
+        from features.exact import exact_historical_features
+
+        return exact_historical_features(entity_df, service)
+
+    def feature_names(self, service: str) -> list[str]:
+        from features.retrieval import model_feature_names
+
+        return list(model_feature_names(service))
+
+
 @dataclass
 class ModelBacktest:
     """Everything the report says about one model (JSON-ready through ``as_dict``)."""
@@ -342,7 +360,7 @@ def backtest_model(spec: ModelSpec, as_of: date, *, trials: int | None = None, t
     started = time.perf_counter()
     log.info("%s: training on the history before %s (not registered)", spec.name, as_of)
     result = train_model(history_spec(spec, as_of), trials=trials, timeout=timeout, storage=storage,
-                         progress=progress, register=False)
+                         source=ExactFeatureSource(), progress=progress, register=False)
     mlflow_client().set_tag(result.run_id, "backtest_as_of", f"{as_of}")
     seconds["train"] = time.perf_counter() - started
 

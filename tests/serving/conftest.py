@@ -3,6 +3,8 @@ drivers, two small LightGBM models trained on them, and the same models register
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -132,3 +134,80 @@ def registered_champions(project_home, boosters):
             holdout_auc=0.8, alias="champion",
         )
     return versions
+
+
+# ---------------------------------------------------------------------------------------------- ASGI app
+@pytest.fixture(scope="session")
+def asgi_app():
+    """Built once: BentoML registers its Prometheus metrics per app. Each TestClient context still runs
+    the lifespan, so every test gets a fresh service instance against its own project home."""
+    from serving.service import PropensityService
+
+    return PropensityService.to_asgi()
+
+
+@pytest.fixture(scope="module")
+def app_home(tmp_path_factory, boosters):
+    """One project home per test module (registering in a fresh MLflow costs seconds per test)."""
+    from core.settings import REPO_ROOT
+    from training.champion import Calibration, register_booster
+
+    home = tmp_path_factory.mktemp("app") / "project"
+    (home / "mlruns").mkdir(parents=True)
+    mp = pytest.MonkeyPatch()
+    for key, value in {
+        "PROPENSITY_HOME": str(home), "PROPENSITY_CONFIGS": str(REPO_ROOT / "configs"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlruns' / 'mlflow.db'}",
+        "BENTOML_HOME": str(home / "bentoml_home"), "PROPENSITY_API_KEY": "test-key",
+    }.items():
+        mp.setenv(key, value)
+    versions = {
+        name: register_booster(boosters[name], name, feature_service=service, calibration=Calibration(),
+                               alias="champion")
+        for name, service in (("churn", "churn_v1"), ("conversion", "conversion_v1"))
+    }
+    yield home, versions
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def registered(app_home):
+    return app_home[1]
+
+
+@contextmanager
+def serve_app(asgi_app, fetcher, env: dict[str, str | None] | None = None):
+    """A TestClient over the service app (its lifespan builds a fresh service instance) whose online
+    look-ups go to ``fetcher``; ``env`` sets (or with None unsets) variables for this instance only."""
+    from starlette.testclient import TestClient
+
+    import serving.predictor
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(serving.predictor, "online_fetcher", lambda: fetcher)
+    for key, value in (env or {}).items():
+        if value is None:
+            mp.delenv(key, raising=False)
+        else:
+            mp.setenv(key, value)
+    try:
+        with TestClient(asgi_app) as test_client:
+            yield test_client
+    finally:
+        mp.undo()
+
+
+def configs_with(tmp_path, replacements: dict[str, str]):
+    """A copy of the shipped configs/ with text replacements in serving.yaml (each must match)."""
+    import shutil
+
+    from core.settings import REPO_ROOT
+
+    configs = tmp_path / "configs"
+    shutil.copytree(REPO_ROOT / "configs", configs)
+    text = (configs / "serving.yaml").read_text(encoding="utf-8")
+    for old, new in replacements.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    (configs / "serving.yaml").write_text(text, encoding="utf-8")
+    return configs

@@ -154,7 +154,8 @@ def test_lost_customers_are_taken_before_the_rules_only_when_far_beyond_training
         "conversion_band": ["low"] * 3, "churn_band": ["high", "high", "low"],
         "days_since_last_order": [150.0, 500.0, np.nan], "open_complaints": [0.0, 0.0, 0.0],
         "orders_30d": [0.0, 0.0, 0.0], "rfm_segment": ["important_value"] * 3,
-        "lifecycle_stage": ["at_risk", "lapsed", "active"],
+        "lifecycle_stage": ["at_risk", "lapsed", "active"], "customer_id": ["a", "b", "c"],
+        "as_of": pd.Timestamp("2024-05-06", tz="UTC"),
     })
     ranges = {"churn": {"days_since_last_order": [0.0, 200.0]}}
     out = decide(frame, cfg, feature_ranges=ranges)
@@ -172,9 +173,31 @@ def test_priority_orders_each_queue_and_capacity_marks_the_rest():
     cfg = load_actions_config().model_copy(update={"queues": {"q": Queue(capacity=2)}})
     frame = pd.DataFrame({
         "action": ["a", "a", "a", "no action", "a"], "queue": ["q", "q", "q", "none", "other"],
+        "action_rule": [cfg.rules[0].name] * 3 + ["", cfg.rules[1].name],
         "explain": ["churn", "churn", "churn", "", "churn"],
         "churn_probability": [0.7, 0.9, 0.8, 0.99, 0.1],
     })
     out = prioritise(frame, cfg)
     assert out["priority"].tolist()[:3] == [0.7, 0.9, 0.8] and np.isnan(out.loc[3, "priority"])
     assert out["queue_status"].tolist() == [OVER_CAPACITY, IN_QUEUE, IN_QUEUE, "", IN_QUEUE]
+
+
+def test_control_groups_are_deterministic_per_customer_and_date_and_get_no_action():
+    from serving.actions import CONTROL, TREATMENT, assign_groups, control_draw
+
+    cfg = load_actions_config()
+    ids = [f"c{i:05d}" for i in range(20_000)]
+    day = pd.Timestamp("2024-05-06", tz="UTC")
+    draw = control_draw(ids, day)
+    assert np.array_equal(draw, control_draw(ids, day))  # re-running the list agrees
+    assert not np.array_equal(draw, control_draw(ids, day + pd.Timedelta(days=7)))  # next week: a new draw
+    assert 0.0 <= draw.min() and draw.max() < 1.0 and abs(draw.mean() - 0.5) < 0.01
+    rule = cfg.rules[0]
+    actions = pd.DataFrame({"action": rule.action, "queue": rule.queue, "action_rule": rule.name,
+                            "explain": rule.explain}, index=range(len(ids)))
+    out = assign_groups(pd.DataFrame({"customer_id": ids}), actions, cfg, day)
+    control = out["group"] == CONTROL
+    assert abs(control.mean() - cfg.control.share) < 0.01  # the configured share, 10% by default
+    assert (out.loc[control, "action"] == cfg.control.action).all()
+    assert (out.loc[~control, "group"] == TREATMENT).all() and (out.loc[~control, "action"] == rule.action).all()
+    assert (out["action_rule"] == rule.name).all()  # the effect report compares per rule

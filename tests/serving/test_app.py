@@ -8,60 +8,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.serving.conftest import CHURN_FEATURES, table_fetcher
+from tests.serving.conftest import CHURN_FEATURES, serve_app, table_fetcher
 
 KEY = {"X-API-Key": "test-key"}
 
 
-@pytest.fixture(scope="session")
-def asgi_app():
-    """Built once: BentoML registers its Prometheus metrics per app. Each TestClient context still runs
-    the lifespan, so every test gets a fresh service instance against its own project home."""
-    from serving.service import PropensityService
-
-    return PropensityService.to_asgi()
-
-
-@pytest.fixture(scope="module")
-def app_home(tmp_path_factory, boosters):
-    """One project home for this module (registering in a fresh MLflow costs seconds per test)."""
-    from core.settings import REPO_ROOT
-    from training.champion import Calibration, register_booster
-
-    home = tmp_path_factory.mktemp("app") / "project"
-    (home / "mlruns").mkdir(parents=True)
-    mp = pytest.MonkeyPatch()
-    for key, value in {
-        "PROPENSITY_HOME": str(home), "PROPENSITY_CONFIGS": str(REPO_ROOT / "configs"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlruns' / 'mlflow.db'}",
-        "BENTOML_HOME": str(home / "bentoml_home"), "PROPENSITY_API_KEY": "test-key",
-    }.items():
-        mp.setenv(key, value)
-    versions = {
-        name: register_booster(boosters[name], name, feature_service=service, calibration=Calibration(),
-                               alias="champion")
-        for name, service in (("churn", "churn_v1"), ("conversion", "conversion_v1"))
-    }
-    yield home, versions
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
-def registered(app_home):
-    return app_home[1]
-
-
 @pytest.fixture(scope="module")
 def client(asgi_app, app_home, customers):
-    from starlette.testclient import TestClient
-
-    import serving.predictor
-
-    mp = pytest.MonkeyPatch()
-    mp.setattr(serving.predictor, "online_fetcher", lambda: table_fetcher(customers))
-    with TestClient(asgi_app) as test_client:
+    with serve_app(asgi_app, table_fetcher(customers)) as test_client:
         yield test_client
-    mp.undo()
 
 
 def test_health_and_ready_carry_versions(client, registered):
