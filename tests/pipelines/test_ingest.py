@@ -89,7 +89,7 @@ def _unknown_customer(log):
 
 
 def _missing_column(log):
-    log["orders"] = log["orders"].drop(columns=["amount"])
+    log["orders"] = log["orders"].drop(columns=["ordered_at"])
 
 
 def _extra_column(log):
@@ -128,7 +128,7 @@ BAD_CASES = [
     (_negative_amount, "orders", "amount", "must be >= 0", 2, "-5.0", 1),
     (_duplicate_id, "orders", "order_id", "duplicate value", 1, "'o1'", 2),
     (_unknown_customer, "orders", "customer_id", "unknown customer", 4, "'c99'", 1),
-    (_missing_column, "orders", "amount", "required column is missing", None, None, None),
+    (_missing_column, "orders", "ordered_at", "required column is missing", None, None, None),
     (_extra_column, "page_views", "referrer", "unexpected column", None, None, None),
     (_bad_page_type, "page_views", "page_type", "must be one of home", 5, "'landing'", 1),
     (_severity_out_of_range, "complaints", "severity", "must be one of 1, 2, 3", 2, "4", 1),
@@ -525,15 +525,15 @@ def test_repeated_rows_are_dropped_exactly():
 
 
 def test_already_stored_compares_every_column_including_nulls_and_attributes():
-    from pipelines.ingest import _already_stored
+    from pipelines.ingest import already_stored
 
     stored = pd.DataFrame({"id": ["a", "b", "c"], "v": [1.0, None, 3.0]})
     new = pd.DataFrame(
         {"id": ["a", "b", "c", "d"], "v": [1.0, None, 3.5, 1.0], "tier": [None, None, None, None]}
     )
-    assert _already_stored(stored, new, "id").tolist() == [True, True, False, False]
+    assert already_stored(stored, new, "id").tolist() == [True, True, False, False]
     with_attribute = new.assign(tier=["gold", None, None, None])
-    assert _already_stored(stored, with_attribute, "id").tolist() == [False, True, False, False]
+    assert already_stored(stored, with_attribute, "id").tolist() == [False, True, False, False]
 
 
 def test_optional_columns_absent_from_a_file_are_stored_as_nulls(tmp_path, event_log):

@@ -203,3 +203,24 @@ def test_active_window_edges_match_the_features(project_home):
     })
     EventStore(project_paths().events).replace_months({"orders": orders}, {"families": {"orders": "present"}})
     assert active_customers(as_of, active_days=30, count_signup=False).tolist() == ["edge"]
+
+
+def test_distinct_rows_treat_nan_as_equal_and_map_every_row_back():
+    from serving.batch import distinct_rows
+
+    X = np.array([[1.0, np.nan], [2.0, 0.0], [1.0, np.nan], [2.0, 0.0], [3.0, 1.0]])
+    distinct, back = distinct_rows(X)
+    assert len(distinct) == 3
+    np.testing.assert_array_equal(distinct[back], X)  # NaN == NaN positionally via assert_array_equal
+
+
+def test_reasons_from_distinct_rows_equal_reasons_from_every_row(champions):
+    _, features, frame, _ = _score(champions, n=200)
+    dup = pd.concat([features["churn"]] * 3, ignore_index=True)  # every row three times
+    model = champions["churn"]
+    from serving.batch import distinct_rows
+
+    X = model.matrix(dup)
+    distinct, back = distinct_rows(X)
+    assert len(distinct) <= 200
+    np.testing.assert_allclose(model.contributions(distinct)[back], model.contributions(X), rtol=0, atol=1e-12)

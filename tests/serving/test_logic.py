@@ -3,6 +3,8 @@ down and recovery, hot reload through the ModelRegistry."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -173,3 +175,114 @@ def test_recent_flagged_keeps_high_band_only(predictor, customers):
     flagged = predictor.recent.list()
     expected = [r for r in answer["results"] if "high" in (r["churn"]["band"], r["conversion"]["band"])]
     assert len(flagged) == len(expected) > 0
+
+
+def test_one_failing_request_does_not_fail_its_batch():
+    """Before: an exception scoring the batch answered every request of it with that exception (500s)."""
+    import asyncio
+
+    from serving.service import MicroBatcher
+
+    class Flaky:
+        def __init__(self):
+            self.calls: list[list[str]] = []
+
+        def predict_many(self, requests):
+            ids = [cid for r in requests for cid in r.customer_ids]
+            self.calls.append(ids)
+            if "poison" in ids:
+                raise UnicodeEncodeError("utf-8", "poison", 0, 1, "surrogates not allowed")
+            return [{"results": list(r.customer_ids)} for r in requests]
+
+    async def main(batcher):
+        ids = ["a", "b", "poison", "c", "d"]
+        return await asyncio.gather(*(batcher.submit(PredictRequest(customer_ids=[i])) for i in ids),
+                                    return_exceptions=True)
+
+    predictor = Flaky()
+    answers = asyncio.run(main(MicroBatcher(predictor, max_customers=100)))
+    assert [a if isinstance(a, dict) else type(a).__name__ for a in answers] == [
+        {"results": ["a"]}, {"results": ["b"]}, "UnicodeEncodeError", {"results": ["c"]}, {"results": ["d"]}]
+    assert any(len(call) > 1 for call in predictor.calls)  # they were batched, then answered alone
+
+
+def test_store_down_fails_the_whole_batch_once():
+    """A store outage is the same for every request: answered 503 for all, without one retry each."""
+    import asyncio
+
+    from serving.service import MicroBatcher
+
+    calls = []
+
+    class Down:
+        def predict_many(self, requests):
+            calls.append(len(requests))
+            raise StoreUnavailable("online feature store unavailable; retry shortly")
+
+    async def main():
+        batcher = MicroBatcher(Down(), max_customers=100)
+        return await asyncio.gather(*(batcher.submit(PredictRequest(customer_ids=[f"c{i}"])) for i in range(4)),
+                                    return_exceptions=True)
+
+    answers = asyncio.run(main())
+    assert all(isinstance(a, StoreUnavailable) for a in answers)
+    assert sum(calls) == 4 and len(calls) <= 2  # the first request alone, then the rest as one batch
+
+
+def test_forgotten_customers_leave_the_recent_list(predictor, customers, project_home):
+    from serving.privacy import ForgottenIds, id_hash, record_forgotten
+
+    ids = customers["customer_id"].head(80).tolist()
+    predictor.predict(PredictRequest(customer_ids=ids))
+    flagged = [r["customer_id"] for r in predictor.recent.list()]
+    assert len(flagged) >= 2
+    watcher = ForgottenIds()
+    assert watcher.refresh() is False  # no file yet: nothing forgotten
+    record_forgotten([flagged[0], "never-seen"])
+    assert watcher.refresh() is True and id_hash(flagged[0]) in watcher.hashes
+    assert watcher.refresh() is False  # unchanged file: not re-read
+    predictor.recent.forget(watcher.hashes)
+    assert [r["customer_id"] for r in predictor.recent.list()] == flagged[1:]
+    predictor.predict(PredictRequest(customer_ids=[flagged[0]]))
+    assert flagged[0] not in [r["customer_id"] for r in predictor.recent.list()]
+    assert flagged[0] not in watcher.path.read_text()
+
+
+def _tracking(monkeypatch, db):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+
+
+def test_corrupt_registry_db_is_one_line_naming_the_file(project_home, monkeypatch, tmp_path):
+    """Before: a multi-line SQLAlchemy error (SQL text, sqlalche.me link) after several seconds."""
+    from serving.config import served_models
+
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(b"\x00garbage" * 4096)
+    _tracking(monkeypatch, db)
+    start = time.monotonic()
+    assert served_models(load_serving_config()) == ["churn", "conversion"]  # every spec; the poller retries
+    registry = ModelRegistry(["churn", "conversion"])
+    assert registry.refresh() is False
+    assert time.monotonic() - start < 3
+    assert "\n" not in registry.last_error and str(db) in registry.last_error
+    assert "not a database" in registry.last_error
+
+
+def test_locked_registry_db_is_one_line_and_fast(registered_champions, monkeypatch):
+    import sqlite3
+
+    from core.settings import project_paths
+
+    db = project_paths().mlruns / "mlflow.db"
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        registry = ModelRegistry(["churn", "conversion"])
+        start = time.monotonic()
+        assert registry.refresh() is False
+        assert time.monotonic() - start < 5
+        assert "\n" not in registry.last_error and str(db) in registry.last_error and "locked" in registry.last_error
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert registry.refresh() is True and registry.current.versions() == registered_champions

@@ -1,0 +1,45 @@
+"""Ingest: foreign event exports (CSV or Parquet) -> the canonical event store.
+
+One call of :func:`ingest` reads every file given, maps foreign column names and date formats (the column
+map), parses each column into its canonical type, validates the result against the pandera schemas,
+and then, holding the store lock, checks that events belong to known customers and merges the new rows
+into the store's month partitions in one atomic commit (``EventStore.replace_months``). Any problem
+anywhere raises one ``DataError`` that lists every problem found, and nothing of that run is written.
+
+Merging is idempotent: a row whose id (page views: whose full row) is already stored with the same values
+is counted as already present and rewrites nothing; a stored id with different values is replaced (an
+export that now carries a complaint's ``resolved_at``), in the columns the export has; new ids are
+appended to their months.
+
+Modules, by job:
+
+- ``columns``: the column map (``ColumnMap``, ``load_column_map``) and applying it to a file's columns
+- ``files``: reading one file; CSV structure and Parquet string checks
+- ``parse``: parsing values into contract types, time range (``read_source``)
+- ``plan``: known / derived customers, de-duplication, month planning (``plan_table``)
+- ``commit``: the :func:`ingest` entry point and its report
+- ``validate``: :func:`validate_store`
+"""
+
+from pipelines.ingest.columns import ColumnMap, TableMap, load_column_map
+from pipelines.ingest.commit import IngestReport, TableResult, ingest
+from pipelines.ingest.parse import Source, read_source
+from pipelines.ingest.plan import TablePlan, already_stored, drop_repeated_rows, plan_table
+from pipelines.ingest.validate import TableSummary, validate_store
+
+__all__ = [
+    "ColumnMap",
+    "IngestReport",
+    "Source",
+    "TableMap",
+    "TablePlan",
+    "TableResult",
+    "TableSummary",
+    "already_stored",
+    "drop_repeated_rows",
+    "ingest",
+    "load_column_map",
+    "plan_table",
+    "read_source",
+    "validate_store",
+]
