@@ -91,6 +91,12 @@ class ProjectPaths:
         return self.scores / LATEST_SCORES_FILE
 
     @property
+    def forgotten_ids(self) -> Path:
+        """SHA-256 hex digests of forgotten customer ids, one a line (never the ids): `propensity forget`
+        appends, every serving worker reads it on its poll and drops those customers from memory."""
+        return self.data / "forgotten_ids.sha256"
+
+    @property
     def reports(self) -> Path:
         return self.data / "reports"
 

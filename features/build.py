@@ -98,6 +98,9 @@ def _day(expr: str) -> str:
     return f"(DATE '1970-01-01' + CAST(floor(epoch_us({expr}) / 86400000000) AS INTEGER))"
 
 
+_US_PER_DAY = "86400000000.0"
+
+
 def _unix(expr: str) -> str:
     return f"(epoch_ms({expr}) // 1000)"
 
@@ -138,33 +141,67 @@ def _prepare(con, store: EventStore, present: dict[str, bool], dates: list[dt.da
         f"WHEN {{day}} >= {_date(grid_end)} THEN {_date(until)} "
         f"ELSE {_date(first)} + CAST(((({{day}} - {_date(first)}) // {cadence_days}) + 1) * {cadence_days} AS INTEGER) END"
     )
-    con.execute(f"CREATE OR REPLACE TEMP VIEW raw_orders AS {raw('orders', 'customer_id, ordered_at AS ts, amount', 'ordered_at')}")
+    # A log of who bought when, without amounts, is enough: the spend features are then null.
+    amount = "amount" if "amount" in _columns(con, store.glob("orders"), union=True) else "NULL::DOUBLE AS amount"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW raw_orders AS {raw('orders', f'customer_id, ordered_at AS ts, {amount}', 'ordered_at')}")
+    # Each order's gap to the customer's previous one, in days, minus the customer's first gap: the
+    # variance of the gaps is shift-invariant, and without the shift its sum-of-squares formula loses
+    # every digit for a customer who orders on a regular rhythm (a std of 1e-7 instead of 0). The first
+    # gap is known at every snapshot with two orders, so no later event enters a snapshot's value.
+    whole = "w ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING"
+    gaps = (
+        f"SELECT customer_id, ts, amount, epoch_us(ts - lag(ts) OVER w) / {_US_PER_DAY} - "
+        f"epoch_us(nth_value(ts, 2) OVER ({whole}) - first_value(ts) OVER ({whole})) / {_US_PER_DAY} AS gap "
+        "FROM raw_orders WINDOW w AS (PARTITION BY customer_id ORDER BY ts)"
+    )
     con.execute(
         f"CREATE TEMP TABLE orders_daily AS SELECT customer_id, {_day('ts')} AS day, count(*) AS n, "
-        "sum(amount) AS spend, max(ts) AS last_ts, min(ts) AS first_ts FROM raw_orders GROUP BY ALL"
+        # NaN (not NULL) for a day with an order without an amount, so that every window summing over
+        # it is NaN too and is written as null: a spend that misses an order would be silently low.
+        "CASE WHEN count(amount) = count(*) THEN sum(amount) ELSE 'NaN'::DOUBLE END AS spend, "
+        "max(ts) AS last_ts, min(ts) AS first_ts, sum(gap) AS gap_sum, sum(gap * gap) AS gap_sq "
+        f"FROM ({gaps}) GROUP BY ALL"
+    )
+    # No amount at all (the column missing, or null throughout): every spend feature is null, also for
+    # customers without orders, rather than a spend of 0 that nobody measured.
+    present["amount"] = bool(con.execute("SELECT bool_or(NOT isnan(spend)) FROM orders_daily").fetchone()[0])
+    # All-time order figures per snapshot bucket (lifetime counts, first and last order, gap sums).
+    con.execute(
+        f"CREATE TEMP TABLE order_buckets AS SELECT customer_id, {bucket.format(day='day')} AS bucket, "
+        "sum(n) AS n, sum(spend) AS spend, min(first_ts) AS first_ts, max(last_ts) AS last_ts, "
+        "sum(gap_sum) AS gap_sum, sum(gap_sq) AS gap_sq FROM orders_daily GROUP BY ALL"
     )
     # Orders that can close a cart session of some snapshot's 30-day window (abandoned carts).
     con.execute(f"CREATE TEMP TABLE recent_orders AS SELECT customer_id, ts FROM raw_orders WHERE ts >= {_ts(first)} - INTERVAL 31 DAY")
-    firsts = ["SELECT customer_id, min(first_ts) AS first_at FROM orders_daily GROUP BY 1"]
+    firsts = ["SELECT customer_id, min(first_ts) AS first_at FROM order_buckets GROUP BY 1"]
     activity = [f"SELECT customer_id, day FROM orders_daily WHERE day >= {_date(first)} - 90"]
     if present["page_views"]:
+        # One pass over every page view, per session and day; the all-time figures (per bucket) and the
+        # windowed ones (the last 90 days) are both reduced from it.
         views = raw("page_views", "customer_id, session_id, viewed_at AS ts, page_type", "viewed_at")
         con.execute(
-            f"CREATE TEMP TABLE visit_buckets AS SELECT customer_id, {bucket.format(day='day')} AS bucket, "
-            "max(ts) AS last_ts, max(ts) FILTER (WHERE page_type = 'product') AS last_product_ts, "
-            f"min(ts) AS first_ts, count(*) AS n FROM (SELECT *, {_day('ts')} AS day FROM ({views})) GROUP BY ALL"
+            "CREATE TEMP TABLE session_days_all AS SELECT customer_id, session_id, day, "
+            "count(*) AS n_views, count(*) FILTER (WHERE page_type = 'product') AS n_product, "
+            "count(*) FILTER (WHERE page_type = 'cart') AS n_cart, min(ts) AS first_ts, max(ts) AS last_ts, "
+            "max(ts) FILTER (WHERE page_type = 'product') AS last_product_ts "
+            f"FROM (SELECT *, {_day('ts')} AS day FROM ({views})) GROUP BY ALL"
+        )
+        # A session counts once, in the bucket of its first view: a session over a snapshot's midnight
+        # is in that snapshot's lifetime count and not counted again by the next one.
+        con.execute(
+            f"CREATE TEMP TABLE visit_buckets AS WITH b AS (SELECT customer_id, {bucket.format(day='day')} AS bucket, "
+            "max(last_ts) AS last_ts, max(last_product_ts) AS last_product_ts, min(first_ts) AS first_ts, "
+            "sum(n_views) AS n, count(DISTINCT day) AS days FROM session_days_all GROUP BY ALL), "
+            f"s AS (SELECT customer_id, {bucket.format(day='first_day')} AS bucket, count(*) AS sessions "
+            "FROM (SELECT customer_id, min(day) AS first_day FROM session_days_all GROUP BY customer_id, session_id) "
+            "GROUP BY ALL) SELECT b.*, coalesce(s.sessions, 0) AS sessions FROM b LEFT JOIN s USING (customer_id, bucket)"
         )
         firsts.append("SELECT customer_id, min(first_ts) FROM visit_buckets GROUP BY 1")
-        recent = raw(
-            "page_views", "customer_id, session_id, viewed_at AS ts, page_type", "viewed_at",
-            since=first - dt.timedelta(days=90),
-        )
         con.execute(
-            f"CREATE TEMP TABLE session_days AS SELECT customer_id, session_id, {_day('ts')} AS day, "
-            "count(*) AS n_views, count(*) FILTER (WHERE page_type = 'product') AS n_product, "
-            "count(*) FILTER (WHERE page_type = 'cart') AS n_cart, "
-            f"min(ts) AS first_ts, max(ts) AS last_ts FROM ({recent}) GROUP BY ALL"
+            "CREATE TEMP TABLE session_days AS SELECT * EXCLUDE (last_product_ts) FROM session_days_all "
+            f"WHERE day >= {_date(first)} - 90"
         )
+        con.execute("DROP TABLE session_days_all")
         activity.append("SELECT customer_id, day FROM session_days")
     if present["complaints"]:
         con.execute(
@@ -192,8 +229,10 @@ def _events_read(con, present: dict[str, bool]) -> int:
     return int(sum(con.execute(sql).fetchone()[0] or 0 for sql in counts))
 
 
-def _columns(con, glob: str) -> set[str]:
-    return {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{glob}') LIMIT 0").fetchall()}
+def _columns(con, glob: str, union: bool = False) -> set[str]:
+    """Columns of the first file of ``glob``, or of all of them with ``union`` (reads every footer)."""
+    args = ", union_by_name = true" if union else ""
+    return {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{glob}'{args}) LIMIT 0").fetchall()}
 
 
 def _population(day: dt.date) -> str:
@@ -204,7 +243,7 @@ def recency_sql(day: dt.date, present: dict[str, bool]) -> str:
     d, t = _date(day), _ts(day)
     ctes = [
         _population(day),
-        f"o AS (SELECT customer_id, max(last_ts) AS last_order_at FROM orders_daily WHERE day < {d} GROUP BY 1)",
+        f"o AS (SELECT customer_id, max(last_ts) AS last_order_at FROM order_buckets WHERE bucket <= {d} GROUP BY 1)",
     ]
     joins = ["LEFT JOIN o USING (customer_id)"]
     cols = [f"{_unix('o.last_order_at')} AS last_order_at"]
@@ -245,11 +284,17 @@ def frequency_sql(day: dt.date, present: dict[str, bool]) -> str:
         f"WHERE day >= {d} - 90 AND day < {d} GROUP BY 1)",
     ]
     cols = [f"coalesce(o.orders_{w}, 0)::BIGINT AS orders_{w}" for w in windows]
-    cols += [f"coalesce(o.spend_{w}, 0)::DOUBLE AS spend_{w}" for w in windows]
+    if present["amount"]:
+        # NaN: the window holds an order without an amount (see _prepare).
+        cols += [f"nullif(coalesce(o.spend_{w}, 0), 'NaN')::DOUBLE AS spend_{w}" for w in windows]
+        aov = "nullif(o.spend_365d / nullif(o.orders_365d, 0), 'NaN')::DOUBLE AS avg_order_value_365d"
+    else:
+        cols += [_null(f"spend_{w}") for w in windows]
+        aov = _null("avg_order_value_365d")
     a, b = "coalesce(o.orders_30d, 0)", "coalesce(o.orders_prev_30d, 0)"
     cols += [
         "coalesce(a.active_days_90d, 0)::BIGINT AS active_days_90d",
-        "(o.spend_365d / nullif(o.orders_365d, 0))::DOUBLE AS avg_order_value_365d",
+        aov,
         f"{b}::BIGINT AS orders_prev_30d",
         f"CASE WHEN {a} + {b} = 0 THEN NULL ELSE ({a} - {b}) / ({a} + {b}) END::DOUBLE AS orders_trend_30d",
     ]
@@ -314,6 +359,44 @@ def complaints_sql(day: dt.date, present: dict[str, bool]) -> str:
     return _select(ctes, cols, ["LEFT JOIN c USING (customer_id)"], day)
 
 
+def cadence_sql(day: dt.date, present: dict[str, bool]) -> str:
+    d = _date(day)
+    ctes = [
+        _population(day),
+        "o AS (SELECT customer_id, sum(n) AS n, sum(spend) AS spend, min(first_ts) AS first_ts, "
+        f"max(last_ts) AS last_ts, sum(gap_sum) AS gap_sum, sum(gap_sq) AS gap_sq FROM order_buckets "
+        f"WHERE bucket <= {d} GROUP BY 1)",
+    ]
+    joins = ["LEFT JOIN o USING (customer_id)"]
+    # n - 1 gaps between n orders: their mean telescopes to the span over n - 1; their sample variance
+    # is (sum of squares - sum^2 / k) / (k - 1) over the shifted gaps (_prepare), k = n - 1. A rounding
+    # error just below 0 for identical gaps is clamped.
+    cols = [
+        "coalesce(o.n, 0)::BIGINT AS lifetime_orders",
+        "nullif(coalesce(o.spend, 0), 'NaN')::DOUBLE AS lifetime_spend" if present["amount"] else _null("lifetime_spend"),
+        f"{_unix('o.first_ts')} AS first_order_at",
+        f"CASE WHEN o.n >= 2 THEN epoch_us(o.last_ts - o.first_ts) / {_US_PER_DAY} / (o.n - 1) END::DOUBLE "
+        "AS orders_mean_gap_days",
+        "CASE WHEN o.n >= 3 THEN sqrt(greatest((o.gap_sq - o.gap_sum * o.gap_sum / (o.n - 1)) / (o.n - 2), 0)) "
+        "END::DOUBLE AS orders_gap_std_days",
+    ]
+    if present["page_views"]:
+        ctes.append(
+            "v AS (SELECT customer_id, sum(sessions) AS sessions, min(first_ts) AS first_ts, max(last_ts) AS last_ts, "
+            f"sum(days) AS days FROM visit_buckets WHERE bucket <= {d} GROUP BY 1)"
+        )
+        joins.append("LEFT JOIN v USING (customer_id)")
+        cols += [
+            "coalesce(v.sessions, 0)::BIGINT AS lifetime_sessions",
+            f"{_unix('v.first_ts')} AS first_visit_at",
+            f"CASE WHEN v.days >= 2 THEN ({_day('v.last_ts')} - {_day('v.first_ts')}) / (v.days - 1) END::DOUBLE "
+            "AS visit_mean_gap_days",
+        ]
+    else:
+        cols += [_null(f) for f in ("lifetime_sessions", "first_visit_at", "visit_mean_gap_days")]
+    return _select(ctes, cols, joins, day)
+
+
 def _select(ctes: list[str], cols: list[str], joins: list[str], day: dt.date) -> str:
     return (
         f"WITH {', '.join(ctes)} SELECT pop.customer_id AS {JOIN_KEY}, {_ts(day)} AS {TIMESTAMP_FIELD}, "
@@ -326,6 +409,7 @@ VIEW_SQL = {
     "customer_frequency": frequency_sql,
     "customer_browse": browse_sql,
     "customer_complaints": complaints_sql,
+    "customer_cadence": cadence_sql,
 }
 
 
@@ -365,7 +449,8 @@ def build_features(
     config = config or load_features_config()
     paths = paths or project_paths()
     store = EventStore(paths.events)
-    present = {t: store.has(t) for t in ("customers", "orders", "page_views", "complaints")}
+    tables = ("customers", "orders", "page_views", "complaints")
+    present = {t: store.has(t) for t in tables}  # _prepare adds "amount": whether orders carry amounts
     if not present["orders"]:
         raise DataError(
             f"{paths.events}: no orders in the event store (orders is the one required family); "
@@ -385,7 +470,7 @@ def build_features(
         dates = plan_dates(until, built_dates(sources), config)
         _prepare(con, store, present, dates, config.snapshots.cadence_days)
         summary = BuildSummary(
-            families={t: ("present" if p else "absent") for t, p in present.items()}
+            families={t: ("present" if present[t] else "absent") for t in tables}
         )
         summary.events = _events_read(con, present)
         _write_snapshots(con, dates, present, sources, summary, progress)
@@ -410,7 +495,7 @@ def _write_snapshots(con, dates, present, sources: Path, summary: BuildSummary, 
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("feature snapshots", total=len(dates))
         for day in dates:
-            # All four views of a date are written to temp files first and swapped in together.
+            # All views of a date are written to temp files first and swapped in together.
             moves = []
             try:
                 for view, make_sql in VIEW_SQL.items():

@@ -114,12 +114,47 @@ COMPLAINTS = ViewSpec(
     ),
 )
 
-VIEWS: dict[str, ViewSpec] = {v.name: v for v in (RECENCY, FREQUENCY, BROWSE, COMPLAINTS)}
+CADENCE = ViewSpec(
+    "customer_cadence",
+    family="mixed",
+    description="The customer's own rhythm: lifetime orders, spend and sessions, first order and visit, "
+    "mean and spread of the gaps between orders and between visit days.",
+    features=(
+        FeatureSpec("lifetime_orders", INT, "Orders before the snapshot, all history."),
+        FeatureSpec(
+            "lifetime_spend",
+            FLOAT,
+            "Order amount summed over all history; null when an order before the snapshot has no amount "
+            "(every order of a log without amounts).",
+        ),
+        FeatureSpec("first_order_at", UNIX_TS, "Time of the first order (unix s); null without orders."),
+        FeatureSpec(
+            "orders_mean_gap_days",
+            FLOAT,
+            "Mean days between consecutive orders, (last - first order) / (orders - 1); null below 2 orders.",
+        ),
+        FeatureSpec(
+            "orders_gap_std_days",
+            FLOAT,
+            "Sample standard deviation of the days between consecutive orders; null below 3 orders.",
+        ),
+        FeatureSpec("lifetime_sessions", INT, "Distinct sessions with a page view before the snapshot."),
+        FeatureSpec("first_visit_at", UNIX_TS, "Time of the first page view (unix s); null without visits."),
+        FeatureSpec(
+            "visit_mean_gap_days",
+            FLOAT,
+            "Mean days between consecutive UTC days with a page view, (last - first visit day) / "
+            "(visit days - 1); null below 2 visit days.",
+        ),
+    ),
+)
+
+VIEWS: dict[str, ViewSpec] = {v.name: v for v in (RECENCY, FREQUENCY, BROWSE, COMPLAINTS, CADENCE)}
 
 # One service per model version; both training (historical) and serving (online) read through it.
 SERVICES: dict[str, tuple[str, ...]] = {
-    "churn_v1": (RECENCY.name, FREQUENCY.name, BROWSE.name, COMPLAINTS.name),
-    "conversion_v1": (RECENCY.name, FREQUENCY.name, BROWSE.name),
+    "churn_v1": (RECENCY.name, FREQUENCY.name, BROWSE.name, COMPLAINTS.name, CADENCE.name),
+    "conversion_v1": (RECENCY.name, FREQUENCY.name, BROWSE.name, CADENCE.name),
 }
 
 # Derived at retrieval time by features.derived.add_derived (numeric ones are model inputs).
@@ -132,6 +167,10 @@ DERIVED_NUMERIC: tuple[str, ...] = (
     "r_score",
     "f_score",
     "m_score",
+    "days_since_first_order",
+    "days_since_first_visit",
+    "gap_ratio",
+    "visit_gap_ratio",
 )
 DERIVED_STRING: tuple[str, ...] = ("rfm_segment", "lifecycle_stage")
 

@@ -1,5 +1,5 @@
-"""Feast definitions: entity ``customer``, four feature views over the build's Parquet snapshots, and one
-feature service per model version.
+"""Feast definitions: entity ``customer``, one feature view per catalogue view (``features.catalog.VIEWS``)
+over the build's Parquet snapshots, and one feature service per model version.
 
 ``propensity features apply`` registers ``make_definitions(...)`` with absolute paths for the project in
 use. The module-level objects below exist for the ``feast`` CLI (``feast -c features plan`` run from the
@@ -81,5 +81,6 @@ customer_recency = _cli.views["customer_recency"]
 customer_frequency = _cli.views["customer_frequency"]
 customer_browse = _cli.views["customer_browse"]
 customer_complaints = _cli.views["customer_complaints"]
+customer_cadence = _cli.views["customer_cadence"]
 churn_v1 = _cli.services["churn_v1"]
 conversion_v1 = _cli.services["conversion_v1"]

@@ -4,7 +4,8 @@ paths call, so that they cannot drift apart.
 Day counts are computed for the date asked for (the entity row's timestamp offline, ``as_of`` online)
 from the stored unix timestamps, so a snapshot taken days earlier never makes a customer look more
 recent than they are. RFM scores, the eight RFM segments and the lifecycle stage follow from them with
-the cut points of configs/features.yaml.
+the cut points of configs/features.yaml; the gap ratios set the day counts against the customer's own
+mean gap between orders (visit days).
 
 Missing inputs stay missing: an unknown customer gets NaN scores and no segment or stage.
 """
@@ -28,7 +29,17 @@ _DAY_COUNTS = {
     "days_since_last_complaint": "last_complaint_at",
     "days_since_last_product_view": "last_product_view_at",
     "tenure_days": "signup_at",
+    "days_since_first_order": "first_order_at",
+    "days_since_first_visit": "first_visit_at",
 }
+# <ratio> <- (day count, the customer's mean gap): the current gap against the customer's own rhythm,
+# so a weekly buyer 40 days out and a quarterly buyer 40 days out do not look alike. Null without a
+# mean gap (fewer than two orders or visit days) and for a mean gap of 0 (every order at one instant).
+_GAP_RATIOS = {
+    "gap_ratio": ("days_since_last_order", "orders_mean_gap_days"),
+    "visit_gap_ratio": ("days_since_last_visit", "visit_mean_gap_days"),
+}
+_INPUTS = (*_DAY_COUNTS.values(), "orders_365d", "spend_365d", *(gap for _, gap in _GAP_RATIOS.values()))
 
 
 def as_unix_seconds(as_of, n_rows: int) -> np.ndarray:
@@ -64,11 +75,18 @@ def derive_arrays(
         ts = _float(columns, source, n)
         # A stored time after as_of only happens when as_of precedes the snapshot; clip to "today".
         out[name] = np.floor(np.maximum(as_of_seconds - ts, 0.0) / SECONDS_PER_DAY)
+    for name, (days, gap) in _GAP_RATIOS.items():
+        mean_gap = _float(columns, gap, n)
+        has_gap = mean_gap > 0  # False for NaN too
+        out[name] = np.divide(out[days], mean_gap, out=np.full(n, np.nan), where=has_gap)
 
     rfm = config.rfm
     orders_365d = _float(columns, "orders_365d", n)
     spend_365d = _float(columns, "spend_365d", n)
     known = ~np.isnan(orders_365d)  # orders is the one required family: NaN here means no features
+    # Spend is null when orders carry no amounts: no monetary score then, nor the segment built on it
+    # (a score of 1 would say "spends little" about spend nobody measured).
+    priced = known & ~np.isnan(spend_365d)
     days = out["days_since_last_order"]
     r = 5.0 - (days[:, None] > np.asarray(rfm.recency_days)[None, :]).sum(axis=1)
     r = np.where(np.isnan(days), 1.0, r)  # never ordered: lowest recency score
@@ -76,13 +94,13 @@ def derive_arrays(
     m = 1.0 + (np.nan_to_num(spend_365d)[:, None] >= np.asarray(rfm.monetary_spend_365d)[None, :]).sum(axis=1)
     out["r_score"] = np.where(known, r, np.nan)
     out["f_score"] = np.where(known, f, np.nan)
-    out["m_score"] = np.where(known, m, np.nan)
+    out["m_score"] = np.where(priced, m, np.nan)
 
     segment = np.full(n, None, dtype=object)
     high = rfm.high_score
     for key, name in rfm.segments.items():
         want = [c == "H" for c in key]
-        hit = known & ((r >= high) == want[0]) & ((f >= high) == want[1]) & ((m >= high) == want[2])
+        hit = priced & ((r >= high) == want[0]) & ((f >= high) == want[1]) & ((m >= high) == want[2])
         segment[hit] = name
     out["rfm_segment"] = segment
 
@@ -108,7 +126,7 @@ def add_derived(df: pd.DataFrame, as_of, config: FeaturesConfig | None = None) -
     config = config or load_features_config()
     columns = {
         c: pd.to_numeric(df[c], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-        for c in (*_DAY_COUNTS.values(), "orders_365d", "spend_365d")
+        for c in _INPUTS
         if c in df.columns
     }
     derived = derive_arrays(columns, as_unix_seconds(as_of, len(df)), config)

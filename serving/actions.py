@@ -64,6 +64,7 @@ class Conditions(StrictModel):
     lifecycle_stage: list[Literal["new", "active", "at_risk", "lapsed"]] | None = None
     at_least: dict[str, float] = Field(default_factory=dict, description="column -> minimum (inclusive)")
     at_most: dict[str, float] = Field(default_factory=dict, description="column -> maximum (inclusive)")
+    tags: list[str] = Field(default_factory=list, description="tags (configs/tags.yaml) that must all hold")
 
     @model_validator(mode="after")
     def _not_empty(self) -> Conditions:
@@ -72,8 +73,10 @@ class Conditions(StrictModel):
         return self
 
     def columns_needed(self) -> list[str]:
-        named = [k for k, v in self.model_dump(exclude={"at_least", "at_most", "bands"}).items() if v is not None]
-        return named + [f"{m}_band" for m in self.bands] + list(self.at_least) + list(self.at_most)
+        named = [k for k, v in self.model_dump(exclude={"at_least", "at_most", "bands", "tags"}).items()
+                 if v is not None]
+        return (named + [f"{m}_band" for m in self.bands] + list(self.at_least) + list(self.at_most)
+                + (["tags"] if self.tags else []))
 
 
 class ActionRule(StrictModel):
@@ -128,6 +131,66 @@ class LostRule(StrictModel):
 
 class Queue(StrictModel):
     capacity: int | None = Field(None, ge=0, description="customers the team can take per run; null: no limit")
+
+
+class TagRule(StrictModel):
+    """A named tag: holds for every customer matching ``when`` (the rules' conditions). A customer carries
+    every tag that holds; rules can require tags."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str = ""
+    when: Conditions
+    refresh: Literal["daily", "weekly", "monthly"] = Field(
+        "daily", description="batch lists recompute the tag on the first list of each period and carry it in between"
+    )
+
+
+class TagsConfig(StrictModel):
+    tags: list[TagRule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> TagsConfig:
+        names = [t.name for t in self.tags]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"tag names must be unique; repeated: {dupes}")
+        return self
+
+
+def load_tags_config(path: str | Path | None = None) -> TagsConfig:
+    """configs/tags.yaml (no tags when the file is absent)."""
+    path = Path(path) if path else config_path("tags.yaml")
+    return load_config(path, TagsConfig) if path.is_file() else TagsConfig()
+
+
+PERIOD = {"daily": "%Y-%m-%d", "weekly": "%G-W%V", "monthly": "%Y-%m"}
+
+
+def tag_due(refresh: str, as_of, previous_as_of) -> bool:
+    """Whether a list at ``as_of`` recomputes a tag of this cadence: always on the first list, then on
+    the first list of each new day, ISO week or month."""
+    if previous_as_of is None:
+        return True
+    fmt = PERIOD[refresh]
+    return f"{pd.Timestamp(as_of):{fmt}}" != f"{pd.Timestamp(previous_as_of):{fmt}}"
+
+
+def assign_tags(frame: pd.DataFrame, config: TagsConfig, previous: pd.Series | None = None,
+                due: set[str] | None = None) -> pd.Series:
+    """The ``tags`` column: every tag that holds, sorted, joined by ";". Tags not in ``due`` are carried
+    from ``previous`` (the last list's tags per customer, indexed by customer_id)."""
+    held: list[list[str]] = [[] for _ in range(len(frame))]
+    carried = None
+    if previous is not None and due is not None:
+        carried = frame["customer_id"].map(previous).fillna("").str.split(TAG_SEPARATOR).tolist()
+    for tag in config.tags:
+        if carried is not None and tag.name not in due:
+            hits = [tag.name in names for names in carried]
+        else:
+            hits = conditions_mask(frame, tag.when, f"tags.yaml: tag '{tag.name}'")
+        for i in np.flatnonzero(hits):
+            held[i].append(tag.name)
+    return pd.Series([TAG_SEPARATOR.join(sorted(names)) for names in held], index=frame.index, name="tags")
 
 
 class ActionsConfig(StrictModel):
@@ -191,13 +254,18 @@ def layer_tags(scores: pd.DataFrame, layers: Layers, skipped_models: Iterable[st
 
 
 def _rule_mask(frame: pd.DataFrame, rule: ActionRule) -> np.ndarray:
-    when = rule.when
+    return conditions_mask(frame, rule.when, f"actions.yaml: rule '{rule.name}'")
+
+
+def conditions_mask(frame: pd.DataFrame, when: Conditions, where: str) -> np.ndarray:
+    """Rows of ``frame`` where every condition holds (the rules' and the tags' shared matcher)."""
     missing = [c for c in when.columns_needed() if c not in frame.columns]
     if missing:
-        raise ConfigError(
-            f"actions.yaml: rule '{rule.name}' uses column(s) {missing} that the scores do not have"
-        )
+        raise ConfigError(f"{where} uses column(s) {missing} that the scores do not have")
     mask = np.ones(len(frame), dtype=bool)
+    if when.tags:
+        held = frame["tags"].fillna("").str.split(TAG_SEPARATOR)
+        mask &= held.map(lambda names: set(when.tags) <= set(names)).to_numpy(dtype=bool)
     for col in (*LAYER_COLUMNS, "rfm_segment", "lifecycle_stage"):
         wanted = getattr(when, col)
         if wanted is None:
@@ -240,6 +308,7 @@ def check_models(config: ActionsConfig, known_models: Iterable[str]) -> None:
             raise ConfigError(f"actions.yaml: rule '{rule.name}': unknown model(s) {unknown}; known: {known}")
 
 
+TAG_SEPARATOR = ";"
 LOST_RULE = "lost"
 IN_QUEUE, OVER_CAPACITY = "in queue", "over capacity"
 TREATMENT, CONTROL = "treatment", "control"
@@ -342,6 +411,7 @@ def prioritise(frame: pd.DataFrame, config: ActionsConfig) -> pd.DataFrame:
 def decide(
     frame: pd.DataFrame, config: ActionsConfig, skipped_models: Iterable[str] = (),
     feature_ranges: dict[str, dict[str, list[float]]] | None = None,
+    tags: TagsConfig | None = None, previous_tags: pd.Series | None = None, tags_due: set[str] | None = None,
 ) -> pd.DataFrame:
     """Layers, action, queue, rule, control group, priority and queue status for scored rows: the one
     decision batch scoring and the API share (``frame`` holds customer_id, as_of, the features and
@@ -349,6 +419,8 @@ def decide(
     skipped = list(skipped_models)
     layers = layer_tags(frame, config.layers, skipped)
     with_layers = pd.concat([frame, layers], axis=1)
+    layers["tags"] = assign_tags(with_layers, tags or TagsConfig(), previous_tags, tags_due)
+    with_layers["tags"] = layers["tags"]
     actions = assign_actions(with_layers, config, skipped, feature_ranges)
     as_of = frame["as_of"].iloc[0] if len(frame) else pd.Timestamp(0, tz="UTC")
     actions = assign_groups(frame, actions, config, as_of)

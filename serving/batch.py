@@ -26,7 +26,14 @@ import numpy as np
 import pandas as pd
 
 from core.errors import PropensityError
-from serving.actions import LAYER_COLUMNS, ActionsConfig, decide, load_actions_config
+from serving.actions import (
+    LAYER_COLUMNS,
+    ActionsConfig,
+    decide,
+    load_actions_config,
+    load_tags_config,
+    tag_due,
+)
 
 log = logging.getLogger("propensity.score")
 
@@ -37,7 +44,7 @@ def score_columns(models: list[str]) -> list[str]:
     """The CRM file's columns for the scored models, in order (docs/internals.md "Scores")."""
     per_model = [c for m in models for c in (f"{m}_probability", f"{m}_band")]
     return [
-        "customer_id", "as_of", *per_model, "rfm_segment", "lifecycle_stage", *LAYER_COLUMNS,
+        "customer_id", "as_of", *per_model, "rfm_segment", "lifecycle_stage", *LAYER_COLUMNS, "tags",
         "reasons", "reasons_json", "action", "queue", "action_rule", "group", "priority", "queue_status",
         *[f"{m}_model_version" for m in models],
     ]
@@ -231,9 +238,28 @@ def predict_and_tag(
             frame[f"{name}_band"] = band(p, model.bands(bands[name]))
             frame[f"{name}_model_version"] = str(model.version)
     ranges = {name: model.feature_ranges for name, model in models.items()}
+    tags = load_tags_config()
+    previous, due = previous_tags(as_of, tags)
     with times.stage("layers + actions", n):
-        frame = pd.concat([frame, decide(frame, cfg, skipped_models(models), ranges)], axis=1)
+        decided = decide(frame, cfg, skipped_models(models), ranges, tags, previous, due)
+        frame = pd.concat([frame, decided], axis=1)
     return frame
+
+
+def previous_tags(as_of: pd.Timestamp, tags) -> tuple[pd.Series | None, set[str] | None]:
+    """The last earlier list's tags per customer and which tags are due at ``as_of`` (see
+    serving.actions.tag_due); (None, None) when there is no earlier list: every tag is computed."""
+    from core.settings import SCORES_FILE, project_paths
+
+    paths = project_paths()
+    earlier = [d for d in paths.scored_dates() if d < f"{as_of:%Y-%m-%d}"]
+    if not earlier:
+        return None, None
+    previous = pd.read_parquet(paths.scores / earlier[-1] / SCORES_FILE)
+    if "tags" not in previous.columns:
+        return None, None
+    due = {t.name for t in tags.tags if tag_due(t.refresh, as_of, pd.Timestamp(earlier[-1], tz="UTC"))}
+    return previous.set_index("customer_id")["tags"], due
 
 
 def wide_frame(features: dict[str, pd.DataFrame]) -> pd.DataFrame:

@@ -359,8 +359,11 @@ def backtest_model(spec: ModelSpec, as_of: date, *, trials: int | None = None, t
 
     started = time.perf_counter()
     log.info("%s: training on the history before %s (not registered)", spec.name, as_of)
+    # A study of its own for every backtest: the seeded sampler then replays the same trials and a re-run
+    # gives the same model, instead of adding trials to a study an earlier run (or `train`) left.
+    study = f"backtest-{spec.name}-{as_of}-{time.strftime('%Y%m%dT%H%M%S')}"
     result = train_model(history_spec(spec, as_of), trials=trials, timeout=timeout, storage=storage,
-                         source=ExactFeatureSource(), progress=progress, register=False)
+                         study_name=study, source=ExactFeatureSource(), progress=progress, register=False)
     mlflow_client().set_tag(result.run_id, "backtest_as_of", f"{as_of}")
     seconds["train"] = time.perf_counter() - started
 

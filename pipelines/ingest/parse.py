@@ -23,6 +23,9 @@ from pipelines.ingest.columns import EPOCH_FORMATS, ColumnMap, map_columns
 from pipelines.ingest.files import read_file
 
 _NULL_DTYPES = {TIMESTAMP: "datetime64[us, UTC]", FLOAT: "float64", INT: "Int64", STRING: object}
+# What pandas' nanosecond timestamps can hold (to the microsecond, as Python's datetime has it).
+_PANDAS_LATEST = pd.Timestamp.max.floor("us").to_pydatetime()
+_PANDAS_EARLIEST = pd.Timestamp.min.ceil("us").to_pydatetime()
 
 
 @dataclass
@@ -149,15 +152,14 @@ def _parse_timestamp_column(
 
 def _out_of_range(value, fmt: str | None) -> str | None:
     """'late' / 'early' when ``value`` is a real timestamp beyond what pandas can hold, else None."""
-    bound_late, bound_early = pd.Timestamp.max, pd.Timestamp.min
     if fmt in EPOCH_FORMATS:
         number = pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]
         if pd.isna(number):
             return None
         seconds = float(number) / (1000.0 if fmt == "epoch_ms" else 1.0)
-        if seconds > bound_late.timestamp():
+        if seconds > pd.Timestamp.max.timestamp():
             return "late"
-        return "early" if seconds < bound_early.timestamp() else None
+        return "early" if seconds < pd.Timestamp.min.timestamp() else None
     text = str(value).strip()
     try:
         if fmt in (None, "ISO8601"):
@@ -167,9 +169,9 @@ def _out_of_range(value, fmt: str | None) -> str | None:
     except ValueError:
         return None
     naive = stamp.replace(tzinfo=None)
-    if naive > bound_late.to_pydatetime():
+    if naive > _PANDAS_LATEST:
         return "late"
-    return "early" if naive < bound_early.to_pydatetime() else None
+    return "early" if naive < _PANDAS_EARLIEST else None
 
 
 def _as_strings(values: pd.Series) -> pd.Series:

@@ -191,7 +191,7 @@ def test_control_groups_are_deterministic_per_customer_and_date_and_get_no_actio
     draw = control_draw(ids, day)
     assert np.array_equal(draw, control_draw(ids, day))  # re-running the list agrees
     assert not np.array_equal(draw, control_draw(ids, day + pd.Timedelta(days=7)))  # next week: a new draw
-    assert 0.0 <= draw.min() and draw.max() < 1.0 and abs(draw.mean() - 0.5) < 0.01
+    assert draw.min() >= 0.0 and draw.max() < 1.0 and abs(draw.mean() - 0.5) < 0.01
     rule = cfg.rules[0]
     actions = pd.DataFrame({"action": rule.action, "queue": rule.queue, "action_rule": rule.name,
                             "explain": rule.explain}, index=range(len(ids)))
@@ -201,3 +201,31 @@ def test_control_groups_are_deterministic_per_customer_and_date_and_get_no_actio
     assert (out.loc[control, "action"] == cfg.control.action).all()
     assert (out.loc[~control, "group"] == TREATMENT).all() and (out.loc[~control, "action"] == rule.action).all()
     assert (out["action_rule"] == rule.name).all()  # the effect report compares per rule
+
+
+def test_tags_every_one_that_holds_rules_can_require_them_and_cadence_carries(tmp_path):
+    from serving.actions import TagsConfig, assign_tags, load_tags_config, tag_due
+
+    assert [t.name for t in load_tags_config().tags]  # the shipped configs/tags.yaml validates
+    tags = TagsConfig.model_validate({"tags": [
+        {"name": "big", "when": {"at_least": {"spend": 100}}, "refresh": "monthly"},
+        {"name": "fresh", "when": {"at_most": {"days": 7}}, "refresh": "daily"},
+    ]})
+    frame = pd.DataFrame({"customer_id": ["a", "b", "c"], "spend": [500.0, 50.0, 200.0], "days": [3.0, 3.0, 30.0]})
+    assert assign_tags(frame, tags).tolist() == ["big;fresh", "fresh", "big"]
+    # A monthly tag inside the same month is carried from the previous list, a daily one recomputed.
+    day, next_day = pd.Timestamp("2024-05-06", tz="UTC"), pd.Timestamp("2024-05-07", tz="UTC")
+    due = {t.name for t in tags.tags if tag_due(t.refresh, next_day, day)}
+    assert due == {"fresh"} and tag_due("monthly", pd.Timestamp("2024-06-03", tz="UTC"), day)
+    previous = pd.Series({"a": "fresh", "b": "big;fresh"})
+    assert assign_tags(frame, tags, previous, due).tolist() == ["fresh", "big;fresh", ""]
+    # Rules can require tags.
+    cfg = ActionsConfig.model_validate({
+        "layers": {k: {"column": "spend", "high_at_least": 1} for k in ("activity", "value", "intent", "risk")},
+        "rules": [{"name": "r", "when": {"tags": ["big", "fresh"]}, "action": "A", "queue": "q", "explain": "m"}],
+    })
+    tagged = frame.assign(tags=assign_tags(frame, tags))
+    assert assign_actions(tagged, cfg)["action"].tolist() == ["A", "no action", "no action"]
+    with pytest.raises(ConfigError, match="tag names must be unique"):
+        load_config(_write(tmp_path, "tags:\n  - {name: x, when: {at_least: {a: 1}}}\n  - {name: x, when: {at_least: {a: 2}}}\n"),
+                    TagsConfig)

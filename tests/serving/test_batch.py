@@ -40,6 +40,7 @@ def _features(n: int, seed: int = 0) -> pd.DataFrame:
         "event_timestamp": AS_OF,
         "days_since_last_order": rng.integers(0, 300, n).astype(float),
         "orders_30d": rng.poisson(1.0, n).astype(float),
+        "orders_365d": rng.poisson(6.0, n).astype(float),
         "complaints_30d": rng.poisson(0.4, n).astype(float),
         "open_complaints": rng.poisson(0.2, n).astype(float),
         "active_days_90d": rng.integers(0, 20, n).astype(float),

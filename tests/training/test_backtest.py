@@ -1,0 +1,271 @@
+"""`propensity backtest`: the bootstrap metrics against sklearn and hand-computed answers, BG/NBD against
+parameters it must recover and values pymc-marketing computes, the RFM summary on a crafted event log,
+the shortened history, and one slow end-to-end run on a tiny generated business."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from core.events import EventStore
+from core.settings import REPO_ROOT
+from training import btyd
+from training.backtest import (
+    bootstrap,
+    calibration_table,
+    history_spec,
+    percentile_interval,
+    resample_counts,
+    rfm_summary,
+    top_stats,
+    weighted_auc,
+    weighted_average_precision,
+)
+
+
+# ---- metrics ----------------------------------------------------------------------------------------
+def test_auc_and_average_precision_by_hand():
+    y = np.array([0, 0, 1, 1])
+    s = np.array([0.1, 0.4, 0.35, 0.8])
+    ones = np.ones((1, 4))
+    # Pairs (pos, neg): (0.35 > 0.1), (0.35 < 0.4), (0.8 > both): 3 of 4.
+    assert weighted_auc(y, s, ones)[0] == pytest.approx(0.75)
+    # Ranked 0.8 (pos), 0.4 (neg), 0.35 (pos), 0.1: AP = 1/2 * 1 + 1/2 * 2/3.
+    assert weighted_average_precision(y, s, ones)[0] == pytest.approx(5 / 6)
+    # A tie between a positive and a negative counts one half.
+    assert weighted_auc(np.array([0, 1]), np.array([1.0, 1.0]), np.ones((1, 2)))[0] == pytest.approx(0.5)
+
+
+def test_weighted_metrics_equal_sklearn_with_sample_weights():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(3)
+    n = 2000
+    y = (rng.random(n) < 0.3).astype(float)
+    score = np.round(y * 0.6 + rng.normal(size=n), 1)  # rounded: many ties
+    weights = next(resample_counts(n, 7, seed=11))
+    aucs, aps = weighted_auc(y, score, weights), weighted_average_precision(y, score, weights)
+    for w, a, p in zip(weights, aucs, aps, strict=True):
+        assert a == pytest.approx(roc_auc_score(y, score, sample_weight=w), abs=1e-12)
+        assert p == pytest.approx(average_precision_score(y, score, sample_weight=w), abs=1e-12)
+
+
+def test_resamples_are_seeded_and_draw_n_customers():
+    first = np.vstack(list(resample_counts(500, 250, seed=5)))
+    again = np.vstack(list(resample_counts(500, 250, seed=5)))
+    assert first.shape == (250, 500)
+    np.testing.assert_array_equal(first, again)
+    assert (first.sum(axis=1) == 500).all()
+    assert not np.array_equal(first, np.vstack(list(resample_counts(500, 250, seed=6))))
+
+
+def test_bootstrap_intervals_and_paired_differences():
+    rng = np.random.default_rng(0)
+    n = 3000
+    y = (rng.random(n) < 0.25).astype(float)
+    strong = y + rng.normal(size=n)
+    scores = {"model": strong, "same": strong.copy(), "flipped": -strong, "noise": rng.normal(size=n)}
+    out = bootstrap(y, scores, resamples=400, seed=1)
+    for name, s in out.items():
+        assert s["roc_auc_ci"][0] <= s["roc_auc"] <= s["roc_auc_ci"][1], name
+        assert s["pr_auc_ci"][0] <= s["pr_auc"] <= s["pr_auc_ci"][1], name
+    assert "auc_diff" not in out["model"]
+    # Paired: the same scores give a difference of exactly zero in every resample.
+    assert out["same"]["auc_diff"] == 0 and out["same"]["auc_diff_ci"] == [0.0, 0.0]
+    assert out["flipped"]["roc_auc"] == pytest.approx(1 - out["model"]["roc_auc"])
+    assert out["noise"]["roc_auc_ci"][0] < 0.5 < out["noise"]["roc_auc_ci"][1]
+    lo, hi = out["noise"]["auc_diff_ci"]
+    assert lo <= out["noise"]["auc_diff"] <= hi and lo > 0
+    # The percentile interval of a known sample.
+    assert percentile_interval(np.arange(1001.0)) == pytest.approx([25.0, 975.0])
+
+
+def test_lift_capture_and_calibration_deciles():
+    y = np.r_[np.ones(10), np.zeros(90)]
+    perfect = -np.arange(100.0)  # the 10 positives score highest
+    stats = top_stats(y, perfect)
+    assert stats["lift_top10"] == pytest.approx(10) and stats["capture_top10"] == pytest.approx(1)
+    assert stats["lift_top20"] == pytest.approx(5) and stats["capture_top20"] == pytest.approx(1)
+
+    p = np.linspace(0.005, 0.995, 1000)
+    outcome = (np.random.default_rng(2).random(1000) < p).astype(float)
+    table = calibration_table(outcome, p)
+    assert [r["bin"] for r in table] == list(range(1, 11)) and {r["rows"] for r in table} == {100}
+    assert table[0]["mean_predicted"] == pytest.approx(p[:100].mean())
+    assert table[-1]["observed_rate"] == pytest.approx(outcome[900:].mean())
+
+
+# ---- BG/NBD -----------------------------------------------------------------------------------------
+def test_bgnbd_recovers_the_parameters_it_was_simulated_with():
+    truth = {"r": 0.25, "alpha": 4.0, "a": 0.8, "b": 2.5}
+    rng = np.random.default_rng(42)
+    x, t_x, T = btyd.simulate(20000, **truth, T=rng.uniform(30, 365, 20000), seed=1)
+    fitted = btyd.fit(x, t_x, T)
+    assert fitted.converged and fitted.customers == 20000
+    for name, value in truth.items():
+        assert getattr(fitted, name) == pytest.approx(value, rel=0.12), name
+    # The maximum: the true parameters have a lower likelihood than the fitted ones.
+    assert btyd.log_likelihood(tuple(truth.values()), x, t_x, T).sum() < fitted.log_likelihood
+
+
+def test_bgnbd_formulas_equal_pymc_marketing():
+    """Values of pymc-marketing 0.18.2's BetaGeoModel (expected_probability_alive, expected_purchases with
+    future_t=60) at its MAP parameters on a simulated sample, computed once in a scratch environment."""
+    model = btyd.BGNBD(r=0.25909968837955916, alpha=4.314391768144546, a=0.8155432245053471, b=2.513106094209326)
+    x, t_x, T = [0, 1, 3, 10, 2], [0, 10, 50, 300, 200], [100, 100, 100, 365, 365]
+    np.testing.assert_allclose(
+        model.p_alive(x, t_x, T),
+        [1.0, 0.201759615324339, 0.39745814680486935, 0.6595656421225097, 0.5307214360001836], rtol=1e-9)
+    np.testing.assert_allclose(
+        model.expected_purchases(60, x, t_x, T),
+        [0.13774814805874366, 0.13124556811848107, 0.6501412071057653, 1.0425087800932178, 0.1873762752186743],
+        rtol=1e-9)
+    # More time, more expected purchases; none over no time.
+    longer = model.expected_purchases(120, x, t_x, T)
+    assert (longer > model.expected_purchases(60, x, t_x, T)).all()
+    np.testing.assert_allclose(model.expected_purchases(0, x, t_x, T), 0, atol=1e-12)
+
+
+def test_rfm_summary_counts_purchase_days_before_the_date_only(tmp_path):
+    d = pd.Timestamp("2026-03-01", tz="UTC")
+    day = lambda k, h=12: d + pd.Timedelta(days=k, hours=h)  # noqa: E731
+    orders = [("a", day(-30)), ("a", day(-30, 18)), ("a", day(-10)), ("a", day(0, 1)),  # same day twice; one at D
+              ("b", day(-5)), ("c", day(3))]  # c orders only after D
+    store = EventStore(tmp_path)
+    store.replace_months({"orders": pd.DataFrame(
+        [(f"o{i}", c, t, 10.0) for i, (c, t) in enumerate(orders)],
+        columns=["order_id", "customer_id", "ordered_at", "amount"])})
+    summary = rfm_summary(store, d.date()).set_index("customer_id")
+    assert list(summary.index) == ["a", "b"]
+    assert summary.loc["a"].to_dict() == {"frequency": 1.0, "recency": 20.0, "T": 30.0}
+    assert summary.loc["b"].to_dict() == {"frequency": 0.0, "recency": 0.0, "T": 5.0}
+
+
+# ---- the shortened history --------------------------------------------------------------------------
+def test_training_history_ends_before_the_as_of_date(tmp_path):
+    from core.specs import load_spec
+    from training.labels import data_end, plan_split
+
+    as_of = pd.Timestamp("2026-08-03", tz="UTC")
+    for path in sorted((REPO_ROOT / "configs" / "models").glob("*.yaml")):
+        spec = load_spec(path=path)
+        short = history_spec(spec, as_of.date())
+        assert short.cutoffs.data_end == (as_of - pd.Timedelta(days=1)).date()
+        end = data_end(EventStore(tmp_path), short.cutoffs)  # a configured end reads no events
+        assert end == as_of
+        cutoffs = short.cutoffs.model_copy(update={"anchor": as_of.date()})
+        plan = plan_split(end, spec.labels.horizon_days, cutoffs, spec.split)
+        horizon = pd.Timedelta(days=spec.labels.horizon_days)
+        # No label window of any split reaches the as-of date.
+        assert max(*plan.train, *plan.validation, plan.test) + horizon <= as_of
+
+
+# ---- end to end -------------------------------------------------------------------------------------
+def _small_configs(dest):
+    """The shipped configs, each model spec's tuning and minimum data scaled for a tiny business."""
+    shutil.copytree(REPO_ROOT / "configs", dest)
+    for path in (dest / "models").glob("*.yaml"):
+        spec = yaml.safe_load(path.read_text())
+        spec["tuning"].update(trials=2, max_boost_rounds=100, early_stopping_rounds=10, startup_trials=1,
+                              pruner_warmup_rounds=10)
+        spec["min_data"] = {"train_rows": 100, "train_positives": 10, "validation_rows": 30,
+                            "validation_positives": 3, "test_rows": 20, "test_positives": 3}
+        spec["shap_sample_rows"] = 100
+        path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return dest
+
+
+def _generate(**kwargs):
+    try:  # the generator is moving between these two homes
+        from pipelines.synthetic import generate
+    except ImportError:
+        from pipelines.generate import generate
+    return generate(**kwargs)
+
+
+@pytest.mark.slow
+def test_backtest_end_to_end_on_a_generated_business(project_home, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from core.settings import project_paths
+    from core.specs import specs_for_data
+    from features.build import build_features, built_dates
+    from pipelines.cli import app
+    from pipelines.ingest import ingest
+    from training.labels import data_end
+    from training.tracking import client
+
+    monkeypatch.setenv("PROPENSITY_CONFIGS", str(_small_configs(tmp_path / "configs")))
+    raw = project_home / "data" / "raw"
+    _generate(customers=1500, days=300, seed=7, out=raw, progress=False)
+    ingest(orders=raw / "orders.parquet", customers=raw / "customers.parquet",
+           page_views=raw / "page_views.parquet", complaints=raw / "complaints.parquet")
+    build_features()
+    snapshots = built_dates(project_paths().feature_sources)
+
+    specs, _ = specs_for_data()
+    store = EventStore(project_paths().events)
+    end = min(data_end(store, s.cutoffs) - pd.Timedelta(days=s.labels.horizon_days) for s in specs.values())
+    truth_dates = sorted(pd.read_parquet(project_paths().ground_truth)["as_of"].dt.tz_convert("UTC").unique())
+    # Two days after a ground-truth Monday, so the oracle comes from the nearest truth date before it.
+    as_of = next(t for t in reversed(truth_dates) if t + pd.Timedelta(days=2) <= end) + pd.Timedelta(days=2)
+    as_of = as_of.date()
+
+    result = CliRunner().invoke(app, ["backtest", "--as-of", f"{as_of}", "--trials", "2", "--resamples", "200"])
+    assert result.exit_code == 0, result.output
+    assert "ROC AUC [95% CI]" in result.output and "bgnbd_expected" in result.output
+
+    folder = project_paths().reports / f"backtest-{as_of}"
+    report = json.loads((folder / "report.json").read_text())
+    assert report["as_of"] == f"{as_of}" and report["resamples"] == 200
+    assert [m["model"] for m in report["models"]] == list(specs)
+    html = (folder / "index.html").read_text()
+    for m in report["models"]:
+        assert m["rows"] > 50 and 0 < m["label_rate"] < 1
+        training = m["training"]
+        assert training["data_end"] == f"{as_of - timedelta(days=1)}"
+        horizon = pd.Timedelta(days=specs[m["model"]].labels.horizon_days)
+        assert pd.Timestamp(training["test_cutoff"], tz="UTC") + horizon <= pd.Timestamp(as_of, tz="UTC")
+        assert set(m["scorers"]) == {"model", "baseline", "rfm", "bgnbd_expected", "bgnbd_p_alive", "oracle"}
+        for name, s in m["scorers"].items():
+            for key in ("roc_auc", "pr_auc", "lift_top10", "capture_top10", "lift_top20", "capture_top20"):
+                assert np.isfinite(s[key]), (m["model"], name, key)
+            assert 0 <= s["roc_auc"] <= 1 and 0 <= s["pr_auc"] <= 1
+            assert s["roc_auc_ci"][0] <= s["roc_auc"] <= s["roc_auc_ci"][1], (m["model"], name)
+            assert s["pr_auc_ci"][0] <= s["pr_auc"] <= s["pr_auc_ci"][1], (m["model"], name)
+            if name != "model":
+                assert s["auc_diff"] == pytest.approx(m["scorers"]["model"]["roc_auc"] - s["roc_auc"])
+                assert s["auc_diff_ci"][0] <= s["auc_diff"] <= s["auc_diff_ci"][1], (m["model"], name)
+        # The oracle is the best ranking there is, and the model learnt something.
+        assert m["scorers"]["oracle"]["roc_auc"] > 0.7 and m["scorers"]["model"]["roc_auc"] > 0.55
+        assert m["oracle"]["days_before"] == 2 and m["oracle"]["coverage"] == 1.0
+        assert sum(r["rows"] for r in m["calibration"]) == m["rows"] and len(m["calibration"]) == 10
+        assert m["bgnbd"]["converged"] and m["bgnbd"]["customers"] > 100
+        for png in m["plots"].values():
+            assert (folder / png).stat().st_size > 1000
+            assert png in html
+        assert m["model"] in html
+    # No customer ids anywhere in the report folder.
+    ids = pd.read_parquet(raw / "customers.parquet")["customer_id"].astype(str)
+    text = (folder / "report.json").read_text() + html
+    assert not any(cid in text for cid in ids.sample(200, random_state=0))
+
+    mlflow = client()
+    runs = mlflow.search_runs([mlflow.get_experiment_by_name("backtest").experiment_id])
+    assert len(runs) == 1 and runs[0].info.run_id == report["mlflow_run_id"]
+    name = report["models"][0]["model"]
+    assert runs[0].data.metrics[f"{name}.model.roc_auc"] == pytest.approx(report["models"][0]["scorers"]["model"]["roc_auc"])
+    assert {a.path for a in mlflow.list_artifacts(runs[0].info.run_id, "report")} >= {"report/report.json",
+                                                                                     "report/index.html"}
+    # Trained and kept as runs, never registered: the registry's aliases are untouched.
+    assert mlflow.search_model_versions() == []
+    for m in report["models"]:
+        assert mlflow.get_run(m["training"]["run_id"]).data.tags["registered"] == "false"
+    # Features at the as-of date came from a scratch build: the feature store is as it was.
+    assert built_dates(project_paths().feature_sources) == snapshots
