@@ -243,10 +243,16 @@ class EventStore:
             if left is not None:
                 # A clean release empties the file: a record left in it belongs to a process killed
                 # while it held the lock. The kernel already freed the lock itself.
-                log.info("event store %s: the lock of %s was left behind by a killed run; taking it over",
-                         self.root, left)
-            record = {"pid": os.getpid(), "host": socket.gethostname(),
-                      "since": datetime.now(UTC).isoformat(timespec="seconds")}
+                log.info(
+                    "event store %s: the lock of %s was left behind by a killed run; taking it over",
+                    self.root,
+                    left,
+                )
+            record = {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "since": datetime.now(UTC).isoformat(timespec="seconds"),
+            }
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(record).encode(), 0)
             with _HELD_GUARD:
@@ -330,8 +336,12 @@ class EventStore:
                 new_manifest["partitions"] = dict(sorted(records.items()))
                 (staging / MANIFEST).write_text(json.dumps(new_manifest, indent=2, default=str))
                 _fsync(staging / MANIFEST)
-                mark = {"moves": moves, "drops": dropped, "pid": os.getpid(),
-                        "at": datetime.now(UTC).isoformat(timespec="seconds")}
+                mark = {
+                    "moves": moves,
+                    "drops": dropped,
+                    "pid": os.getpid(),
+                    "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                }
                 tmp = staging / f".{COMMIT_MARK}.tmp"
                 tmp.write_text(json.dumps(mark, indent=2))
                 _fsync(tmp)
@@ -378,7 +388,9 @@ class EventStore:
                 log.info("event store %s: completing the commit a killed run left in %s", self.root, staging)
                 self._apply(staging)
             else:
-                log.info("event store %s: removing %s, left by a run killed before its commit", self.root, staging)
+                log.info(
+                    "event store %s: removing %s, left by a run killed before its commit", self.root, staging
+                )
                 shutil.rmtree(staging, ignore_errors=True)
 
     def _recorded_partitions(self) -> dict[str, dict]:
@@ -426,8 +438,11 @@ class EventStore:
             actual = file_record(path, entry.get("rows", 0))
             if (actual["bytes"], actual["sha256"]) != (entry.get("bytes"), entry.get("sha256")):
                 problems.append(
-                    Mismatch(path, f"differs from the manifest ({actual['bytes']:,} bytes, manifest "
-                                   f"{entry.get('bytes', 0):,}; SHA-256 differs): changed outside an ingest")
+                    Mismatch(
+                        path,
+                        f"differs from the manifest ({actual['bytes']:,} bytes, manifest "
+                        f"{entry.get('bytes', 0):,}; SHA-256 differs): changed outside an ingest",
+                    )
                 )
         for rel in sorted(set(on_disk) - set(recorded)):
             problems.append(Mismatch(on_disk[rel], "not in the manifest (written outside an ingest commit)"))

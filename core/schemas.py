@@ -39,6 +39,7 @@ def in_the_future(limit: pd.Timestamp) -> str:
 def before_earliest(earliest: pd.Timestamp) -> str:
     return f"is before {earliest:%Y-%m-%d}"
 
+
 _DTYPES = {STRING: object, TIMESTAMP: UTC_US, FLOAT: "float64", INT: "int64"}
 
 

@@ -115,10 +115,10 @@ def realised_labels(store, as_of: pd.Timestamp, model: str) -> pd.DataFrame:
     return build_labels(store, labels, cutoffs)[["customer_id", "label"]]
 
 
-def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+def auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None) -> float:
     from sklearn.metrics import roc_auc_score
 
-    return float(roc_auc_score(labels, scores))
+    return float(roc_auc_score(labels, scores, sample_weight=weights))
 
 
 # ---- verdict -------------------------------------------------------------------------------------------
@@ -159,14 +159,17 @@ def verdict(signals: list[ModelSignals], thresholds: Thresholds) -> Verdict:
         matured = s.realised.dropna(subset=["auc"]) if not s.realised.empty else s.realised
         if not matured.empty:
             latest = matured.sort_values("as_of").iloc[-1]
-            if latest["auc"] < thresholds.min_realised_auc:
+            # The untreated view when the list had control groups: treated outcomes measure the action.
+            honest = latest.get("auc_untreated")
+            value, which = (honest, "untreated") if honest is not None and not np.isnan(honest) else (latest["auc"], "all rows")
+            if value < thresholds.min_realised_auc:
                 why.append(
-                    f"{s.model}: realised AUC {latest['auc']:.3f} on {latest['as_of']:%Y-%m-%d} "
+                    f"{s.model}: realised AUC ({which}) {value:.3f} on {latest['as_of']:%Y-%m-%d} "
                     f"< {thresholds.min_realised_auc}"
                 )
-            elif s.holdout_auc is not None and s.holdout_auc - latest["auc"] > thresholds.max_auc_drop:
+            elif s.holdout_auc is not None and s.holdout_auc - value > thresholds.max_auc_drop:
                 why.append(
-                    f"{s.model}: realised AUC {latest['auc']:.3f} is {s.holdout_auc - latest['auc']:.3f} "
+                    f"{s.model}: realised AUC ({which}) {value:.3f} is {s.holdout_auc - value:.3f} "
                     f"below the holdout AUC {s.holdout_auc:.3f}"
                 )
     return Verdict(retrain=bool(why), reasons=why)
@@ -319,6 +322,7 @@ def _realised_auc(model: str, dates: list[str], paths, store, cfg: MonitorConfig
 
     from core.settings import SCORES_FILE
     from core.specs import load_spec
+    from serving.actions import untreated_weights
     from training.labels import data_end
 
     training_cfg = load_spec(model)
@@ -332,19 +336,30 @@ def _realised_auc(model: str, dates: list[str], paths, store, cfg: MonitorConfig
         scores_file = paths.scores / as_of_text / SCORES_FILE
         if f"{model}_probability" not in pq.read_schema(scores_file).names:
             continue  # the model was not scored on that date
-        scores = pd.read_parquet(scores_file, columns=["customer_id", f"{model}_probability"])
+        names = pq.read_schema(scores_file).names
+        columns = ["customer_id", f"{model}_probability", *[c for c in ("group", "action_rule") if c in names]]
+        scores = pd.read_parquet(scores_file, columns=columns)
         joined = scores.merge(realised_labels(store, as_of, model), on="customer_id")  # eligible only
         positives = int(joined["label"].sum())
         negatives = len(joined) - positives
-        value = float("nan")
+        value = untreated = float("nan")
         if min(positives, negatives) >= cfg.min_positives_for_auc:
-            value = auc(joined["label"].to_numpy(), joined[f"{model}_probability"].to_numpy())
-        rows.append({"as_of": as_of, "rows": len(joined), "positives": positives, "auc": value})
+            y, p = joined["label"].to_numpy(), joined[f"{model}_probability"].to_numpy()
+            value = auc(y, p)
+            # Actions that work make treated customers churn less than scored: their outcomes say how
+            # well the action did, not the model. The untreated view drops them and lets the rule's
+            # control group stand in (inverse probability weights).
+            weights = untreated_weights(joined)
+            kept = weights > 0
+            if len(np.unique(y[kept])) == 2:
+                untreated = auc(y[kept], p[kept], weights[kept])
+        rows.append({"as_of": as_of, "rows": len(joined), "positives": positives, "auc": value,
+                     "auc_untreated": untreated})
     note = ""
     if not rows or all(np.isnan(r["auc"]) for r in rows):
         note = (f"no matured scores with enough outcomes yet: labels of a score mature "
                 f"{training_cfg.labels.horizon_days} days after its as-of (data ends {end:%Y-%m-%d})")
-    return pd.DataFrame(rows, columns=["as_of", "rows", "positives", "auc"]), note
+    return pd.DataFrame(rows, columns=["as_of", "rows", "positives", "auc", "auc_untreated"]), note
 
 
 def monitor(cfg: MonitorConfig | None = None, log_to_mlflow: bool = True, as_of: str | None = None) -> MonitorResult:

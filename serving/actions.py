@@ -327,6 +327,25 @@ def control_draw(customer_ids, as_of) -> np.ndarray:
     return out
 
 
+def untreated_weights(scores: pd.DataFrame) -> np.ndarray:
+    """Weights that make a scored list look as if nobody had been treated: a rule's treated rows get 0
+    (the action changed their outcome), its control rows stand in for them with weight n_rule / n_control
+    (inverse probability of being held out), every row without a rule keeps 1. Without group columns
+    (lists scored before control groups existed) every row weighs 1."""
+    weights = np.ones(len(scores))
+    if "group" not in scores.columns or "action_rule" not in scores.columns:
+        return weights
+    group = scores["group"].to_numpy()
+    rule = scores["action_rule"].to_numpy()
+    for name in {r for r in rule if r}:
+        in_rule = rule == name
+        control = in_rule & (group == CONTROL)
+        weights[in_rule & (group == TREATMENT)] = 0.0
+        if control.any():
+            weights[control] = in_rule.sum() / control.sum()
+    return weights
+
+
 def assign_groups(frame: pd.DataFrame, actions: pd.DataFrame, config: ActionsConfig, as_of) -> pd.DataFrame:
     """``group`` per row (treatment / control; "" without a rule) and the control rows' action and queue
     replaced by the hold-out's (their ``action_rule`` stays: the effect report compares per rule)."""

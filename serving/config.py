@@ -35,9 +35,14 @@ class ServingConfig(StrictModel):
     workers: int = Field(2, ge=1, le=64)
     lightgbm_threads: int = Field(1, ge=1)
     ui_recent_calls: int = Field(200, ge=0)
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="request bodies above this are a 413")
+    allow_no_api_key: bool = Field(
+        False, description="true: serve data routes to anyone when no key is configured (otherwise not ready)"
+    )
 
     def resolved_api_key(self) -> str | None:
-        """The key from the config, else from PROPENSITY_API_KEY; None means the service refuses data calls."""
+        """The key from the config, else from PROPENSITY_API_KEY; None means the service refuses data calls
+        and is not ready, unless ``allow_no_api_key`` says to run open."""
         return self.api_key or os.environ.get(API_KEY_ENV) or None
 
 
@@ -49,20 +54,14 @@ def served_models(config: ServingConfig) -> list[str]:
     """The models to serve: the config's list (each must have a spec), or every spec whose ``alias`` exists
     in the registry (a model the data could not support was never trained, so it has none). When the
     registry cannot be asked yet, every spec: the poller loads what appears."""
-    from core.errors import ConfigError
-    from core.specs import model_names
-
-    specs = model_names()
+    specs = _spec_names(config)
     if config.models is not None:
-        unknown = [m for m in config.models if m not in specs]
-        if unknown:
-            raise ConfigError(f"serving.yaml: models: no spec in configs/models/ for {', '.join(unknown)}")
-        return list(config.models)
-    if not specs:
-        raise ConfigError("no model spec in configs/models/: nothing to serve")
+        return specs
     try:
+        from serving.registry import check_registry_db
         from training.tracking import client
 
+        check_registry_db()  # one line naming the file, at once, instead of SQLAlchemy's after seconds
         mlflow_client = client()
         have = [m for m in specs if _has_alias(mlflow_client, m, config.alias)]
     except Exception as exc:  # registry not reachable at start-up
@@ -81,3 +80,45 @@ def _has_alias(mlflow_client: Any, name: str, alias: str) -> bool:
         return True
     except mlflow.exceptions.MlflowException:
         return False
+
+
+def validate_serving_setup() -> ServingConfig:
+    """Check every file the workers read at start-up, before any worker starts: serving.yaml, the model
+    specs, reasons.yaml, actions.yaml, features.yaml, and that the registry database is readable.
+
+    A bad file raises ConfigError naming the file and the field (`propensity serve` exits 2 with it)
+    instead of every worker failing in its start-up, being restarted and failing again. A corrupt
+    registry database raises too; a locked one (a training job writing) is only logged: the poller waits.
+    """
+    from core.specs import load_spec
+    from features.settings import load_features_config
+    from serving.actions import load_actions_config
+    from serving.registry import RegistryUnavailable, check_registry_db
+    from training.reasons import load_templates
+
+    config = load_serving_config()
+    for name in _spec_names(config):
+        load_spec(name)
+    load_templates()
+    load_actions_config()
+    load_features_config()
+    try:
+        check_registry_db()
+    except RegistryUnavailable as exc:
+        if not exc.transient:
+            raise
+        log.warning("%s", exc)
+    return config
+
+
+def _spec_names(config: ServingConfig) -> list[str]:
+    from core.errors import ConfigError
+    from core.specs import model_names
+
+    specs = model_names()
+    unknown = [m for m in config.models or [] if m not in specs]
+    if unknown:
+        raise ConfigError(f"serving.yaml: models: no spec in configs/models/ for {', '.join(unknown)}")
+    if not specs:
+        raise ConfigError("no model spec in configs/models/: nothing to serve")
+    return list(config.models or specs)

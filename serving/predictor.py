@@ -3,6 +3,7 @@ per-customer answers (``Predictor``), and the recently flagged customers the sta
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -19,6 +20,8 @@ from serving.errors import InvalidRequest, ModelsUnavailable, ServingError, Stor
 from serving.registry import ModelRegistry, ModelSet
 from serving.requests import PredictFeaturesRequest, PredictRequest, _Request
 from training.reasons import ReasonTemplates, band, explain, load_templates
+
+log = logging.getLogger("propensity.serving")
 
 # Columns the online look-up adds next to the model features; shown to the CRM as they are.
 SEGMENT_COLUMNS = ("rfm_segment", "lifecycle_stage")
@@ -88,27 +91,43 @@ def _reason_dict(reason: Any) -> dict[str, Any]:
 
 @dataclass
 class RecentFlagged:
-    """Flagged customers from recent API calls, newest first, for the staff page."""
+    """Flagged customers from recent API calls, newest first, for the staff page.
+
+    Forgotten customers (``serving.privacy``) are dropped by ``forget`` and never added again."""
 
     size: int
-    entries: deque = field(default_factory=deque)
+    entries: deque = field(default_factory=deque)  # (sha256 of the id, result), newest first
     lock: threading.Lock = field(default_factory=threading.Lock)
+    forgotten: frozenset[str] = frozenset()
 
     def add(self, results: list[dict[str, Any]]) -> None:
         if self.size == 0:
             return
+        from serving.privacy import id_hash
+
         with self.lock:
             for result in results:
                 if result.get("found") and any(
                     isinstance(v, dict) and v.get("band") == "high" for v in result.values()
                 ):
-                    self.entries.appendleft({**result, "seen_at": time.time()})
+                    digest = id_hash(result["customer_id"])
+                    if digest not in self.forgotten:
+                        self.entries.appendleft((digest, {**result, "seen_at": time.time()}))
             while len(self.entries) > self.size:
                 self.entries.pop()
 
+    def forget(self, hashes: frozenset[str]) -> int:
+        """Drop every entry whose id hashes into ``hashes`` and keep them out; returns how many went."""
+        with self.lock:
+            self.forgotten = hashes
+            kept = deque(e for e in self.entries if e[0] not in hashes)
+            dropped = len(self.entries) - len(kept)
+            self.entries = kept
+        return dropped
+
     def list(self) -> list[dict[str, Any]]:
         with self.lock:
-            return list(self.entries)
+            return [result for _, result in self.entries]
 
 
 class Predictor:
@@ -135,9 +154,10 @@ class Predictor:
     def models(self) -> ModelSet:
         current = self.registry.current
         if current is None:
+            # The cause (registry errors name server files) is in the log and on /readyz's log line only.
             raise ModelsUnavailable(
-                f"models not loaded ({self.registry.last_error or 'not started'}); "
-                f"check models:/<name>@{self.registry.alias} in the MLflow registry"
+                f"models not loaded; check models:/<name>@{self.registry.alias} in the MLflow registry "
+                "(the service log has the cause); retry shortly"
             )
         return current
 
@@ -148,7 +168,9 @@ class Predictor:
         try:
             table = self._fetch(customer_ids, service)
         except self._store_errors as exc:
-            raise StoreUnavailable(f"online feature store unavailable: {exc}; retry shortly") from exc
+            # The cause names server paths / hosts: logged here, not sent to the client.
+            log.warning("online feature store unavailable: %s", exc)
+            raise StoreUnavailable("online feature store unavailable; retry shortly") from exc
         for required in ("customer_id", "found"):
             if required not in table:
                 raise PropensityError(f"online features for {service} lack the {required!r} column")
@@ -290,7 +312,8 @@ class Predictor:
         body: dict[str, Any] = {"models": {}, "online_store": "unknown"}
         current = self.registry.current
         if current is None:
-            body["models"] = {"error": self.registry.last_error or "not loaded"}
+            # last_error names files of the server: logged by the registry, not shown to any caller.
+            body["models"] = {"error": "not loaded (see the service log)"}
             return False, body
         body["models"] = current.versions()
         try:
@@ -301,6 +324,7 @@ class Predictor:
             body["online_store"] = str(exc)
             return False, body
         except Exception as exc:  # any other failure of the store read also means not ready
-            body["online_store"] = f"{type(exc).__name__}: {exc}"
+            log.warning("readiness: online store read failed: %s: %s", type(exc).__name__, exc)
+            body["online_store"] = f"unavailable ({type(exc).__name__}; see the service log)"
             return False, body
         return True, body

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,13 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from serving import metrics
 from serving.config import WORKERS_ENV, load_serving_config, served_models
-from serving.errors import ServingError, check_api_key
+from serving.errors import NO_KEY, PayloadTooLarge, ServingError, check_api_key, writable
+from serving.metrics import UNKNOWN_ROUTE
+from serving.openapi import openapi_document
 from serving.predictor import Predictor
+from serving.privacy import ForgottenIds
 from serving.registry import ModelRegistry
 from serving.requests import PredictFeaturesRequest, PredictRequest, decode_json, parse_request
 
@@ -69,20 +74,30 @@ class MicroBatcher:
     async def _drain(self) -> None:
         try:
             while self._queue:
-                batch = self._take()
-                requests = [r for r, _ in batch]
-                try:
-                    answers = await asyncio.to_thread(self.predictor.predict_many, requests)
-                except Exception as exc:  # one failure (e.g. store down) answers every request of the batch
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for (_, future), answer in zip(batch, answers, strict=True):
-                    if not future.done():
-                        future.set_result(answer)
+                await self._answer(self._take())
         finally:
             self._draining = False
+
+    async def _answer(self, batch: list[tuple[PredictRequest, asyncio.Future]]) -> None:
+        """Score ``batch`` in one call. If that fails, a cause shared by every request (store down, no
+        models) answers them all; any other failure is retried request by request, so one request that
+        breaks the scoring gets its own error and the others of its batch their answers."""
+        try:
+            answers = await asyncio.to_thread(self.predictor.predict_many, [r for r, _ in batch])
+        except Exception as exc:
+            if len(batch) > 1 and not getattr(exc, "shared", False):
+                log.warning("a batch of %d requests failed (%s: %s); answering each alone",
+                            len(batch), type(exc).__name__, writable(str(exc)))
+                for item in batch:
+                    await self._answer([item])
+                return
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), answer in zip(batch, answers, strict=True):
+            if not future.done():
+                future.set_result(answer)
 
 
 # ---------------------------------------------------------------------------------------------- routes
@@ -103,7 +118,7 @@ async def _guarded(request: Request, handler) -> Response:
     if svc is None:
         return JSONResponse({"error": "service is starting"}, status_code=503)
     try:
-        check_api_key(request.headers.get("x-api-key"), svc.api_key)
+        check_api_key(request.headers.get("x-api-key"), svc.api_key, allow_open=svc.config.allow_no_api_key)
         return await handler(svc)
     except ServingError as exc:
         return _error(exc)
@@ -112,19 +127,38 @@ async def _guarded(request: Request, handler) -> Response:
         return JSONResponse({"error": "internal error; see the service log"}, status_code=500)
 
 
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, refused with a 413 as soon as it passes ``limit`` bytes: by its Content-Length
+    before reading anything, else while streaming (chunked), so a huge body is never held in memory."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"(body): {declared} bytes, the maximum is {limit}", field="(body)")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"(body): over {limit} bytes, the maximum", field="(body)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _parsed(request: Request, svc: PropensityService, kind: type) -> Any:
+    # Every check of the body happens here, before the request joins a batch: a bad one gets its own
+    # 413 / 422 and never reaches the requests scored with it.
+    raw = await _body(request, svc.config.max_body_bytes)
+    return parse_request(decode_json(raw, svc.config.max_body_bytes), kind, svc.config, svc.registry.names)
+
+
 async def predict(request: Request) -> Response:
     async def handle(svc: PropensityService) -> Response:
-        body = parse_request(decode_json(await request.body()), PredictRequest, svc.config, svc.registry.names)
-        return JSONResponse(await svc.batcher.submit(body))
+        return JSONResponse(await svc.batcher.submit(await _parsed(request, svc, PredictRequest)))
 
     return await _guarded(request, handle)
 
 
 async def predict_features(request: Request) -> Response:
     async def handle(svc: PropensityService) -> Response:
-        body = parse_request(
-            decode_json(await request.body()), PredictFeaturesRequest, svc.config, svc.registry.names
-        )
+        body = await _parsed(request, svc, PredictFeaturesRequest)
         return JSONResponse(await asyncio.to_thread(svc.predictor.predict_features, body))
 
     return await _guarded(request, handle)
@@ -151,29 +185,91 @@ api = Starlette(
     ]
 )
 
+# ---------------------------------------------------------------------------------------------- edge
+GET = ("GET", "HEAD")
+# Every path the server answers, with its methods: ours, the health probes, /metrics, this document, and
+# BentoML's Swagger page (/ and its static files, which read /docs.json). Anything else is a 404 here.
+ROUTES: dict[str, tuple[str, ...]] = {
+    "/predict": ("POST",),
+    "/predict_features": ("POST",),
+    "/ui": GET,
+    "/ui/": GET,
+    "/ui/api/flagged": GET,
+    "/healthz": GET,
+    "/readyz": GET,
+    "/livez": GET,
+    "/metrics": GET,
+    "/docs.json": GET,
+    "/": GET,
+}
+STATIC_PREFIX = "/static_content/"
 
-class HealthMiddleware:
-    """Answers /healthz and /readyz before BentoML's own probes (which return an empty body): ours carry
-    the model versions and say why the service is not ready."""
+
+def _route(path: str) -> str:
+    """The metrics label of ``path``: a known route, the static bucket, or the one unknown bucket."""
+    if path in ROUTES:
+        return path
+    if path.startswith(STATIC_PREFIX):
+        return STATIC_PREFIX + "*"
+    return UNKNOWN_ROUTE
+
+
+class EdgeMiddleware:
+    """The first of our middlewares, for every HTTP request: unknown paths are a 404 and known paths
+    with another method a 405 (answered here, before BentoML's routing: TRACE or POST on /healthz used
+    to be a 200), the probes and /docs.json are answered here, and every request is counted in
+    ``serving.metrics`` under its route, never its raw path."""
 
     def __init__(self, app: Any):
         self.app = app
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        path = scope.get("path") if scope["type"] == "http" else None
-        if path not in ("/healthz", "/readyz"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path, method = scope["path"], scope["method"]
+        route = _route(path)
+        start = time.perf_counter()
+        status = 500
+
+        async def counted_send(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        with metrics.in_progress(route):
+            try:
+                response = await self._answer(path, method, route)
+                if response is not None:
+                    await response(scope, receive, counted_send)
+                else:
+                    await self.app(scope, receive, counted_send)
+            finally:
+                metrics.observe(route, status, time.perf_counter() - start)
+
+    async def _answer(self, path: str, method: str, route: str) -> Response | None:
+        """The response for what this middleware answers itself; None to pass the request on."""
+        if route == UNKNOWN_ROUTE:
+            return JSONResponse({"error": "not found"}, status_code=404)
+        allowed = ROUTES.get(path, GET)
+        if method not in allowed:
+            return JSONResponse({"error": f"method {method} not allowed; use {', '.join(allowed)}"},
+                                status_code=405, headers={"Allow": ", ".join(allowed)})
+        if path == "/metrics":
+            return Response(await asyncio.to_thread(metrics.render), media_type=metrics.CONTENT_TYPE)
+        if path not in ("/healthz", "/readyz", "/docs.json"):
+            return None
         svc = _service()
         if svc is None:  # not initialised yet
-            response: Response = JSONResponse({"status": "starting"}, status_code=503)
-        elif path == "/healthz":
-            current = svc.predictor.registry.current
-            response = JSONResponse({"status": "alive", "models": current.versions() if current else {}})
-        else:
-            ready, body = await asyncio.to_thread(svc.predictor.readiness)
-            response = JSONResponse({"status": "ready" if ready else "not ready", **body}, status_code=200 if ready else 503)
-        await response(scope, receive, send)
+            return JSONResponse({"status": "starting"}, status_code=503)
+        if path == "/healthz":
+            current = svc.registry.current
+            return JSONResponse({"status": "alive", "models": current.versions() if current else {}})
+        if path == "/docs.json":
+            return JSONResponse(svc.openapi())
+        ready, body = await asyncio.to_thread(svc.readiness)
+        return JSONResponse({"status": "ready" if ready else "not ready", **body}, status_code=200 if ready else 503)
 
 
 @bentoml.service(
@@ -185,6 +281,8 @@ class HealthMiddleware:
     # default (sample_rate 0); the scoring routes skip it (with Prometheus metrics also off, one-client
     # p50 went from about 2.6 to 2.3 ms; metrics stay on).
     tracing={"excluded_urls": ["/predict"]},  # a pattern: matches /predict_features too
+    # BentoML's HTTP metrics label requests by raw path (unbounded series); serving.metrics replaces them.
+    metrics={"enabled": False},
 )
 @bentoml.asgi_app(api, path="/")
 class PropensityService:
@@ -193,23 +291,59 @@ class PropensityService:
     def __init__(self) -> None:
         self.config = load_serving_config()
         self.api_key = self.config.resolved_api_key()
-        if self.api_key is None:
-            log.warning("no API key configured (serving.yaml api_key or PROPENSITY_API_KEY): data calls get 401")
+        if self.api_key is None and not self.config.allow_no_api_key:
+            log.warning("no API key configured (serving.yaml api_key or PROPENSITY_API_KEY): data calls get 401 "
+                        "and /readyz says not ready")
+        elif self.api_key is None:
+            log.warning("no API key configured and allow_no_api_key: true: the data routes are open to anyone")
         self.registry = ModelRegistry(served_models(self.config), alias=self.config.alias)
         if not self.registry.refresh():
             log.error("models not loaded at start-up: %s (retrying every %ss)", self.registry.last_error,
                       self.config.reload_poll_seconds)
-        self.registry.start_polling(self.config.reload_poll_seconds)
         self.predictor = Predictor(self.config, self.registry)
         self.batcher = MicroBatcher(self.predictor, self.config.max_batch_size)
+        self.forgotten = ForgottenIds()
+        self.apply_forgotten()
+        self.registry.start_polling(self.config.reload_poll_seconds, also=[self.apply_forgotten])
         self._scores_cache: tuple[float, list[dict[str, Any]]] | None = None
+        self._openapi: tuple[tuple, dict[str, Any]] | None = None
+
+    def apply_forgotten(self) -> None:
+        """Drop customers `propensity forget` recorded since the last look (run on every poll)."""
+        if self.forgotten.refresh():
+            dropped = self.predictor.recent.forget(self.forgotten.hashes)
+            log.info("forgotten customers: %d on record, %d dropped from recent calls", len(self.forgotten.hashes),
+                     dropped)
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """The predictor's readiness, and not ready without an API key unless explicitly run open: a
+        service nobody can call is not ready to take traffic."""
+        ready, body = self.predictor.readiness()
+        if self.api_key is not None:
+            body["auth"] = "ok"
+        elif self.config.allow_no_api_key:
+            body["auth"] = "open: no API key and allow_no_api_key is true"
+        else:
+            body["auth"] = NO_KEY
+            ready = False
+        return ready, body
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI document for the models loaded now (rebuilt when they change)."""
+        current = self.registry.current
+        key = tuple(sorted(current.versions().items())) if current else ()
+        if self._openapi is None or self._openapi[0] != key:
+            features = list(dict.fromkeys(f for m in current.models.values() for f in m.feature_names)) if current else []
+            self._openapi = (key, openapi_document(self.config, self.registry.names, features))
+        return self._openapi[1]
 
     def __is_ready__(self) -> bool:
-        return self.predictor.readiness()[0]
+        return self.readiness()[0]
 
     @bentoml.on_shutdown
     def stop_polling(self) -> None:
         self.registry.stop()
+        metrics.process_exit()
 
     def flagged_customers(self) -> dict[str, Any]:
         """Flagged customers for the staff page: latest batch scores plus recent API calls."""
@@ -245,4 +379,4 @@ class PropensityService:
         return rows
 
 
-PropensityService.add_asgi_middleware(HealthMiddleware)
+PropensityService.add_asgi_middleware(EdgeMiddleware)

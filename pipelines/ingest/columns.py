@@ -144,9 +144,18 @@ def map_columns(
     for canonical, foreign in tmap.columns.items():
         if foreign not in own:
             problems.append(
-                Problem(label, foreign, f"not in the file, but the column map names it for {spec.name}.{canonical} ({context})")
+                Problem(
+                    label,
+                    foreign,
+                    f"not in the file, but the column map names it for {spec.name}.{canonical} ({context})",
+                )
             )
-        elif canonical != foreign and canonical in own and canonical not in renamed_away and canonical not in tmap.drop:
+        elif (
+            canonical != foreign
+            and canonical in own
+            and canonical not in renamed_away
+            and canonical not in tmap.drop
+        ):
             problems.append(
                 Problem(
                     label,
@@ -162,7 +171,11 @@ def map_columns(
     for col in spec.required_names:
         if col not in mapped.columns and col not in derivable and col not in tmap.columns:
             problems.append(
-                Problem(label, col, f"required column is missing ({context}); map your name for it in the column map")
+                Problem(
+                    label,
+                    col,
+                    f"required column is missing ({context}); map your name for it in the column map",
+                )
             )
     if not spec.extra_columns_allowed:
         for col in [c for c in mapped.columns if c not in spec.names]:

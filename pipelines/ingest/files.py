@@ -78,7 +78,9 @@ def read_file(path: Path, delimiter: str, max_field_bytes: int) -> RawFile:
             return _read_parquet(path, max_field_bytes, label)
     except DataError as exc:
         return RawFile(None, [Problem(label, None, str(exc))])
-    return RawFile(None, [Problem(label, None, "unknown file type; use .csv, .tsv, .csv.gz, .parquet or .pq")])
+    return RawFile(
+        None, [Problem(label, None, "unknown file type; use .csv, .tsv, .csv.gz, .parquet or .pq")]
+    )
 
 
 def control_name(text: str) -> str:
@@ -135,7 +137,9 @@ def _sniff(sample: bytes, complete: bool) -> None:
         if sample.startswith(magic):
             raise DataError(f"not a text/CSV file (looks like {kind})")
     if sample.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise DataError("not UTF-8 text (UTF-16, as Excel's 'Unicode text' writes it); save the export as UTF-8")
+        raise DataError(
+            "not UTF-8 text (UTF-16, as Excel's 'Unicode text' writes it); save the export as UTF-8"
+        )
     controls = len(sample) - len(sample.translate(None, CONTROL_BYTES))
     if controls > max(3, len(sample) // 20):
         raise DataError(f"not a text/CSV file ({controls:,} control bytes in its first {len(sample):,})")
@@ -260,8 +264,14 @@ def _diagnose(path: Path, sep: str, limit: int, label: str) -> list[Problem]:
                         elif has_control and CONTROL_RE.search(value):
                             control.setdefault(name, []).append((row, value))
             except csv.Error as exc:  # a field longer than even the csv module's limit
-                return [Problem(label, None, f"row {row + 1}: a field over the limit of {limit:,} bytes "
-                                             f"(max_field_bytes in the column map) ({exc})")]
+                return [
+                    Problem(
+                        label,
+                        None,
+                        f"row {row + 1}: a field over the limit of {limit:,} bytes "
+                        f"(max_field_bytes in the column map) ({exc})",
+                    )
+                ]
     except UnicodeDecodeError as exc:
         raise DataError(f"not UTF-8 text (after row {row}); save the export as UTF-8") from exc
     finally:
@@ -278,14 +288,26 @@ def _diagnose(path: Path, sep: str, limit: int, label: str) -> list[Problem]:
         problems.append(Problem(label, None, what))
     for name, hits in big.items():
         problems.append(
-            Problem(label, name, f"field over the limit of {limit:,} bytes (max_field_bytes in the column map)",
-                    len(hits), [r for r, _ in hits[:SHOWN_ROWS]], [f"<{n:,} bytes>" for _, n in hits[:SHOWN_ROWS]])
+            Problem(
+                label,
+                name,
+                f"field over the limit of {limit:,} bytes (max_field_bytes in the column map)",
+                len(hits),
+                [r for r, _ in hits[:SHOWN_ROWS]],
+                [f"<{n:,} bytes>" for _, n in hits[:SHOWN_ROWS]],
+            )
         )
     for name, hits in control.items():
         problems.append(
-            Problem(label, name, f"contains a control character ({control_name(hits[0][1])}), which cuts the "
-                                 "value short when read; remove it from the export",
-                    len(hits), [r for r, _ in hits[:SHOWN_ROWS]], [v for _, v in hits[:SHOWN_ROWS]])
+            Problem(
+                label,
+                name,
+                f"contains a control character ({control_name(hits[0][1])}), which cuts the "
+                "value short when read; remove it from the export",
+                len(hits),
+                [r for r, _ in hits[:SHOWN_ROWS]],
+                [v for _, v in hits[:SHOWN_ROWS]],
+            )
         )
     return problems
 
@@ -312,11 +334,18 @@ def _read_parquet(path: Path, limit: int, label: str) -> RawFile:
             continue
         sizes = pc.binary_length(column)
         if (pc.max(sizes).as_py() or 0) > limit:
-            over = np.flatnonzero(pc.fill_null(pc.greater(sizes, limit), False).to_numpy(zero_copy_only=False))
+            over = np.flatnonzero(
+                pc.fill_null(pc.greater(sizes, limit), False).to_numpy(zero_copy_only=False)
+            )
             problems.append(
-                Problem(label, name, f"field over the limit of {limit:,} bytes (max_field_bytes in the column map)",
-                        len(over), [int(i) + 1 for i in over[:SHOWN_ROWS]],
-                        [f"<{sizes[int(i)].as_py():,} bytes>" for i in over[:SHOWN_ROWS]])
+                Problem(
+                    label,
+                    name,
+                    f"field over the limit of {limit:,} bytes (max_field_bytes in the column map)",
+                    len(over),
+                    [int(i) + 1 for i in over[:SHOWN_ROWS]],
+                    [f"<{sizes[int(i)].as_py():,} bytes>" for i in over[:SHOWN_ROWS]],
+                )
             )
             continue
         hits = pc.fill_null(pc.match_substring_regex(column, CONTROL_RE2), False)
@@ -324,9 +353,14 @@ def _read_parquet(path: Path, limit: int, label: str) -> RawFile:
             rows = np.flatnonzero(hits.to_numpy(zero_copy_only=False))
             values = [column[int(i)].as_py() for i in rows[:SHOWN_ROWS]]
             problems.append(
-                Problem(label, name, f"contains a control character ({control_name(values[0])}); "
-                                     "remove it from the export",
-                        len(rows), [int(i) + 1 for i in rows[:SHOWN_ROWS]], values)
+                Problem(
+                    label,
+                    name,
+                    f"contains a control character ({control_name(values[0])}); remove it from the export",
+                    len(rows),
+                    [int(i) + 1 for i in rows[:SHOWN_ROWS]],
+                    values,
+                )
             )
     if problems:
         return RawFile(None, problems)

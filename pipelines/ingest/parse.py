@@ -140,7 +140,9 @@ def _parse_timestamp_column(
     hint = f"format {fmt!r}" if fmt else "ISO 8601 (set date_format in the column map for other formats)"
     what = f"unparsable timestamp, expected {hint}"
     if fmt not in EPOCH_FORMATS and pd.api.types.is_numeric_dtype(values):
-        what = "a number, not a timestamp (date_format: epoch_s or epoch_ms in the column map reads Unix times)"
+        what = (
+            "a number, not a timestamp (date_format: epoch_s or epoch_ms in the column map reads Unix times)"
+        )
     checks = [
         (what, failed.to_numpy() & ~late & ~early),
         (in_the_future(limit), late),

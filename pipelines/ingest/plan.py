@@ -80,7 +80,9 @@ def already_stored(stored: pd.DataFrame, new: pd.DataFrame, id_column: str) -> n
     return same
 
 
-def keep_stored_values(stored: pd.DataFrame, new: pd.DataFrame, id_column: str, carried: frozenset[str]) -> pd.DataFrame:
+def keep_stored_values(
+    stored: pd.DataFrame, new: pd.DataFrame, id_column: str, carried: frozenset[str]
+) -> pd.DataFrame:
     """``new`` with the columns its file did not carry taken from the stored rows of the same ids.
 
     A partial re-export must not wipe what it does not mention; ids not stored yet get nulls there.
@@ -95,7 +97,9 @@ def keep_stored_values(stored: pd.DataFrame, new: pd.DataFrame, id_column: str, 
     return new
 
 
-def plan_table(store: EventStore, spec: Table, new: pd.DataFrame, carried: frozenset[str] | None = None) -> TablePlan:
+def plan_table(
+    store: EventStore, spec: Table, new: pd.DataFrame, carried: frozenset[str] | None = None
+) -> TablePlan:
     """Merge ``new`` (validated, canonical) with the stored rows of the months it touches.
 
     ``carried``: the columns the file had (None: all of them, e.g. derived customers).
@@ -173,7 +177,9 @@ def _rows_in_files(new: pd.DataFrame, files: list[Path], spec: Table) -> np.ndar
 
 
 # ---- customers: known ones, or derived from the events -------------------------------------------------------
-def unknown_customers(store: EventStore, sources: dict[str, Source], families: dict[str, str]) -> list[Problem]:
+def unknown_customers(
+    store: EventStore, sources: dict[str, Source], families: dict[str, str]
+) -> list[Problem]:
     """Events must belong to known customers when customers are given (this run or already in the store)."""
     entity = entity_table().name
     file_has = entity in sources

@@ -127,7 +127,9 @@ def test_duckdb_reads_the_store_glob(store):
 # ---- the manifest records the partition files -------------------------------------------------------------------
 def test_every_commit_records_the_partition_files(store):
     recorded = store.manifest()["partitions"]
-    assert sorted(recorded) == sorted(str(p.relative_to(store.root)) for t in TABLES for p in store.partition_files(t))
+    assert sorted(recorded) == sorted(
+        str(p.relative_to(store.root)) for t in TABLES for p in store.partition_files(t)
+    )
     store.replace_months({"orders": january_order()})  # no manifest passed: the record is still kept
     entry = store.manifest()["partitions"]["orders/month=2026-01/data.parquet"]
     assert entry["rows"] == 1 and entry["bytes"] == store.month_file("orders", "2026-01").stat().st_size
@@ -142,7 +144,10 @@ def test_check_manifest_names_each_mismatch(store):
     )
     problems = {str(p) for p in store.check_manifest()}
     assert f"{store.month_file('orders', '2026-02')}: listed in the manifest but missing" in problems
-    assert any(p.startswith(f"{store.month_file('customers', '2025-12')}: differs from the manifest") for p in problems)
+    assert any(
+        p.startswith(f"{store.month_file('customers', '2025-12')}: differs from the manifest")
+        for p in problems
+    )
 
 
 def test_a_store_written_before_the_record_is_recorded_on_its_next_commit(store):
@@ -151,7 +156,10 @@ def test_a_store_written_before_the_record_is_recorded_on_its_next_commit(store)
     store.write_manifest(manifest)
     assert store.check_manifest() == []  # nothing recorded: nothing to compare (older stores)
     store.replace_months({"orders": january_order()})
-    assert set(store.manifest()["partitions"]) >= {"orders/month=2026-02/data.parquet", "customers/month=2025-12/data.parquet"}
+    assert set(store.manifest()["partitions"]) >= {
+        "orders/month=2026-02/data.parquet",
+        "customers/month=2025-12/data.parquet",
+    }
     assert store.check_manifest() == []
 
 

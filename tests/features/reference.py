@@ -23,6 +23,14 @@ def reference_features(tables: dict[str, pd.DataFrame], snapshot: pd.Timestamp) 
     if comp is not None:
         firsts.append(comp.groupby("customer_id")["opened_at"].min())
     signup = pd.concat(firsts).groupby(level=0).min()
+    # Like an absent family: a log whose orders carry no amount at all has null spend everywhere.
+    priced = "amount" in orders.columns and orders["amount"].notna().any()
+
+    def spend(df) -> float:
+        if not priced or df.amount.isna().any():  # an order without an amount: the sum is unknown
+            return np.nan
+        return float(df.amount.sum())
+
     rows = []
     for cid, signed in signup.items():
         if signed >= snapshot:
@@ -36,11 +44,18 @@ def reference_features(tables: dict[str, pd.DataFrame], snapshot: pd.Timestamp) 
         r["last_order_at"] = _unix(o.ordered_at.max()) if len(o) else np.nan
         for w in (7, 30, 90, 365):
             r[f"orders_{w}d"] = len(within(o, "ordered_at", w))
-            r[f"spend_{w}d"] = float(within(o, "ordered_at", w).amount.sum())
+            r[f"spend_{w}d"] = spend(within(o, "ordered_at", w))
         r["orders_prev_30d"] = len(within(o, "ordered_at", 60, 30))
         a, b = r["orders_30d"], r["orders_prev_30d"]
         r["orders_trend_30d"] = np.nan if a + b == 0 else (a - b) / (a + b)
         r["avg_order_value_365d"] = r["spend_365d"] / r["orders_365d"] if r["orders_365d"] else np.nan
+        # customer_cadence: gaps between consecutive orders, one by one.
+        r["lifetime_orders"] = len(o)
+        r["lifetime_spend"] = spend(o)
+        r["first_order_at"] = _unix(o.ordered_at.min()) if len(o) else np.nan
+        gaps = np.diff(np.sort(o.ordered_at.to_numpy())) / np.timedelta64(1, "D")
+        r["orders_mean_gap_days"] = float(gaps.mean()) if len(o) >= 2 else np.nan
+        r["orders_gap_std_days"] = float(np.std(gaps, ddof=1)) if len(o) >= 3 else np.nan
         active = set(within(o, "ordered_at", 90).ordered_at.dt.date)
         if pv is not None:
             v = pv[(pv.customer_id == cid) & (pv.viewed_at < snapshot)]
@@ -65,6 +80,11 @@ def reference_features(tables: dict[str, pd.DataFrame], snapshot: pd.Timestamp) 
                 bought = ((o.ordered_at >= start) & (o.ordered_at < limit)).any()
                 abandoned += 0 if bought else 1
             r["abandoned_carts_30d"] = abandoned
+            r["lifetime_sessions"] = v.session_id.nunique()
+            r["first_visit_at"] = _unix(v.viewed_at.min()) if len(v) else np.nan
+            visit_days = np.unique(v.viewed_at.dt.floor("D").to_numpy())
+            day_gaps = np.diff(visit_days) / np.timedelta64(1, "D")
+            r["visit_mean_gap_days"] = float(day_gaps.mean()) if len(visit_days) >= 2 else np.nan
         if comp is not None:
             c = comp[(comp.customer_id == cid) & (comp.opened_at < snapshot)]
             r["last_complaint_at"] = _unix(c.opened_at.max()) if len(c) else np.nan

@@ -28,7 +28,9 @@ def run_python(script: str, *args: str, wait: bool = True, **kwargs):
     cmd = [sys.executable, "-c", script, *map(str, args)]
     if wait:
         return subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
-    return subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
+    )
 
 
 def orders_file(folder: Path, prefix: str, n: int = 40) -> Path:
@@ -140,7 +142,9 @@ def test_the_lock_of_a_killed_process_is_taken_over(tmp_path, event_log, caplog)
     with caplog.at_level("INFO", logger="propensity"):
         report = ingest(path, store=store_dir, lock_timeout=0.5)
     assert report.tables["orders"].added == 4
-    assert any(f"pid {holder.pid}" in r.getMessage() and "taking it over" in r.getMessage() for r in caplog.records)
+    assert any(
+        f"pid {holder.pid}" in r.getMessage() and "taking it over" in r.getMessage() for r in caplog.records
+    )
 
 
 # The child dies (SIGKILL) right after the first month file of its commit is swapped into the store.
@@ -187,8 +191,10 @@ def test_staging_folders_of_killed_runs_are_removed(tmp_path, event_log):
     leftover.mkdir(parents=True)
     (leftover / "data.parquet").write_bytes(b"half written")
 
-    ingest(write_table(event_log["orders"].assign(order_id=list("wxyz")), tmp_path / "b", "orders", "csv"),
-           store=store_dir)
+    ingest(
+        write_table(event_log["orders"].assign(order_id=list("wxyz")), tmp_path / "b", "orders", "csv"),
+        store=store_dir,
+    )
 
     assert not list(tmp_path.glob(".events.staging-*"))
     assert len(EventStore(store_dir).read("orders")) == 8
@@ -216,7 +222,9 @@ def test_validate_finds_a_file_the_manifest_does_not_list(store_dir):
     store = EventStore(store_dir)
     extra = store.month_file("orders", "2026-03")
     extra.parent.mkdir(parents=True)
-    rows = store.read("orders").iloc[[0]].assign(order_id="o9", ordered_at=pd.Timestamp("2026-03-02", tz="UTC"))
+    rows = (
+        store.read("orders").iloc[[0]].assign(order_id="o9", ordered_at=pd.Timestamp("2026-03-02", tz="UTC"))
+    )
     rows.to_parquet(extra, index=False)
     with pytest.raises(DataError) as err:
         validate_store(store_dir)

@@ -61,7 +61,11 @@ print(json.dumps({
 def test_a_new_family_needs_only_its_contract_entry(tmp_path):
     out = subprocess.run(
         [sys.executable, "-c", NEW_FAMILY, str(tmp_path / "raw"), str(tmp_path / "events")],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])

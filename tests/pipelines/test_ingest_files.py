@@ -62,7 +62,9 @@ def test_control_characters_in_parquet_strings_are_rejected(tmp_path, event_log)
 
 def test_tabs_and_quoted_newlines_are_ordinary_text(tmp_path):
     path = tmp_path / "orders.csv"
-    path.write_text(HEADER.replace("amount", "amount,note") + 'O1,c1,2026-01-05,1.0,"two\nlines\tand a tab"\n')
+    path.write_text(
+        HEADER.replace("amount", "amount,note") + 'O1,c1,2026-01-05,1.0,"two\nlines\tand a tab"\n'
+    )
     ingest(path, store=tmp_path / "events")
     assert EventStore(tmp_path / "events").read("orders")["note"].tolist() == ["two\nlines\tand a tab"]
 
@@ -70,7 +72,10 @@ def test_tabs_and_quoted_newlines_are_ordinary_text(tmp_path):
 # ---- 8: duplicate header names -------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "header",
-    ["order_id,customer_id,customer_id,ordered_at,amount\n", "order_id,customer_id, customer_id ,ordered_at,amount\n"],
+    [
+        "order_id,customer_id,customer_id,ordered_at,amount\n",
+        "order_id,customer_id, customer_id ,ordered_at,amount\n",
+    ],
     ids=["exact", "after-trimming"],
 )
 def test_duplicate_header_names_are_rejected(tmp_path, header):
@@ -83,7 +88,10 @@ def test_duplicate_header_names_are_rejected(tmp_path, header):
 # ---- 8: a field over the size limit ------------------------------------------------------------------------------
 def test_a_field_over_the_default_limit_of_1_mb_is_rejected(tmp_path):
     big = "x" * 1_100_000
-    message = rejected(tmp_path, HEADER.replace("amount", "amount,note") + f"O1,c1,2026-01-05,1.0,ok\nO2,c1,2026-01-05,1.0,{big}\n")
+    message = rejected(
+        tmp_path,
+        HEADER.replace("amount", "amount,note") + f"O1,c1,2026-01-05,1.0,ok\nO2,c1,2026-01-05,1.0,{big}\n",
+    )
     line = line_about(message, "note")
     assert "row 2:" in line and "1,000,000" in line and "max_field_bytes" in line
     assert big not in message  # the offending value itself is not echoed
@@ -185,7 +193,9 @@ def test_the_earliest_date_is_configurable(tmp_path):
     ingest(path, store=tmp_path / "events", column_map=ColumnMap(earliest="1960-01-01"))
     assert len(EventStore(tmp_path / "events").read("orders")) == 1
     (tmp_path / "b").mkdir()
-    message = rejected(tmp_path / "b", HEADER + "O1,c1,1955-03-01,1.0\n", column_map=ColumnMap(earliest="1960-01-01"))
+    message = rejected(
+        tmp_path / "b", HEADER + "O1,c1,1955-03-01,1.0\n", column_map=ColumnMap(earliest="1960-01-01")
+    )
     assert "is before 1960-01-01" in message
 
 
@@ -242,4 +252,8 @@ def test_a_mapped_column_that_collides_with_a_file_column_is_rejected(tmp_path):
     path = tmp_path / "orders.csv"
     path.write_text("customer_id,Kunde,ordered_at\nc1,K1,2026-01-05\n")
     with pytest.raises(DataError, match="'Kunde'.*customer_id.*also has a column 'customer_id'"):
-        ingest(path, column_map=ColumnMap(orders=TableMap(columns={"customer_id": "Kunde"})), store=tmp_path / "e")
+        ingest(
+            path,
+            column_map=ColumnMap(orders=TableMap(columns={"customer_id": "Kunde"})),
+            store=tmp_path / "e",
+        )

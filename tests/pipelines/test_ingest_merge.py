@@ -47,7 +47,9 @@ def test_a_partial_customers_re_export_keeps_the_stored_attributes(tmp_path):
     before = snapshot(store_dir)
 
     partial = customers_with_attributes()[["customer_id", "signup_at"]]
-    report = ingest(orders, customers=write_table(partial, tmp_path / "b", "customers", "csv"), store=store_dir)
+    report = ingest(
+        orders, customers=write_table(partial, tmp_path / "b", "customers", "csv"), store=store_dir
+    )
 
     assert report.tables["customers"].updated == 0 and report.tables["customers"].already_present == 3
     assert not report.changed and snapshot(store_dir) == before
@@ -59,12 +61,17 @@ def test_a_partial_customers_re_export_keeps_the_stored_attributes(tmp_path):
 def test_a_re_export_updates_only_the_columns_it_has(tmp_path):
     store_dir = tmp_path / "events"
     orders = write_table(orders_of(["c1", "c2", "c3"]), tmp_path, "orders", "csv")
-    ingest(orders, customers=write_table(customers_with_attributes(), tmp_path / "a", "customers", "csv"),
-           store=store_dir)
+    ingest(
+        orders,
+        customers=write_table(customers_with_attributes(), tmp_path / "a", "customers", "csv"),
+        store=store_dir,
+    )
 
     moved = customers_with_attributes()[["customer_id", "signup_at", "region"]]
     moved.loc[0, "region"] = "west"  # c1 moved; the export has no channel column at all
-    report = ingest(orders, customers=write_table(moved, tmp_path / "b", "customers", "parquet"), store=store_dir)
+    report = ingest(
+        orders, customers=write_table(moved, tmp_path / "b", "customers", "parquet"), store=store_dir
+    )
 
     assert report.tables["customers"].updated == 1 and report.tables["customers"].already_present == 2
     stored = EventStore(store_dir).read("customers").set_index("customer_id").sort_index()
@@ -76,12 +83,19 @@ def test_a_re_export_updates_only_the_columns_it_has(tmp_path):
 def test_new_customers_in_a_partial_export_get_nulls_for_the_missing_columns(tmp_path):
     store_dir = tmp_path / "events"
     orders = write_table(orders_of(["c1", "c2", "c3"]), tmp_path, "orders", "csv")
-    ingest(orders, customers=write_table(customers_with_attributes(), tmp_path / "a", "customers", "csv"),
-           store=store_dir)
-    newcomer = pd.DataFrame({"customer_id": ["c1", "c4"],
-                             "signup_at": pd.to_datetime(["2025-12-01T08:00Z", "2026-01-20T00:00Z"])})
-    report = ingest(write_table(orders_of(["c4"]).assign(order_id=["o9"]), tmp_path / "b", "orders", "csv"),
-                    customers=write_table(newcomer, tmp_path / "b", "customers", "csv"), store=store_dir)
+    ingest(
+        orders,
+        customers=write_table(customers_with_attributes(), tmp_path / "a", "customers", "csv"),
+        store=store_dir,
+    )
+    newcomer = pd.DataFrame(
+        {"customer_id": ["c1", "c4"], "signup_at": pd.to_datetime(["2025-12-01T08:00Z", "2026-01-20T00:00Z"])}
+    )
+    report = ingest(
+        write_table(orders_of(["c4"]).assign(order_id=["o9"]), tmp_path / "b", "orders", "csv"),
+        customers=write_table(newcomer, tmp_path / "b", "customers", "csv"),
+        store=store_dir,
+    )
     assert report.tables["customers"].added == 1 and report.tables["customers"].already_present == 1
     stored = EventStore(store_dir).read("customers").set_index("customer_id")
     assert stored.loc["c1", "region"] == "north"
@@ -91,10 +105,15 @@ def test_new_customers_in_a_partial_export_get_nulls_for_the_missing_columns(tmp
 def test_a_complaints_re_export_without_resolved_at_keeps_the_resolution(tmp_path, event_log):
     store_dir = tmp_path / "events"
     orders = write_table(event_log["orders"], tmp_path, "orders", "csv")
-    ingest(orders, complaints=write_table(event_log["complaints"], tmp_path / "a", "complaints", "csv"),
-           store=store_dir)
+    ingest(
+        orders,
+        complaints=write_table(event_log["complaints"], tmp_path / "a", "complaints", "csv"),
+        store=store_dir,
+    )
     without = event_log["complaints"].drop(columns=["resolved_at"])
-    report = ingest(orders, complaints=write_table(without, tmp_path / "b", "complaints", "csv"), store=store_dir)
+    report = ingest(
+        orders, complaints=write_table(without, tmp_path / "b", "complaints", "csv"), store=store_dir
+    )
     assert report.tables["complaints"].updated == 0
     stored = EventStore(store_dir).read("complaints").set_index("complaint_id")
     assert stored.loc["k1", "resolved_at"] == pd.Timestamp("2026-01-28T10:00:00Z")

@@ -229,3 +229,17 @@ def test_tags_every_one_that_holds_rules_can_require_them_and_cadence_carries(tm
     with pytest.raises(ConfigError, match="tag names must be unique"):
         load_config(_write(tmp_path, "tags:\n  - {name: x, when: {at_least: {a: 1}}}\n  - {name: x, when: {at_least: {a: 2}}}\n"),
                     TagsConfig)
+
+
+def test_untreated_weights_drop_the_treated_and_let_the_control_group_stand_in():
+    from serving.actions import untreated_weights
+
+    scores = pd.DataFrame({
+        "action_rule": ["r"] * 10 + ["s"] * 4 + [""] * 3,
+        "group": ["control"] * 2 + ["treatment"] * 8 + ["treatment"] * 4 + [""] * 3,
+    })
+    w = untreated_weights(scores)
+    assert w[:2].tolist() == [5.0, 5.0] and (w[2:10] == 0).all()  # 2 controls stand for the rule's 10
+    assert (w[10:14] == 0).all()  # a rule without controls: its treated rows are dropped
+    assert (w[14:] == 1).all()
+    assert (untreated_weights(scores.drop(columns="group")) == 1).all()

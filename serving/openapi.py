@@ -1,0 +1,179 @@
+"""The service's OpenAPI 3.1 document, served at /docs.json (and so in BentoML's Swagger page at /).
+
+BentoML documents only its own API methods; ours are a Starlette app mounted into the service, so its
+document listed nothing but the health probes. This one is built from the pydantic request models (their
+JSON Schema, with the served models, batch maximum and languages of this config filled in) and from
+response models that mirror what the routes answer, so a client generator or a schema-driven test
+(tests/serving/test_schemathesis.py) sees every route, status and field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from serving.config import ServingConfig
+from serving.requests import MAX_ID_LENGTH, PredictFeaturesRequest, PredictRequest
+
+REF = "#/components/schemas/{model}"
+
+
+# ---------------------------------------------------------------------------------------------- responses
+# For the document only: the routes build plain dicts (cheaper than validating every answer), and these
+# models say what those dicts hold; the schemathesis run checks real answers against them.
+class Reason(BaseModel):
+    feature: str
+    value: float | None
+    contribution: float
+    direction: Literal["raises", "lowers"]
+    sentence: str
+
+
+class ModelScore(BaseModel):
+    probability: float = Field(ge=0, le=1)
+    band: Literal["high", "medium", "low"]
+    model_version: str
+    reasons: list[Reason]
+
+
+class CustomerResult(BaseModel):
+    """One customer; for each requested model a ``ModelScore`` under the model's name."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, ModelScore] = Field(init=False)
+
+    customer_id: str
+    found: bool
+    error: str | None = Field(None, description="only when found is false")
+    rfm_segment: str | None = None
+    lifecycle_stage: str | None = None
+
+
+class PredictResponse(BaseModel):
+    model_versions: dict[str, str]
+    results: list[CustomerResult]
+
+
+class Error(BaseModel):
+    error: str
+    field: str | None = Field(None, description="the offending field, e.g. customer_ids.0, rows.0.orders_30d")
+
+
+class Health(BaseModel):
+    status: Literal["alive", "starting"]
+    models: dict[str, str] = {}
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready", "starting"]
+    models: dict[str, str] = Field({}, description="name -> version, or {error: ...} when not loaded")
+    online_store: str | None = None
+    auth: str | None = None
+
+
+class Flagged(BaseModel):
+    models: list[str]
+    scores: list[dict[str, Any]] = Field(description="high-band rows of the latest batch scores")
+    recent: list[dict[str, Any]] = Field(description="high-band answers of recent API calls, newest first")
+
+
+def _json(ref: str) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": {"$ref": REF.format(model=ref)}}}}
+
+
+def _responses(ok: str, *errors: tuple[int, str]) -> dict[str, Any]:
+    out = {"200": {"description": "OK", **_json(ok)}}
+    for status, text in errors:
+        out[str(status)] = {"description": text, **_json("Error")}
+    return out
+
+
+AUTH = (401, "no or wrong X-API-Key")
+
+
+def _schemas(config: ServingConfig, served: Sequence[str], features: Sequence[str]) -> dict[str, Any]:
+    schemas: dict[str, Any] = {}
+    for model in (PredictRequest, PredictFeaturesRequest, PredictResponse, Error, Health, Readiness, Flagged):
+        schema = model.model_json_schema(ref_template=REF)
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    for name in ("PredictRequest", "PredictFeaturesRequest"):
+        props = schemas[name]["properties"]
+        # This service's limits and choices, so generated clients and tests stay inside them.
+        props["models"]["anyOf"][0]["items"] = {"type": "string", "enum": list(served)}
+        props["models"]["anyOf"][0]["uniqueItems"] = True
+    batch = schemas["PredictRequest"]["properties"]["customer_ids"]
+    batch["maxItems"] = config.max_batch_size
+    batch["items"]["maxLength"] = MAX_ID_LENGTH
+    rows = schemas["PredictFeaturesRequest"]["properties"]["rows"]
+    rows["maxItems"] = config.max_batch_size
+    if features:
+        # The features of the loaded models (each row needs those of the requested models, no others).
+        rows["items"] = {
+            "type": "object",
+            "properties": {
+                **{f: {"type": ["number", "null"]} for f in features},
+                **{c: {"type": ["string", "null"]} for c in ("customer_id", "rfm_segment", "lifecycle_stage")},
+            },
+            "required": list(features),
+            "additionalProperties": False,
+        }
+    return schemas
+
+
+def openapi_document(
+    config: ServingConfig, served: Sequence[str], features: Sequence[str] = (), version: str = "1"
+) -> dict[str, Any]:
+    """The document for this config and these served models; ``features``: the loaded models' feature
+    names (rows of /predict_features), unknown while no model is loaded."""
+    too_large = (413, f"more than {config.max_batch_size} entries, or a body over {config.max_body_bytes} bytes")
+    invalid = (422, "malformed body; `field` names the first bad field")
+    unavailable = (503, "online store or models unavailable; retry shortly")
+    secured = {"security": [{"ApiKey": []}]}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "propensity",
+            "version": version,
+            "description": "Churn and conversion probabilities with SHAP reasons (docs/serving.md).",
+        },
+        "paths": {
+            "/predict": {"post": {
+                "summary": "Score customers from the online feature store",
+                "operationId": "predict",
+                **secured,
+                "requestBody": {"required": True, **_json("PredictRequest")},
+                "responses": _responses("PredictResponse", AUTH, too_large, invalid, unavailable),
+            }},
+            "/predict_features": {"post": {
+                "summary": "Score feature values sent by the caller",
+                "operationId": "predict_features",
+                **secured,
+                "requestBody": {"required": True, **_json("PredictFeaturesRequest")},
+                "responses": _responses("PredictResponse", AUTH, too_large, invalid, unavailable),
+            }},
+            "/ui/api/flagged": {"get": {
+                "summary": "Flagged customers for the staff page",
+                "operationId": "flagged",
+                **secured,
+                "responses": _responses("Flagged", AUTH),
+            }},
+            "/healthz": {"get": {
+                "summary": "Alive, with the served model versions (no key needed)",
+                "operationId": "healthz",
+                "responses": {**_responses("Health"), "503": {"description": "starting", **_json("Health")}},
+            }},
+            "/readyz": {"get": {
+                "summary": "Ready: models loaded, online store answering, API key configured",
+                "operationId": "readyz",
+                "responses": {**_responses("Readiness"),
+                              "503": {"description": "not ready; the body says why", **_json("Readiness")}},
+            }},
+        },
+        "components": {
+            "schemas": _schemas(config, served, features),
+            "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+        },
+    }
