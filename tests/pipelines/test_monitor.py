@@ -63,7 +63,7 @@ def test_verdict_against_thresholds():
     assert drifted.retrain and "2 feature(s) with PSI > 0.25" in drifted.reasons[0]
     assert verdict([_signals(0.05, 0.3, [0.80])], t).reasons == ["churn: score PSI 0.30 > 0.2"]
     low = verdict([_signals(0.05, 0.05, [0.80, 0.60])], t)  # the latest matured AUC counts
-    assert low.retrain and "realised AUC 0.600" in low.reasons[0]
+    assert low.retrain and "realised AUC (all rows) 0.600" in low.reasons[0]
     drop = verdict([_signals(0.05, 0.05, [0.70], holdout=0.80)], t)
     assert drop.retrain and "below the holdout AUC" in drop.reasons[0]
     # Immature scores (NaN AUC) are not evidence either way.
