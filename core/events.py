@@ -280,7 +280,7 @@ class EventStore:
                 if left <= 0:
                     raise StoreLockedError(
                         f"event store {self.root} is locked by {holder}; gave up after {timeout:g} s "
-                        "(another ingest is writing it: wait for it, or give a longer lock timeout)"
+                        "(an ingest or validate is using it: wait for it to finish, or give a longer --lock-timeout)"
                     ) from None
                 if not told:
                     log.info("event store %s is locked by %s; waiting up to %g s", self.root, holder, timeout)

@@ -43,10 +43,25 @@ class BrowsersLabels(StrictModel):
     positive: Literal["no_order", "order"] = "order"
 
 
+class FutureSpendLabels(StrictModel):
+    """Population: customers with >= ``min_orders`` orders in the ``active_window_days`` before the cutoff
+    (as for active_buyers). Label: the amount they spend in the ``horizon_days`` after it (0 when they
+    do not order): the target of a value (regression) model."""
+
+    kind: Literal["future_spend"]
+    active_window_days: int = Field(365, gt=0)
+    min_orders: int = Field(1, ge=1)
+    horizon_days: int = Field(180, gt=0)
+
+
 # One label function per kind in training.labels; a new model with a known kind needs only its YAML.
-Labels = Annotated[ActiveBuyersLabels | BrowsersLabels, Field(discriminator="kind")]
+Labels = Annotated[ActiveBuyersLabels | BrowsersLabels | FutureSpendLabels, Field(discriminator="kind")]
 # The event families each label kind reads (besides what the feature service reads).
-LABEL_NEEDS: dict[str, tuple[str, ...]] = {"active_buyers": ("orders",), "browsers": ("orders", "page_views")}
+LABEL_NEEDS: dict[str, tuple[str, ...]] = {
+    "active_buyers": ("orders",), "browsers": ("orders", "page_views"), "future_spend": ("orders",),
+}
+# The task each label kind is for: a 0/1 outcome or an amount.
+LABEL_TASK: dict[str, str] = {"active_buyers": "binary", "browsers": "binary", "future_spend": "regression"}
 
 
 class Cutoffs(StrictModel):
@@ -123,7 +138,9 @@ class Tuning(StrictModel):
 
 
 class Promotion(StrictModel):
-    metric: Literal["roc_auc", "pr_auc"] = "roc_auc"
+    metric: Literal["roc_auc", "pr_auc", "normalized_gini", "top_decile_capture"] = Field(
+        "roc_auc", description="roc_auc / pr_auc for binary models; normalized_gini / top_decile_capture for regression"
+    )
     margin: float = Field(0.002, ge=0, description="challenger must beat the champion by at least this much")
 
 
@@ -189,7 +206,9 @@ class ModelSpec(StrictModel):
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="registered model name; equals the file name")
     description: str = ""
-    task: Literal["binary"] = Field("binary", description="binary classification (calibrated probability)")
+    task: Literal["binary", "regression"] = Field(
+        "binary", description="binary: a calibrated probability; regression: an amount (e.g. future spend)"
+    )
     feature_service: str
     needs: list[str] = Field(
         default_factory=list,
@@ -219,6 +238,15 @@ class ModelSpec(StrictModel):
         if unknown:
             raise ValueError(f"unknown event family {unknown}; known: {', '.join(EVENT_FAMILIES)}")
         return needs
+
+    @model_validator(mode="after")
+    def _task_fits(self) -> ModelSpec:
+        if LABEL_TASK[self.labels.kind] != self.task:
+            raise ValueError(f"labels.kind {self.labels.kind!r} is a {LABEL_TASK[self.labels.kind]} label; task is {self.task!r}")
+        binary_metric = self.promotion.metric in ("roc_auc", "pr_auc")
+        if binary_metric != (self.task == "binary"):
+            raise ValueError(f"promotion.metric {self.promotion.metric!r} does not fit task {self.task!r}")
+        return self
 
     def required_families(self) -> list[str]:
         """Every event family the model cannot be trained or scored without."""

@@ -21,7 +21,7 @@ import pandas as pd
 
 from core.errors import DataError, NotEnoughDataError
 from core.events import EventStore
-from core.specs import ActiveBuyersLabels, BrowsersLabels, Cutoffs, Labels, MinData, Split
+from core.specs import LABEL_TASK, ActiveBuyersLabels, BrowsersLabels, Cutoffs, Labels, MinData, Split
 
 log = logging.getLogger("propensity.training")
 
@@ -205,9 +205,25 @@ def _browsers_sql(labels: BrowsersLabels, orders_glob: str, views_glob: str | No
     """
 
 
+def _future_spend_sql(labels, orders_glob: str, views_glob: str | None) -> str:
+    h = labels.horizon_days
+    return f"""
+    SELECT o.customer_id, c.cutoff AS event_timestamp,
+           CAST(coalesce(sum(o.amount) FILTER (WHERE o.ordered_at >= c.cutoff), 0) AS DOUBLE) AS label, c.split
+    FROM cutoffs c
+    JOIN read_parquet('{orders_glob}') o
+      ON o.ordered_at >= c.cutoff - INTERVAL ({labels.active_window_days}) DAY
+     AND o.ordered_at <  c.cutoff + INTERVAL ({h}) DAY
+    GROUP BY o.customer_id, c.cutoff, c.split
+    HAVING count(*) FILTER (WHERE o.ordered_at < c.cutoff) >= {labels.min_orders}
+    """
+
+
 # One SQL builder per label kind of core.specs.Labels, each over the table ``cutoffs(cutoff, split)``
 # giving customer_id, event_timestamp, label, split. A new kind of label is one function here.
-LABEL_SQL: dict[str, Callable[..., str]] = {"active_buyers": _active_buyers_sql, "browsers": _browsers_sql}
+LABEL_SQL: dict[str, Callable[..., str]] = {
+    "active_buyers": _active_buyers_sql, "browsers": _browsers_sql, "future_spend": _future_spend_sql,
+}
 
 
 def build_labels(
@@ -226,7 +242,8 @@ def build_labels(
     df = con.execute(LABEL_SQL[labels.kind](labels, store.glob("orders"), views_glob)).df()
     df["customer_id"] = df["customer_id"].astype(str)
     df["event_timestamp"] = pd.to_datetime(df["event_timestamp"], utc=True).astype("datetime64[us, UTC]")
-    df["label"] = df["label"].astype("int64")
+    # 0/1 outcomes as int64, amounts as float64 (core.specs.LABEL_TASK).
+    df["label"] = df["label"].astype("float64" if LABEL_TASK[labels.kind] == "regression" else "int64")
     return df.sort_values(["event_timestamp", "customer_id"], kind="stable").reset_index(drop=True)
 
 
@@ -259,7 +276,7 @@ def check_min_data(
     problems = []
     for split in SPLITS:
         part = rows[rows["split"] == split]
-        n, pos = len(part), int(part["label"].sum())
+        n, pos = len(part), int((part["label"] > 0).sum())  # buyers, for an amount label
         need_rows = getattr(minimum, f"{split}_rows")
         need_pos = getattr(minimum, f"{split}_positives")
         where = ""

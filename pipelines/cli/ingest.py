@@ -1,6 +1,7 @@
 """`propensity ingest` (exports -> canonical event store) and `propensity validate` (re-check a store).
 
-Registered by pipelines.cli. pandas and pandera load inside the command bodies, so `--help` stays fast.
+Registered by pipelines.cli. pandas and pandera load inside the command bodies, so `--help` stays fast
+(which is also why the help texts spell out core.events.DEFAULT_LOCK_TIMEOUT instead of importing it).
 """
 
 from __future__ import annotations

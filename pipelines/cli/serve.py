@@ -29,20 +29,20 @@ def serve_environment(workers: int, threads: int) -> dict[str, str]:
 
 
 def serve_command(host: str, port: int) -> list[str]:
-    import shutil
+    """`bentoml serve` for the service, run by serving.launch (which gives each server process its own
+    Prometheus folder; plain `bentoml serve` empties one shared folder per BENTOML_HOME at start)."""
+    import importlib.util
     import sys
-    from pathlib import Path
 
-    bentoml = shutil.which("bentoml", path=str(Path(sys.executable).parent)) or shutil.which("bentoml")
-    if bentoml is None:
+    if importlib.util.find_spec("bentoml_cli") is None:
         from core.errors import PropensityError
 
-        raise PropensityError("the `bentoml` command is not installed in this environment")
+        raise PropensityError("BentoML (the `bentoml` command) is not installed in this environment")
     from core.settings import REPO_ROOT
 
     # --working-dir: the service module is imported from this checkout, whatever the current directory.
-    return [bentoml, "serve", "serving.service:PropensityService", "--working-dir", str(REPO_ROOT),
-            "--host", host, "--port", str(port)]
+    return [sys.executable, "-m", "serving.launch", "serve", "serving.service:PropensityService",
+            "--working-dir", str(REPO_ROOT), "--host", host, "--port", str(port)]
 
 
 def register(app: typer.Typer) -> None:
@@ -58,13 +58,16 @@ def register(app: typer.Typer) -> None:
         /healthz, /readyz and the staff page /ui."""
         import subprocess
 
-        from serving.config import load_serving_config
+        from serving.config import validate_serving_setup
 
-        config = load_serving_config()
+        # Every config the workers read, checked here: a bad file is one error naming the file and the
+        # field (exit 2), not workers failing at start-up and being restarted over and over.
+        config = validate_serving_setup()
         n_workers = workers or config.workers
         env = serve_environment(n_workers, config.lightgbm_threads)
-        if config.resolved_api_key() is None:
-            log.warning("no API key: set api_key in configs/serving.yaml or PROPENSITY_API_KEY (data calls get 401)")
+        if config.resolved_api_key() is None and not config.allow_no_api_key:
+            log.warning("no API key: set api_key in configs/serving.yaml or PROPENSITY_API_KEY (data calls get 401, "
+                        "/readyz says not ready)")
         log.info("serving on http://%s:%s (staff page /ui, %d worker(s))", host, port, n_workers)
         result = subprocess.run(serve_command(host, port), env=env, check=False)
         raise typer.Exit(result.returncode)

@@ -257,3 +257,33 @@ def test_a_mapped_column_that_collides_with_a_file_column_is_rejected(tmp_path):
             column_map=ColumnMap(orders=TableMap(columns={"customer_id": "Kunde"})),
             store=tmp_path / "e",
         )
+
+
+# ---- the structure scan agrees with the csv module, across chunk boundaries ----------------------------------------
+def test_the_byte_scan_matches_the_csv_module_whatever_the_chunk_size(tmp_path, monkeypatch):
+    import csv
+    import random
+
+    from pipelines.ingest import files
+
+    rng = random.Random(5)
+    pieces = ["a", "bb", "", '"q,uo\nted"', '"say ""hi"""', "x y", '"multi\r\nline"']
+    for case in range(60):
+        width = rng.randint(1, 4)
+        lines = [",".join(f"h{i}" for i in range(width))]
+        for _ in range(rng.randint(0, 8)):
+            n = width if rng.random() < 0.8 else rng.randint(1, width + 2)
+            lines.append(",".join(rng.choice(pieces) for _ in range(n)))
+            if rng.random() < 0.1:
+                lines.append("")  # a blank line
+        text = ("\r\n" if case % 3 == 0 else "\n").join(lines) + ("\n" if case % 2 else "")
+        path = tmp_path / f"c{case}.csv"
+        path.write_bytes(text.encode())
+        with open(path, newline="") as fh:
+            records = [r for r in csv.reader(fh) if r]
+        truth_ragged = any(len(r) != len(records[0]) for r in records[1:])
+        for chunk in (1, 3, 7, 1 << 24):
+            monkeypatch.setattr(files, "CHUNK_BYTES", chunk)
+            scan = files._scan(path, b",")
+            assert scan.ragged == truth_ragged, (case, chunk, text)
+            assert scan.longest_record >= max(len(",".join(r)) for r in records) - 2, (case, chunk)

@@ -3,7 +3,7 @@ drivers, two small LightGBM models trained on them, and the same models register
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import numpy as np
 import pandas as pd
@@ -211,3 +211,138 @@ def configs_with(tmp_path, replacements: dict[str, str]):
         text = text.replace(old, new)
     (configs / "serving.yaml").write_text(text, encoding="utf-8")
     return configs
+
+
+# ---------------------------------------------------------------------------------------------- real server
+# A real `propensity serve` command line (bentoml serve) on a free loopback port, over the real chain:
+# events -> feature build -> Feast online store (SQLite) -> LightGBM champions in a tmp MLflow. Used by
+# test_server.py and test_schemathesis.py (both `slow`); the session fixtures start it once.
+SERVER_KEY = "server-test-key"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train_on_store(name: str, service: str, ids: list[str], seed: int):
+    """A small booster on the service's online features, labels from a known rule plus noise."""
+    import lightgbm as lgb
+
+    from features.retrieval import model_feature_names, online_features
+
+    frame = online_features(ids, service)
+    names = model_feature_names(service)
+    rng = np.random.default_rng(seed)
+    score = frame[names].fillna(0).to_numpy() @ rng.normal(size=len(names))
+    label = (score + rng.normal(scale=score.std() + 1e-9, size=len(score)) > np.median(score)).astype(int)
+    data = lgb.Dataset(frame[names], label=label, params={"feature_pre_filter": False})
+    params = {"objective": "binary", "num_leaves": 5, "min_data_in_leaf": 3, "verbose": -1, "seed": seed}
+    return lgb.train(params, data, num_boost_round=20)
+
+
+@pytest.fixture(scope="session")
+def served_project(tmp_path_factory):
+    """Project home with events, features in the online store and both champions registered."""
+    import shutil
+
+    from core.settings import REPO_ROOT
+    from tests.features.conftest import END, random_events, write_store
+
+    home = tmp_path_factory.mktemp("serving") / "project"
+    (home / "mlruns").mkdir(parents=True)
+    configs = home / "configs"
+    shutil.copytree(REPO_ROOT / "configs", configs)
+    text = (configs / "serving.yaml").read_text(encoding="utf-8")
+    text = text.replace("reload_poll_seconds: 10", "reload_poll_seconds: 0.5").replace("workers: 2", "workers: 1")
+    (configs / "serving.yaml").write_text(text, encoding="utf-8")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PROPENSITY_HOME", str(home))
+    mp.setenv("PROPENSITY_CONFIGS", str(configs))
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlruns' / 'mlflow.db'}")
+    mp.setenv("BENTOML_HOME", str(home / "bentoml_home"))
+    mp.setenv("PROPENSITY_API_KEY", SERVER_KEY)
+    mp.delenv("PROPENSITY_REDIS_URL", raising=False)
+    try:
+        from features.build import build_features
+        from features.store import materialize
+        from training.champion import Calibration, register_booster
+
+        tables = random_events(n_customers=60)
+        write_store(home, tables)
+        build_features(END.date())
+        materialize()
+        ids = sorted(tables["customers"]["customer_id"])
+        boosters = {}
+        for name, service, seed in (("churn", "churn_v1", 1), ("conversion", "conversion_v1", 2)):
+            boosters[name] = train_on_store(name, service, ids, seed)
+            register_booster(boosters[name], name, feature_service=service, calibration=Calibration(),
+                             alias="champion")
+        yield {"home": home, "ids": ids, "boosters": boosters}
+    finally:
+        mp.undo()
+
+
+@contextmanager
+def start_server(project: dict, workers: int = 1):
+    """`propensity serve`'s command line and environment for ``project`` on a free port, ready (/readyz
+    200) within 120 s; yields {client, base, proc, log}; stopped (its whole process group) at the end."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import httpx
+
+    from pipelines.cli.serve import serve_command, serve_environment
+
+    port = free_port()
+    home = project["home"]
+    env = serve_environment(workers=workers, threads=1)
+    env.update({
+        "PROPENSITY_HOME": str(home),
+        "PROPENSITY_CONFIGS": str(home / "configs"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlruns' / 'mlflow.db'}",
+        "BENTOML_HOME": str(home / "bentoml_home"),
+        "PROPENSITY_API_KEY": SERVER_KEY,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    })
+    log_path = home / f"serve-{port}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(serve_command("127.0.0.1", port), env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"bentoml serve exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"service not ready after 120 s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        with httpx.Client(base_url=base, timeout=10) as client:
+            yield {"client": client, "base": base, "proc": proc, "log": log_path, **project}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        with suppress(ProcessLookupError):  # workers of a server that did not stop cleanly
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def server(served_project):
+    with start_server(served_project) as running:
+        yield running

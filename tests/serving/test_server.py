@@ -2,15 +2,13 @@
 -> Feast online store (SQLite) -> LightGBM models registered as champions in a tmp MLflow.
 
 Covers every status code of the API (200, 401, per-customer not found, 413, 422, 503 and recovery),
-the hot reload of a moved champion under load, and the staff page in headless Chromium."""
+a bad request batched with good ones, methods and unknown paths at the edge (bounded metrics), `forget`
+reaching the server, two servers in one project, the hot reload of a moved champion under load, and
+the staff page in headless Chromium."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,116 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.serving.conftest import SERVER_KEY as KEY
+from tests.serving.conftest import start_server
+
 pytestmark = pytest.mark.slow
-
-KEY = "server-test-key"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def train_on_store(name: str, service: str, ids: list[str], seed: int):
-    """A small booster on the service's online features, labels from a known rule plus noise."""
-    import lightgbm as lgb
-
-    from features.retrieval import model_feature_names, online_features
-
-    frame = online_features(ids, service)
-    names = model_feature_names(service)
-    rng = np.random.default_rng(seed)
-    score = frame[names].fillna(0).to_numpy() @ rng.normal(size=len(names))
-    label = (score + rng.normal(scale=score.std() + 1e-9, size=len(score)) > np.median(score)).astype(int)
-    data = lgb.Dataset(frame[names], label=label, params={"feature_pre_filter": False})
-    params = {"objective": "binary", "num_leaves": 5, "min_data_in_leaf": 3, "verbose": -1, "seed": seed}
-    return lgb.train(params, data, num_boost_round=20)
-
-
-@pytest.fixture(scope="session")
-def served_project(tmp_path_factory):
-    """Project home with events, features in the online store and both champions registered."""
-    from core.settings import REPO_ROOT
-    from tests.features.conftest import END, random_events, write_store
-
-    home = tmp_path_factory.mktemp("serving") / "project"
-    (home / "mlruns").mkdir(parents=True)
-    configs = home / "configs"
-    shutil.copytree(REPO_ROOT / "configs", configs)
-    text = (configs / "serving.yaml").read_text(encoding="utf-8")
-    text = text.replace("reload_poll_seconds: 10", "reload_poll_seconds: 0.5").replace("workers: 2", "workers: 1")
-    (configs / "serving.yaml").write_text(text, encoding="utf-8")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PROPENSITY_HOME", str(home))
-    mp.setenv("PROPENSITY_CONFIGS", str(configs))
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlruns' / 'mlflow.db'}")
-    mp.setenv("BENTOML_HOME", str(home / "bentoml_home"))
-    mp.setenv("PROPENSITY_API_KEY", KEY)
-    mp.delenv("PROPENSITY_REDIS_URL", raising=False)
-    try:
-        from features.build import build_features
-        from features.store import materialize
-        from training.champion import Calibration, register_booster
-
-        tables = random_events(n_customers=60)
-        write_store(home, tables)
-        build_features(END.date())
-        materialize()
-        ids = sorted(tables["customers"]["customer_id"])
-        boosters = {}
-        for name, service, seed in (("churn", "churn_v1", 1), ("conversion", "conversion_v1", 2)):
-            boosters[name] = train_on_store(name, service, ids, seed)
-            register_booster(boosters[name], name, feature_service=service, calibration=Calibration(),
-                             alias="champion")
-        yield {"home": home, "ids": ids, "boosters": boosters}
-    finally:
-        mp.undo()
-
-
-@pytest.fixture(scope="session")
-def server(served_project):
-    """`propensity serve`'s command line and environment, on a free port; stopped at the end."""
-    import httpx
-
-    from pipelines.cli.serve import serve_command, serve_environment
-
-    port = free_port()
-    env = serve_environment(workers=1, threads=1)
-    env.update({
-        "PROPENSITY_HOME": str(served_project["home"]),
-        "PROPENSITY_CONFIGS": str(served_project["home"] / "configs"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{served_project['home'] / 'mlruns' / 'mlflow.db'}",
-        "BENTOML_HOME": str(served_project["home"] / "bentoml_home"),
-        "PROPENSITY_API_KEY": KEY,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    })
-    log_path = served_project["home"] / "serve.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(serve_command("127.0.0.1", port), env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"bentoml serve exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"service not ready after 120 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
-        with httpx.Client(base_url=base, timeout=10) as client:
-            yield {"client": client, "base": base, **served_project}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
 
 H = {"X-API-Key": KEY}
 
@@ -214,6 +106,81 @@ def test_hot_reload_under_load_drops_nothing(server):
             w.join()
     assert statuses and set(statuses) == {200}
     assert versions == {before["churn"], new}
+
+
+def test_a_bad_request_does_not_fail_the_requests_batched_with_it(server):
+    """Before: a lone surrogate in one request's ids raised in the online key encoding, and the batcher
+    answered every request of that batch with a 500."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    good = {"customer_ids": ["c001", "c002"], "models": ["churn"]}
+    bad = b'{"customer_ids": ["c003", "\\ud800"], "models": ["churn"]}'
+
+    def call(i: int) -> tuple[str, int]:
+        with httpx.Client(base_url=server["base"], timeout=10) as client:
+            if i % 4 == 0:
+                return "bad", client.post("/predict", content=bad, headers={**H, "Content-Type": "application/json"}).status_code
+            return "good", client.post("/predict", json=good, headers=H).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(call, range(48)))
+    assert {status for kind, status in answers if kind == "good"} == {200}
+    assert {status for kind, status in answers if kind == "bad"} == {422}
+
+
+def test_methods_and_unknown_paths_at_the_edge(server):
+    import secrets
+
+    c = server["client"]
+    for method in ("TRACE", "POST", "DELETE"):
+        res = c.request(method, "/healthz")
+        assert res.status_code == 405 and res.headers["allow"] == "GET, HEAD"
+    assert c.head("/healthz").status_code == 200
+    before = len(c.get("/metrics").content)
+    for _ in range(300):
+        assert c.get(f"/scan-{secrets.token_hex(8)}").status_code == 404
+    text = c.get("/metrics").text
+    assert "scan-" not in text and 'route="(unknown)",status="404"' in text
+    assert len(text.encode()) < before + 2000  # 300 new paths: one counter moved, no new series
+    doc = c.get("/docs.json").json()
+    assert {"/predict", "/predict_features", "/ui/api/flagged", "/healthz", "/readyz"} <= set(doc["paths"])
+
+
+def test_forget_reaches_the_running_server(server):
+    from serving.privacy import record_forgotten
+
+    c = server["client"]
+    ids = server["ids"]
+    c.post("/predict", json={"customer_ids": ids[:50]}, headers=H)
+    recent = [r["customer_id"] for r in c.get("/ui/api/flagged", headers=H).json()["recent"]]
+    if not recent:
+        pytest.skip("no customer of the tiny project is in a high band")
+    record_forgotten([recent[0]])
+    deadline = time.monotonic() + 15
+    while recent[0] in [r["customer_id"] for r in c.get("/ui/api/flagged", headers=H).json()["recent"]]:
+        assert time.monotonic() < deadline, "forgotten customer still listed after 15 s"
+        time.sleep(0.2)
+
+
+def test_two_servers_in_one_project_keep_their_own_metrics(server):
+    """Before: the second `bentoml serve` emptied the project's one Prometheus folder at start, and the
+    first server's counts vanished from its /metrics."""
+    c = server["client"]
+    for _ in range(5):
+        c.get("/healthz")
+
+    def healthz_count(text: str) -> float:
+        lines = [line for line in text.splitlines()
+                 if line.startswith('propensity_http_requests_total{route="/healthz",status="200"}')]
+        return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
+
+    counted = healthz_count(c.get("/metrics").text)
+    assert counted >= 5
+    with start_server({"home": server["home"]}) as second:
+        assert healthz_count(second["client"].get("/metrics").text) == 0  # its start polled /readyz only
+        assert healthz_count(c.get("/metrics").text) >= counted
 
 
 def _chromium():

@@ -166,6 +166,28 @@ def test_training_history_ends_before_the_as_of_date(tmp_path):
         assert max(*plan.train, *plan.validation, plan.test) + horizon <= as_of
 
 
+def test_oracle_comes_from_the_nearest_ground_truth_date_on_or_before(tmp_path):
+    from core.specs import load_spec
+    from training.backtest import _oracle
+
+    spec = load_spec(path=REPO_ROOT / "configs" / "models" / "churn.yaml")
+    column = spec.ground_truth.probability
+    mondays = pd.to_datetime(["2026-03-02", "2026-03-09", "2026-03-16"], utc=True).astype("datetime64[us, UTC]")
+    gt = pd.DataFrame({"customer_id": ["a", "b", "a", "b", "a", "b", "c"],
+                       "as_of": [mondays[0]] * 2 + [mondays[1]] * 2 + [mondays[2]] * 3,
+                       column: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]})
+    rows = pd.DataFrame({"customer_id": ["b", "a"]})
+    p, note = _oracle(spec, pd.Timestamp("2026-03-11").date(), rows, gt)  # a Wednesday
+    np.testing.assert_allclose(p, [0.4, 0.3])
+    assert note["as_of"] == "2026-03-09" and note["days_before"] == 2 and note["coverage"] == 1.0
+    assert "2 day(s) earlier" in note["note"]
+    # A customer the truth does not know yet at that date (signed up since) leaves a gap.
+    p, note = _oracle(spec, pd.Timestamp("2026-03-16").date(), pd.DataFrame({"customer_id": ["c", "d"]}), gt)
+    assert p[0] == 0.7 and np.isnan(p[1]) and note["coverage"] == 0.5 and note["days_before"] == 0
+    p, note = _oracle(spec, pd.Timestamp("2026-03-01").date(), rows, gt)
+    assert p is None and not note["available"]
+
+
 # ---- end to end -------------------------------------------------------------------------------------
 def _small_configs(dest):
     """The shipped configs, each model spec's tuning and minimum data scaled for a tiny business."""
@@ -213,9 +235,8 @@ def test_backtest_end_to_end_on_a_generated_business(project_home, tmp_path, mon
     store = EventStore(project_paths().events)
     end = min(data_end(store, s.cutoffs) - pd.Timedelta(days=s.labels.horizon_days) for s in specs.values())
     truth_dates = sorted(pd.read_parquet(project_paths().ground_truth)["as_of"].dt.tz_convert("UTC").unique())
-    # Two days after a ground-truth Monday, so the oracle comes from the nearest truth date before it.
-    as_of = next(t for t in reversed(truth_dates) if t + pd.Timedelta(days=2) <= end) + pd.Timedelta(days=2)
-    as_of = as_of.date()
+    # On a ground-truth date, so the oracle is about exactly the labels' window (off it: see the test above).
+    as_of = next(t for t in reversed(truth_dates) if t <= end).date()
 
     result = CliRunner().invoke(app, ["backtest", "--as-of", f"{as_of}", "--trials", "2", "--resamples", "200"])
     assert result.exit_code == 0, result.output
@@ -232,7 +253,7 @@ def test_backtest_end_to_end_on_a_generated_business(project_home, tmp_path, mon
         assert training["data_end"] == f"{as_of - timedelta(days=1)}"
         horizon = pd.Timedelta(days=specs[m["model"]].labels.horizon_days)
         assert pd.Timestamp(training["test_cutoff"], tz="UTC") + horizon <= pd.Timestamp(as_of, tz="UTC")
-        assert set(m["scorers"]) == {"model", "baseline", "rfm", "bgnbd_expected", "bgnbd_p_alive", "oracle"}
+        assert set(m["scorers"]) == {"model", "baseline", "rfm", "bgnbd_expected", "bgnbd_p_alive", "oracle"}, m["oracle"]
         for name, s in m["scorers"].items():
             for key in ("roc_auc", "pr_auc", "lift_top10", "capture_top10", "lift_top20", "capture_top20"):
                 assert np.isfinite(s[key]), (m["model"], name, key)
@@ -244,7 +265,7 @@ def test_backtest_end_to_end_on_a_generated_business(project_home, tmp_path, mon
                 assert s["auc_diff_ci"][0] <= s["auc_diff"] <= s["auc_diff_ci"][1], (m["model"], name)
         # The oracle is the best ranking there is, and the model learnt something.
         assert m["scorers"]["oracle"]["roc_auc"] > 0.7 and m["scorers"]["model"]["roc_auc"] > 0.55
-        assert m["oracle"]["days_before"] == 2 and m["oracle"]["coverage"] == 1.0
+        assert m["oracle"]["days_before"] == 0 and m["oracle"]["coverage"] == 1.0
         assert sum(r["rows"] for r in m["calibration"]) == m["rows"] and len(m["calibration"]) == 10
         assert m["bgnbd"]["converged"] and m["bgnbd"]["customers"] > 100
         for png in m["plots"].values():

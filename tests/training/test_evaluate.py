@@ -14,7 +14,7 @@ from core.settings import project_paths
 from pipelines.cli import app
 
 
-def test_evaluate_prints_and_writes_oracle_ratio_and_baselines(generated_home):
+def test_evaluate_prints_and_writes_oracle_ratio_and_baselines(trained_home):
     from features.build import built_dates
 
     before = built_dates(project_paths().feature_sources)
@@ -41,11 +41,12 @@ def test_evaluate_prints_and_writes_oracle_ratio_and_baselines(generated_home):
     assert built_dates(project_paths().feature_sources) == before
 
 
-def test_snapshot_built_for_a_date_equals_feast_retrieval(generated_home):
-    """The scratch snapshot evaluate builds off the grid gives exactly what Feast returns on the grid."""
+def test_snapshot_built_for_a_date_equals_feast_retrieval(trained_home):
+    """The scratch snapshot evaluate builds off the grid (features.exact) gives exactly what Feast returns
+    on the grid."""
     from features.build import built_dates
+    from features.exact import built_for
     from training.dataset import FeastFeatureSource
-    from training.evaluate import SnapshotFeatures
 
     day = built_dates(project_paths().feature_sources)[-3]
     ids = pd.read_parquet(project_paths().feature_sources / "customer_frequency" / f"date={day}.parquet")["customer_id"]
@@ -54,7 +55,7 @@ def test_snapshot_built_for_a_date_equals_feast_retrieval(generated_home):
     entity["event_timestamp"] = entity["event_timestamp"].astype("datetime64[us, UTC]")
     feast = FeastFeatureSource()
     names = feast.feature_names("churn_v1")
-    built = SnapshotFeatures._built_for(entity, "churn_v1", day)[names].reset_index(drop=True)
+    built = built_for(entity, "churn_v1", day)[names].reset_index(drop=True)
     via_feast = feast.historical(entity, "churn_v1")[names]
     pd.testing.assert_frame_equal(built.astype("float64"), via_feast.astype("float64"), check_exact=False, rtol=1e-9)
 

@@ -137,3 +137,15 @@ def test_short_history_adapts_then_says_what_it_needs():
     msg = str(err.value)
     assert "needs about" in msg and "the data has 200 days" in msg and "my/churn.yaml" in msg
     assert "split.purge" in msg and "labels.horizon_days" in msg
+
+
+def test_future_spend_labels_sum_the_amount_in_the_horizon(tmp_path):
+    from core.specs import FutureSpendLabels
+
+    store = write_store(tmp_path, [("a", at(-10)), ("a", at(5)), ("a", at(40)), ("b", at(-3)), ("c", at(5))])
+    labels = build_labels(store, FutureSpendLabels(kind="future_spend", horizon_days=30), one_cutoff())
+    spend = labels.set_index("customer_id")["label"]
+    assert labels["label"].dtype == "float64"
+    # a: one order of 10.0 inside the 30 days after the cutoff (day 40 is beyond); b: none; c: not
+    # active before the cutoff, so not in the population.
+    assert spend.to_dict() == {"a": 10.0, "b": 0.0}

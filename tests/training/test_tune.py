@@ -13,32 +13,30 @@ import pytest
 from core.settings import REPO_ROOT
 from tests.training.conftest import small_config
 
+# A tune-only worker as `propensity train churn --tune-only` runs it: labels and Feast features of the
+# project in PROPENSITY_HOME (the environment the test hands down).
 WORKER = textwrap.dedent("""
     import sys
-    from core.events import EventStore
-    from core.settings import project_paths
     from tests.training.conftest import small_config
-    from tests.training.synthetic import EventFeatures
     from training.train import train_model
 
     storage, study = sys.argv[1], sys.argv[2]
-    source = EventFeatures(EventStore(project_paths().events))
     train_model(small_config("churn"), trials=3, storage=storage, study_name=study, tune_only=True,
-                source=source, progress=False)
+                progress=False)
 """)
 
 
-def test_seeded_study_proposes_the_same_first_trials(events_home):
+def test_seeded_study_proposes_the_same_first_trials(trained_home, tmp_path):
     from training.train import build_training_set
     from training.tune import Datasets, open_study, run_trials
 
-    _, source = events_home
     cfg = small_config("churn")
-    ts = build_training_set(cfg, source)
+    ts = build_training_set(cfg)
     data = Datasets.build(ts.X("train"), ts.y("train"), ts.X("validation"), ts.y("validation"))
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"  # not the session project's study database
     params = []
     for name in ("a", "b"):
-        study = open_study(name, None, cfg.tuning)
+        study = open_study(name, storage, cfg.tuning)
         run_trials(study, data, cfg.tuning, 2, None, log_to_mlflow=False, progress=False)
         params.append([t.params for t in study.trials])
         assert all(t.user_attrs.get("best_iteration", 0) > 0 for t in study.trials if t.state.name == "COMPLETE")
@@ -46,8 +44,8 @@ def test_seeded_study_proposes_the_same_first_trials(events_home):
 
 
 @pytest.mark.slow
-def test_two_workers_tune_one_study(events_home):
-    home, _ = events_home
+def test_two_workers_tune_one_study(business_home):
+    home = business_home
     storage = f"sqlite:///{home / 'mlruns' / 'shared-optuna.db'}"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, storage, "shared"], cwd=REPO_ROOT, env=env,
@@ -74,8 +72,6 @@ def test_two_workers_tune_one_study(events_home):
     # The main process fits the final model from the shared study's best trial without new trials.
     from training.train import train_model
 
-    _, source = events_home
-    result = train_model(small_config("churn"), trials=0, storage=storage, study_name="shared", source=source,
-                         progress=False)
+    result = train_model(small_config("churn"), trials=0, storage=storage, study_name="shared", progress=False)
     assert result.trials_in_study == 6 and result.version == "1"
     assert result.best_params == study.best_trial.params
