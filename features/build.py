@@ -115,23 +115,21 @@ def _prepare(con, store: EventStore, present: dict[str, bool], dates: list[dt.da
 
     Each reduction keeps only what the snapshots need, so that a build reads each event table's
     history once and aggregates it into few rows:
-    - all-time figures (last order, last visit, first event) per customer and *snapshot bucket*: the
-      bucket of an event is the first snapshot date after it, so a snapshot's value is the max/min over
-      buckets up to its date (one bucket, i.e. one row per customer, for a single-date build);
-    - windowed figures per customer and day, only inside the longest window before the first date
-      (365 days of orders, 90 days of activity, 30 days of sessions); the month partitions outside
-      those windows are not read.
+    - all-time figures (last order, last visit, first event, lifetime counts and gap sums) per customer
+      and *snapshot bucket*: the bucket of an event is the first snapshot date after it, so a snapshot's
+      value is the max/min/sum over buckets up to its date (one bucket, i.e. one row per customer, for a
+      single-date build);
+    - windowed figures per customer and day (per session and day for page views), kept only inside the
+      longest window before the first date (365 days of orders, 90 days of activity and sessions).
+    Adds ``present["amount"]``: whether the orders carry amounts at all.
     """
     first, until = dates[0], dates[-1]
 
-    def raw(table: str, cols: str, time_col: str, since: dt.date | None = None) -> str:
-        where = f"{time_col} < {_ts(until)}"
-        if since is not None:
-            where += f" AND {time_col} >= {_ts(since)}"
-            if "month" in _columns(con, store.glob(table)):
-                # Month partitions entirely before the window are skipped without being opened.
-                where += f" AND month >= '{(since - dt.timedelta(days=1)).strftime('%Y-%m')}'"
-        return f"SELECT {cols} FROM read_parquet('{store.glob(table)}', union_by_name = true) WHERE {where}"
+    def raw(table: str, cols: str, time_col: str) -> str:
+        return (
+            f"SELECT {cols} FROM read_parquet('{store.glob(table)}', union_by_name = true) "
+            f"WHERE {time_col} < {_ts(until)}"
+        )
 
     # Snapshot bucket of an event day: the first planned date after that day (dates are first + k *
     # cadence, then until).
@@ -142,7 +140,7 @@ def _prepare(con, store: EventStore, present: dict[str, bool], dates: list[dt.da
         f"ELSE {_date(first)} + CAST(((({{day}} - {_date(first)}) // {cadence_days}) + 1) * {cadence_days} AS INTEGER) END"
     )
     # A log of who bought when, without amounts, is enough: the spend features are then null.
-    amount = "amount" if "amount" in _columns(con, store.glob("orders"), union=True) else "NULL::DOUBLE AS amount"
+    amount = "amount" if "amount" in _columns(con, store.glob("orders")) else "NULL::DOUBLE AS amount"
     con.execute(f"CREATE OR REPLACE TEMP VIEW raw_orders AS {raw('orders', f'customer_id, ordered_at AS ts, {amount}', 'ordered_at')}")
     # Each order's gap to the customer's previous one, in days, minus the customer's first gap: the
     # variance of the gaps is shift-invariant, and without the shift its sum-of-squares formula loses
@@ -230,10 +228,10 @@ def _events_read(con, present: dict[str, bool]) -> int:
     return int(sum(con.execute(sql).fetchone()[0] or 0 for sql in counts))
 
 
-def _columns(con, glob: str, union: bool = False) -> set[str]:
-    """Columns of the first file of ``glob``, or of all of them with ``union`` (reads every footer)."""
-    args = ", union_by_name = true" if union else ""
-    return {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{glob}'{args}) LIMIT 0").fetchall()}
+def _columns(con, glob: str) -> set[str]:
+    """Columns of any file of ``glob`` (every footer is read: files written by other ingests may differ)."""
+    sql = f"DESCRIBE SELECT * FROM read_parquet('{glob}', union_by_name = true) LIMIT 0"
+    return {row[0] for row in con.execute(sql).fetchall()}
 
 
 def _population(day: dt.date) -> str:

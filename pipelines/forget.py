@@ -79,14 +79,31 @@ def _scrub_csv(path: Path, ids: set[str], hits: set[str] | None = None) -> int:
 
 
 def forget_event_store(root: Path, ids: set[str], report: ForgetReport, hits: set[str]) -> None:
+    """Remove the customers' rows from every table through the event store's own commit: under its lock
+    (no ingest can interleave) and with the manifest kept in step, so `propensity validate` still passes."""
     from core.contract import TABLES
+    from core.events import EventStore
 
-    for table in TABLES:
-        for path in sorted((root / table).glob("month=*/*.parquet")):
-            removed = _scrub_parquet(path, ids, hits)
-            report.add(f"event store: {table}", removed)
-            if removed and not any(path.parent.iterdir()):
-                path.parent.rmdir()  # an emptied month partition disappears with its file
+    store = EventStore(root)
+    with store.lock():
+        for table in TABLES:
+            kept_months: dict[str, pd.DataFrame] = {}
+            emptied: set[str] = set()
+            for part in store.partitions(table):
+                ids_in_file = pq.read_table(part.path, columns=["customer_id"]).column("customer_id").to_pylist()
+                if not ids.intersection(ids_in_file):
+                    continue  # untouched files cost one column scan
+                df = pd.read_parquet(part.path)
+                mask = df["customer_id"].astype(str).isin(ids)
+                hits.update(df.loc[mask, "customer_id"].astype(str).unique())
+                report.add(f"event store: {table}", int(mask.sum()))
+                if mask.all():
+                    emptied.add(part.month)
+                else:
+                    kept_months[part.month] = df.loc[~mask]
+            if kept_months or emptied:
+                frame = pd.concat(kept_months.values(), ignore_index=True) if kept_months else None
+                store.replace_months({table: frame} if frame is not None else {}, drop_months={table: emptied})
 
 
 def forget_files(folder: Path, ids: set[str], report: ForgetReport, label: str, hits: set[str]) -> None:

@@ -153,13 +153,15 @@ def _raw_file(raw: Path, table: str) -> Path | None:
 
 def stage_ingest(ctx: RunContext) -> dict:
     """Validate the raw exports into the canonical event store (re-ingesting the same files adds nothing)."""
+    from core.contract import TABLES
     from core.settings import project_paths
     from pipelines.ingest import ingest
 
     raw = project_paths().raw
-    files = {t: _raw_file(raw, t) for t in ("orders", "customers", "page_views", "complaints")}
-    if files["orders"] is None:
-        raise PropensityError(f"no orders file in {raw} (orders.parquet or orders.csv)")
+    files = {t: _raw_file(raw, t) for t in TABLES}
+    for name, table in TABLES.items():
+        if table.required_table and files[name] is None:
+            raise PropensityError(f"no {name} file in {raw} ({name}.parquet or {name}.csv)")
     report = ingest(**files)
     return {"report": _plain(report)}
 

@@ -87,3 +87,12 @@ def test_forget_reports_an_id_that_mlflow_mentions(filled_project):
 def test_forget_needs_an_id(project_home):
     with pytest.raises(PropensityError, match="at least one customer id"):
         forget(["  "])
+
+
+def test_the_store_still_validates_after_forget(filled_project):
+    """forget goes through the event store's own commit: the manifest stays in step with the files."""
+    from pipelines.ingest import validate_store
+
+    forget(["c1", "c3"])
+    tables = {t.table: t for t in validate_store()}
+    assert tables["orders"].rows == (tiny_event_log()["orders"]["customer_id"] == "c2").sum()
