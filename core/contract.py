@@ -122,7 +122,24 @@ COMPLAINTS = Table(
     time_order=("opened_at", "resolved_at"),
 )
 
-TABLES: dict[str, Table] = {t.name: t for t in (CUSTOMERS, ORDERS, PAGE_VIEWS, COMPLAINTS)}
+CONTACTS = Table(
+    "contacts",
+    id_column="contact_id",
+    time_column="contacted_at",
+    columns=(
+        Column("contact_id", STRING),
+        Column("customer_id", STRING),
+        Column("contacted_at", TIMESTAMP),
+        Column("action_rule", STRING),  # the follow-up list's rule that asked for the contact
+        Column("list_as_of", TIMESTAMP, required=False, nullable=True),  # the list's date
+        Column("channel", STRING, required=False, nullable=True),
+        Column("outcome", STRING, required=False, nullable=True),
+    ),
+    description="Contacts the CRM made from a follow-up list (who, when, which rule; optional channel, outcome).",
+    id_derivable=True,
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (CUSTOMERS, ORDERS, PAGE_VIEWS, COMPLAINTS, CONTACTS)}
 ENTITY_KEY = "customer_id"  # the column every table carries: the customer a row belongs to
 
 

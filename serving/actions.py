@@ -88,6 +88,9 @@ class ActionRule(StrictModel):
     control_share: float | None = Field(
         None, ge=0, lt=1, description="share held out as a control group; null: the config's control.share"
     )
+    cooldown_days: int | None = Field(
+        None, ge=1, description="no contact by this rule again within this many days of the last one"
+    )
 
 
 class ControlGroups(StrictModel):
@@ -97,6 +100,17 @@ class ControlGroups(StrictModel):
 
     share: float = Field(0.1, ge=0, lt=1, description="default share per rule (a rule may set control_share)")
     action: str = "control group: no contact this time"
+    queue: str = "none"
+
+
+class ContactPolicy(StrictModel):
+    """Do not over-market: at most ``max_contacts`` contacts per customer in any ``per_days`` days (all
+    rules together), on top of each rule's own ``cooldown_days``. History: the contacts the CRM exported
+    (the ``contacts`` event family) when there are any, else the treated rows of earlier lists."""
+
+    max_contacts: int | None = Field(None, ge=1, description="null: no cap")
+    per_days: int = Field(30, ge=1)
+    action: str = "held back by the contact policy"
     queue: str = "none"
 
 
@@ -203,6 +217,7 @@ class ActionsConfig(StrictModel):
         default_factory=dict, description="per queue: capacity per run (the rest are marked over capacity)"
     )
     control: ControlGroups = ControlGroups()
+    contact_policy: ContactPolicy = ContactPolicy()
 
     @model_validator(mode="after")
     def _unique_names(self) -> ActionsConfig:
@@ -417,7 +432,11 @@ def prioritise(frame: pd.DataFrame, config: ActionsConfig) -> pd.DataFrame:
     worked = frame["action_rule"].isin([r.name for r in config.rules]).to_numpy()
     if "group" in frame.columns:
         worked &= frame["group"].to_numpy() != CONTROL
+    if "held_back" in frame.columns:
+        worked &= frame["held_back"].to_numpy() == ""
     status = np.where(worked, IN_QUEUE, "").astype(object)
+    if "held_back" in frame.columns:
+        status = np.where(frame["held_back"].to_numpy() != "", frame["held_back"].to_numpy(), status).astype(object)
     for name, queue in config.queues.items():
         if queue.capacity is None:
             continue
@@ -427,10 +446,47 @@ def prioritise(frame: pd.DataFrame, config: ActionsConfig) -> pd.DataFrame:
     return pd.DataFrame({"priority": priority, "queue_status": status}, index=frame.index)
 
 
+HELD_CAP, HELD_COOLDOWN = "held back: contact cap", "held back: cooldown"
+
+
+def apply_contact_policy(frame: pd.DataFrame, actions: pd.DataFrame, config: ActionsConfig, as_of,
+                         history: pd.DataFrame | None) -> pd.DataFrame:
+    """Hold back treated rows the policy forbids: the rule's cooldown since this customer's last contact
+    by the same rule, or the cap on contacts in the last ``per_days``. ``history`` has customer_id,
+    contacted_at, action_rule (contacts strictly before ``as_of`` count). Held-back rows keep their rule
+    and get ``held_back`` = the reason; the others "" ."""
+    out = actions.copy()
+    out["held_back"] = ""
+    if history is None or history.empty:
+        return out
+    as_of = pd.Timestamp(as_of)
+    past = history[pd.to_datetime(history["contacted_at"], utc=True) < as_of]
+    treated = (out["group"] == TREATMENT).to_numpy()
+    ids = frame["customer_id"].astype(str).to_numpy()
+    policy = config.contact_policy
+    if policy.max_contacts is not None:
+        window = past[pd.to_datetime(past["contacted_at"], utc=True) >= as_of - pd.Timedelta(days=policy.per_days)]
+        counts = window["customer_id"].astype(str).value_counts()
+        capped = treated & (pd.Series(ids).map(counts).fillna(0).to_numpy() >= policy.max_contacts)
+        out.loc[capped, "held_back"] = HELD_CAP
+    for rule in config.rules:
+        if rule.cooldown_days is None:
+            continue
+        recent = past[(past["action_rule"] == rule.name)
+                      & (pd.to_datetime(past["contacted_at"], utc=True) >= as_of - pd.Timedelta(days=rule.cooldown_days))]
+        cooling = treated & (out["action_rule"].to_numpy() == rule.name) & np.isin(ids, recent["customer_id"].astype(str))
+        out.loc[cooling & (out["held_back"] == "").to_numpy(), "held_back"] = HELD_COOLDOWN
+    held = (out["held_back"] != "").to_numpy()
+    out.loc[held, "action"] = policy.action
+    out.loc[held, "queue"] = policy.queue
+    return out
+
+
 def decide(
     frame: pd.DataFrame, config: ActionsConfig, skipped_models: Iterable[str] = (),
     feature_ranges: dict[str, dict[str, list[float]]] | None = None,
     tags: TagsConfig | None = None, previous_tags: pd.Series | None = None, tags_due: set[str] | None = None,
+    contact_history: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Layers, action, queue, rule, control group, priority and queue status for scored rows: the one
     decision batch scoring and the API share (``frame`` holds customer_id, as_of, the features and
@@ -443,5 +499,6 @@ def decide(
     actions = assign_actions(with_layers, config, skipped, feature_ranges)
     as_of = frame["as_of"].iloc[0] if len(frame) else pd.Timestamp(0, tz="UTC")
     actions = assign_groups(frame, actions, config, as_of)
+    actions = apply_contact_policy(frame, actions, config, as_of, contact_history)
     ranked = prioritise(pd.concat([with_layers, actions], axis=1), config)
     return pd.concat([layers, actions, ranked], axis=1)

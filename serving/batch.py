@@ -240,10 +240,39 @@ def predict_and_tag(
     ranges = {name: model.feature_ranges for name, model in models.items()}
     tags = load_tags_config()
     previous, due = previous_tags(as_of, tags)
+    history = contact_history(as_of)
     with times.stage("layers + actions", n):
-        decided = decide(frame, cfg, skipped_models(models), ranges, tags, previous, due)
+        decided = decide(frame, cfg, skipped_models(models), ranges, tags, previous, due, history)
         frame = pd.concat([frame, decided], axis=1)
     return frame
+
+
+def contact_history(as_of: pd.Timestamp) -> pd.DataFrame:
+    """Contacts before ``as_of`` (customer_id, contacted_at, action_rule) for the contact policy: the
+    CRM's export (the ``contacts`` event family) when the store has one, else the rows earlier lists put
+    in a queue (treatment group, not held back, not over capacity), dated with the list."""
+    import pyarrow.parquet as pq
+
+    from core.events import EventStore
+    from core.settings import SCORES_FILE, project_paths
+    from serving.actions import IN_QUEUE
+
+    paths = project_paths()
+    store = EventStore(paths.events)
+    if store.has("contacts"):
+        contacts = store.read("contacts")[["customer_id", "contacted_at", "action_rule"]]
+        return contacts[contacts["contacted_at"] < as_of].reset_index(drop=True)
+    parts = []
+    for day in paths.scored_dates():
+        if day >= f"{as_of:%Y-%m-%d}":
+            break
+        path = paths.scores / day / SCORES_FILE
+        if "queue_status" not in pq.read_schema(path).names:
+            continue
+        listed = pd.read_parquet(path, columns=["customer_id", "action_rule", "queue_status"])
+        listed = listed[listed["queue_status"] == IN_QUEUE]
+        parts.append(listed.assign(contacted_at=pd.Timestamp(day, tz="UTC"))[["customer_id", "contacted_at", "action_rule"]])
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["customer_id", "contacted_at", "action_rule"])
 
 
 def previous_tags(as_of: pd.Timestamp, tags) -> tuple[pd.Series | None, set[str] | None]:

@@ -34,6 +34,8 @@ VISIT_CADENCE = ["lifetime_sessions", "first_visit_at", "visit_mean_gap_days"]
 SPEND = ["spend_7d", "spend_30d", "spend_90d", "spend_365d", "avg_order_value_365d", "lifetime_spend"]
 DERIVED = ["days_since_first_order", "days_since_first_visit", "gap_ratio", "visit_gap_ratio"]
 START = G - 40 * DAY + 10 * H  # 10:00, 40 days before G
+# Not a whole number of days: equal gaps whose square sums lose digits without the build's shift.
+WEEKLY = 7 * DAY + pd.Timedelta(seconds=12_345)
 
 
 def _utc(values) -> pd.Series:
@@ -43,7 +45,7 @@ def _utc(values) -> pd.Series:
 def tiny_log() -> dict[str, pd.DataFrame]:
     """Five customers whose rhythm is easy to check by hand (times relative to the grid date G):
 
-    - ``weekly``: 5 orders exactly 7 days apart (amounts 10..50): mean gap 7, standard deviation 0;
+    - ``weekly``: 5 orders exactly a week and 12,345 s apart (amounts 10..50): standard deviation 0;
     - ``irregular``: 4 orders with gaps of 1, 3 and 10.5 days;
     - ``twice``: 2 orders 9 days apart (a mean gap, no standard deviation);
     - ``once``: 1 order, and a session that runs over G's midnight (23:55 to 00:05), then a session 10
@@ -51,7 +53,7 @@ def tiny_log() -> dict[str, pd.DataFrame]:
     - ``browser``: page views and no order.
     """
     orders = [
-        *[("weekly", START + k * 7 * DAY, 10.0 * (k + 1)) for k in range(5)],
+        *[("weekly", START + k * WEEKLY, 10.0 * (k + 1)) for k in range(5)],
         ("irregular", START, 5.0), ("irregular", START + DAY, 5.0), ("irregular", START + 4 * DAY, 5.0),
         ("irregular", START + 14.5 * DAY, 5.0),
         ("twice", START + 2 * DAY, 30.0), ("twice", START + 11 * DAY, 70.0),
@@ -118,7 +120,7 @@ def test_cadence_by_hand_and_against_the_reference(project_home):
     weekly = end.loc["weekly"]
     assert weekly.lifetime_orders == 5 and weekly.lifetime_spend == 150.0
     assert weekly.first_order_at == unix(START)
-    assert weekly.orders_mean_gap_days == 7.0
+    assert weekly.orders_mean_gap_days == pytest.approx(WEEKLY / DAY, rel=1e-12)
     assert weekly.orders_gap_std_days == 0.0  # exactly: the per-customer shift keeps every digit
 
     irregular = end.loc["irregular"]
@@ -251,14 +253,18 @@ def test_derived_ratios_between_snapshots_are_exact(served):
     ids = ["weekly", "irregular", "twice", "once", "browser"]
     result = historical_features(pd.DataFrame({"customer_id": ids, "event_timestamp": asked}), "churn_v1")
     exp = reference_features(served, GRID[2]).loc[ids]
-    days = lambda col: np.floor((asked.timestamp() - exp[col].astype(float)) / 86400)  # noqa: E731
+
+    def days(col: str) -> pd.Series:
+        return np.floor((asked.timestamp() - exp[col].astype(float)) / 86400)
+
     np.testing.assert_array_equal(result["days_since_first_order"], days("first_order_at"))
     np.testing.assert_array_equal(result["days_since_first_visit"], days("first_visit_at"))
     np.testing.assert_allclose(result["gap_ratio"], days("last_order_at") / exp["orders_mean_gap_days"], rtol=1e-12)
     np.testing.assert_allclose(
         result["visit_gap_ratio"], days("last_visit_at") / exp["visit_mean_gap_days"], rtol=1e-12
     )
-    # By hand for ``weekly``: last order 12 days before GRID[2] (START + 28 days), every 7 days.
+    # By hand for ``weekly``: last order at START + 4 gaps, 21 whole days before the date asked for.
     weekly = result.set_index("customer_id").loc["weekly"]
-    assert weekly.gap_ratio == np.floor((asked - (START + 28 * DAY)) / DAY) / 7
+    assert np.floor((asked - (START + 4 * WEEKLY)) / DAY) == 21
+    assert weekly.gap_ratio == pytest.approx(21 / (WEEKLY / DAY), rel=1e-12)
     assert result["gap_ratio"].notna().sum() == 3 and result["visit_gap_ratio"].notna().sum() == 2

@@ -243,3 +243,40 @@ def test_untreated_weights_drop_the_treated_and_let_the_control_group_stand_in()
     assert (w[10:14] == 0).all()  # a rule without controls: its treated rows are dropped
     assert (w[14:] == 1).all()
     assert (untreated_weights(scores.drop(columns="group")) == 1).all()
+
+
+def test_cap_and_cooldown_hold_over_a_year_of_weekly_lists():
+    """Weekly lists for a year where every customer matches a rule each week: with a cap of 2 contacts
+    per 30 days and a 28-day cooldown on the rule, nobody is contacted more than the policy allows, the
+    control group never counts as contacted, and a re-run of the same week gives the same list."""
+    from serving.actions import CONTROL, TREATMENT, ContactPolicy, apply_contact_policy, assign_groups
+
+    base = load_actions_config()
+    rule = base.rules[0].model_copy(update={"cooldown_days": 28})
+    cfg = base.model_copy(update={"rules": [rule, *base.rules[1:]],
+                                  "contact_policy": ContactPolicy(max_contacts=2, per_days=30)})
+    ids = [f"c{i:03d}" for i in range(300)]
+    frame = pd.DataFrame({"customer_id": ids})
+    matched = pd.DataFrame({"action": rule.action, "queue": rule.queue, "action_rule": rule.name,
+                            "explain": rule.explain}, index=frame.index)
+    history = pd.DataFrame(columns=["customer_id", "contacted_at", "action_rule"])
+    start = pd.Timestamp("2025-01-06", tz="UTC")
+    for week in range(52):
+        as_of = start + pd.Timedelta(weeks=week)
+        grouped = assign_groups(frame, matched, cfg, as_of)
+        out = apply_contact_policy(frame, grouped, cfg, as_of, history)
+        again = apply_contact_policy(frame, assign_groups(frame, matched, cfg, as_of), cfg, as_of, history)
+        pd.testing.assert_frame_equal(out, again)
+        contacted = out[(out["group"] == TREATMENT) & (out["held_back"] == "")]
+        assert (out.loc[out["group"] == CONTROL, "held_back"] == "").all()
+        history = pd.concat([history, pd.DataFrame({
+            "customer_id": frame.loc[contacted.index, "customer_id"], "contacted_at": as_of,
+            "action_rule": rule.name})], ignore_index=True)
+    times = history.assign(contacted_at=pd.to_datetime(history["contacted_at"], utc=True))
+    for _, own in times.groupby("customer_id"):
+        gaps = own["contacted_at"].sort_values().diff().dropna()
+        assert (gaps >= pd.Timedelta(days=28)).all()  # the cooldown
+        stamps = own["contacted_at"].sort_values().to_numpy()
+        for t in stamps:  # the cap: at most 2 in any 30 days
+            assert ((stamps > t - np.timedelta64(30, "D")) & (stamps <= t)).sum() <= 2
+    assert len(history) > 300  # customers are contacted again once the cooldown has passed
