@@ -103,14 +103,14 @@ def _schemas(config: ServingConfig, served: Sequence[str], features: Sequence[st
         props = schemas[name]["properties"]
         # This service's limits and choices, so generated clients and tests stay inside them.
         props["models"]["anyOf"][0]["items"] = {"type": "string", "enum": list(served)}
-        props["models"]["anyOf"][0]["uniqueItems"] = True
     batch = schemas["PredictRequest"]["properties"]["customer_ids"]
     batch["maxItems"] = config.max_batch_size
     batch["items"]["maxLength"] = MAX_ID_LENGTH
     rows = schemas["PredictFeaturesRequest"]["properties"]["rows"]
     rows["maxItems"] = config.max_batch_size
     if features:
-        # The features of the loaded models (each row needs those of the requested models, no others).
+        # The features of the loaded models: a row with all of them suits any choice of `models` (each
+        # row needs the features of the requested models; those of the other served models are ignored).
         rows["items"] = {
             "type": "object",
             "properties": {

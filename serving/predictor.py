@@ -278,16 +278,21 @@ class Predictor:
 
     def predict_features(self, request: PredictFeaturesRequest) -> dict[str, Any]:
         """Score feature values the caller sends: every feature of each requested model must be present
-        (null allowed: LightGBM treats it as missing); an unknown key is a 422 naming it."""
+        (null allowed: LightGBM treats it as missing); features of the other served models may be sent
+        too and are ignored (one row shape fits any choice of ``models``); any other key is a 422."""
         models = self.models()
         names, top_k, lang = self._options(request, models)
         needed = list(dict.fromkeys(f for n in names for f in models.models[n].feature_names))
-        allowed = set(needed) | {"customer_id", *SEGMENT_COLUMNS}
+        labels = {"customer_id", *SEGMENT_COLUMNS}
+        allowed = {f for m in models.models.values() for f in m.feature_names} | labels
         for i, row in enumerate(request.rows):
             for key, value in row.items():
                 if key not in allowed:
-                    raise InvalidRequest(f"rows.{i}.{key}: not a feature of model(s) {', '.join(names)}", f"rows.{i}.{key}")
-                if key in needed and isinstance(value, str):
+                    raise InvalidRequest(f"rows.{i}.{key}: not a feature of the served models", f"rows.{i}.{key}")
+                if key in labels:
+                    if value is not None and not isinstance(value, str):
+                        raise InvalidRequest(f"rows.{i}.{key}: must be a string or null", f"rows.{i}.{key}")
+                elif isinstance(value, str):
                     raise InvalidRequest(f"rows.{i}.{key}: must be a number or null, got {value!r}", f"rows.{i}.{key}")
             absent = [f for f in needed if f not in row]
             if absent:
@@ -302,7 +307,7 @@ class Predictor:
         }
         for col in SEGMENT_COLUMNS:
             columns[col] = np.array([row.get(col) for row in request.rows], dtype=object)
-        ids = [str(row.get("customer_id", f"row-{i}")) for i, row in enumerate(request.rows)]
+        ids = [row.get("customer_id") or f"row-{i}" for i, row in enumerate(request.rows)]
         found = np.ones(len(ids), dtype=bool)
         results = self._results(ids, {n: columns for n in names}, found, names, models, top_k, lang)
         return {"model_versions": models.versions(), "results": results}

@@ -8,7 +8,7 @@ import math
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError, WithJsonSchema
 
 from serving.config import ServingConfig
 from serving.errors import InvalidRequest, PayloadTooLarge
@@ -22,12 +22,20 @@ MAX_ID_LENGTH = 256
 MAX_INT_DIGITS = 309
 
 
+def _integral(value: Any) -> Any:
+    # JSON Schema counts 3.0 as an integer (and so do JSON encoders that write every number as a double);
+    # 3.5, true and "3" stay errors.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 class _Request(BaseModel):
     # strict: JSON true is not 1 and "3" is not 3; a client sending them has a bug it should hear about.
     model_config = ConfigDict(extra="forbid", strict=True)
 
     models: list[str] | None = Field(None, min_length=1, description="models to run; default all served")
-    top_k: int | None = Field(None, ge=0, le=50, description="reasons per model; default from config")
+    top_k: Annotated[int | None, BeforeValidator(_integral)] = Field(
+        None, ge=0, le=50, description="reasons per model; default from config"
+    )
     lang: Literal["en", "zh"] | None = Field(None, description="sentence language; default from config")
 
 

@@ -45,7 +45,7 @@ def _utc(values) -> pd.Series:
 def tiny_log() -> dict[str, pd.DataFrame]:
     """Five customers whose rhythm is easy to check by hand (times relative to the grid date G):
 
-    - ``weekly``: 5 orders exactly a week and 12,345 s apart (amounts 10..50): standard deviation 0;
+    - ``weekly``: 6 orders exactly a week and 12,345 s apart (amounts 10..60): standard deviation 0;
     - ``irregular``: 4 orders with gaps of 1, 3 and 10.5 days;
     - ``twice``: 2 orders 9 days apart (a mean gap, no standard deviation);
     - ``once``: 1 order, and a session that runs over G's midnight (23:55 to 00:05), then a session 10
@@ -53,7 +53,7 @@ def tiny_log() -> dict[str, pd.DataFrame]:
     - ``browser``: page views and no order.
     """
     orders = [
-        *[("weekly", START + k * WEEKLY, 10.0 * (k + 1)) for k in range(5)],
+        *[("weekly", START + k * WEEKLY, 10.0 * (k + 1)) for k in range(6)],
         ("irregular", START, 5.0), ("irregular", START + DAY, 5.0), ("irregular", START + 4 * DAY, 5.0),
         ("irregular", START + 14.5 * DAY, 5.0),
         ("twice", START + 2 * DAY, 30.0), ("twice", START + 11 * DAY, 70.0),
@@ -118,7 +118,7 @@ def test_cadence_by_hand_and_against_the_reference(project_home):
     end = snapshot("customer_cadence", END)
 
     weekly = end.loc["weekly"]
-    assert weekly.lifetime_orders == 5 and weekly.lifetime_spend == 150.0
+    assert weekly.lifetime_orders == 6 and weekly.lifetime_spend == 210.0
     assert weekly.first_order_at == unix(START)
     assert weekly.orders_mean_gap_days == pytest.approx(WEEKLY / DAY, rel=1e-12)
     assert weekly.orders_gap_std_days == 0.0  # exactly: the per-customer shift keeps every digit
@@ -214,7 +214,7 @@ def test_an_amount_column_of_nulls_is_no_amount_and_one_missing_amount_nulls_its
     write_store(project_home, {"orders": orders})
     build_features(END.date(), config=SHORT)
     built = all_views(END)
-    assert np.isnan(built.loc["twice", "lifetime_spend"]) and built.loc["weekly", "lifetime_spend"] == 150.0
+    assert np.isnan(built.loc["twice", "lifetime_spend"]) and built.loc["weekly", "lifetime_spend"] == 210.0
     assert_matches_reference({"orders": orders}, SPEND)
 
 
@@ -263,8 +263,8 @@ def test_derived_ratios_between_snapshots_are_exact(served):
     np.testing.assert_allclose(
         result["visit_gap_ratio"], days("last_visit_at") / exp["visit_mean_gap_days"], rtol=1e-12
     )
-    # By hand for ``weekly``: last order at START + 4 gaps, 21 whole days before the date asked for.
+    # By hand for ``weekly``: last order at START + 5 gaps, 14 whole days before the date asked for.
     weekly = result.set_index("customer_id").loc["weekly"]
-    assert np.floor((asked - (START + 4 * WEEKLY)) / DAY) == 21
-    assert weekly.gap_ratio == pytest.approx(21 / (WEEKLY / DAY), rel=1e-12)
+    assert np.floor((asked - (START + 5 * WEEKLY)) / DAY) == 14
+    assert weekly.gap_ratio == pytest.approx(14 / (WEEKLY / DAY), rel=1e-12)
     assert result["gap_ratio"].notna().sum() == 3 and result["visit_gap_ratio"].notna().sum() == 2

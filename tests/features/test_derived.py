@@ -55,3 +55,28 @@ def test_config_errors_name_the_field(tmp_path):
     bad.write_text("rfm:\n  recency_days: [30, 14, 60, 120]\n")
     with pytest.raises(ConfigError, match="recency_days"):
         load_config(bad, FeaturesConfig)
+
+
+def test_gap_ratios_set_the_current_gap_against_the_customers_own_rhythm():
+    rows = pd.DataFrame(
+        {
+            # weekly buyer 40 days out, quarterly buyer 40 days out, one order only, orders all at one
+            # instant (mean gap 0), unknown customer
+            "last_order_at": [unix(40.2), unix(40.2), unix(3), unix(10), np.nan],
+            "first_order_at": [unix(400.5), unix(400.5), unix(3), unix(10), np.nan],
+            "orders_mean_gap_days": [7.0, 90.0, np.nan, 0.0, np.nan],
+            "last_visit_at": [unix(2), np.nan, unix(1), unix(6), np.nan],
+            "first_visit_at": [unix(30), np.nan, unix(1), unix(9), np.nan],
+            "visit_mean_gap_days": [4.0, np.nan, np.nan, 1.5, np.nan],
+            "orders_365d": [5, 4, 1, 3, np.nan],
+            "spend_365d": [100.0, 80.0, 5.0, np.nan, np.nan],  # the fourth: orders without amounts
+        }
+    )
+    out = add_derived(rows, AS_OF, FeaturesConfig())
+    np.testing.assert_array_equal(out["gap_ratio"], [40 / 7, 40 / 90, np.nan, np.nan, np.nan])
+    np.testing.assert_array_equal(out["visit_gap_ratio"], [2 / 4, np.nan, np.nan, 6 / 1.5, np.nan])
+    np.testing.assert_array_equal(out["days_since_first_order"], [400, 400, 3, 10, np.nan])
+    np.testing.assert_array_equal(out["days_since_first_visit"], [30, np.nan, 1, 9, np.nan])
+    # Unknown spend: no monetary score and no segment (r and f are still scored).
+    assert np.isnan(out.loc[3, "m_score"]) and out.loc[3, "rfm_segment"] is None
+    assert out.loc[3, "r_score"] == 5 and out.loc[0, "rfm_segment"] is not None

@@ -38,8 +38,9 @@ def test_ingest_writes_canonical_store(tmp_path, exports):
     store_dir = tmp_path / "events"
     report = ingest_all(exports, store_dir)
 
-    assert report.rows_added() == {"customers": 3, "orders": 4, "page_views": 5, "complaints": 2}
-    assert report.families == dict.fromkeys(["customers", "orders", "page_views", "complaints"], "present")
+    assert report.rows_added() == {"customers": 3, "orders": 4, "page_views": 5, "complaints": 2, "contacts": 0}
+    assert report.families == {**dict.fromkeys(["customers", "orders", "page_views", "complaints"], "present"),
+                               "contacts": "absent"}
     assert report.absent == []
     store = EventStore(store_dir)
     assert store.months("orders") == ["2026-01", "2026-02"]
@@ -230,7 +231,7 @@ def test_ingesting_the_same_files_twice_changes_nothing(tmp_path, exports):
     again = ingest_all(exports, store_dir)
 
     assert not again.changed
-    assert again.rows_added() == dict.fromkeys(["customers", "orders", "page_views", "complaints"], 0)
+    assert again.rows_added() == dict.fromkeys(["customers", "orders", "page_views", "complaints", "contacts"], 0)
     assert {t: r.already_present for t, r in again.tables.items()} == {
         "customers": 3,
         "orders": 4,
@@ -346,8 +347,9 @@ def test_transactions_only_log_runs_with_other_families_absent(tmp_path, transac
         "orders": "present",
         "page_views": "absent",
         "complaints": "absent",
+        "contacts": "absent",
     }
-    assert report.absent == ["page_views", "complaints"]
+    assert report.absent == ["page_views", "complaints", "contacts"]
     assert report.tables["page_views"].source is None and report.tables["page_views"].added == 0
     store = EventStore(store_dir)
     assert not store.has("page_views") and not store.has("complaints")  # absent, never faked

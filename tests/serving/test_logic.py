@@ -286,3 +286,16 @@ def test_locked_registry_db_is_one_line_and_fast(registered_champions, monkeypat
         holder.execute("ROLLBACK")
         holder.close()
     assert registry.refresh() is True and registry.current.versions() == registered_champions
+
+
+def test_predict_features_row_may_carry_every_served_models_features(predictor, customers):
+    """One row shape (all features of the served models) fits any choice of `models`: the features of a
+    model not asked for are ignored; labels must be strings."""
+    from tests.serving.conftest import CONVERSION_FEATURES
+
+    row = {f: (None if v != v else v) for f, v in customers.loc[7, CHURN_FEATURES + CONVERSION_FEATURES].items()}
+    answer = predictor.predict_features(PredictFeaturesRequest(rows=[row], models=["churn"]))
+    assert answer["results"][0]["customer_id"] == "row-0" and "conversion" not in answer["results"][0]
+    with pytest.raises(InvalidRequest) as err:
+        predictor.predict_features(PredictFeaturesRequest(rows=[{**row, "lifecycle_stage": 3}], models=["churn"]))
+    assert err.value.field == "rows.0.lifecycle_stage"

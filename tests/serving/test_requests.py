@@ -29,6 +29,7 @@ def parse(raw: bytes, kind=PredictRequest, config=None):
         (b'{"customer_ids": ["a", "\\udc00b"]}', "customer_ids.1"),
         (b'{"customer_ids": ["c1"], "top_k": true}', "top_k"),
         (b'{"customer_ids": ["c1"], "top_k": "3"}', "top_k"),
+        (b'{"customer_ids": ["c1"], "top_k": 2.5}', "top_k"),
         (b'{"customer_ids": [true]}', "customer_ids.0"),
         (b'{"customer_ids": ["c1"], "top_k": 1e999}', "top_k"),
         (b'{"customer_ids": ["c1"], "top_k": NaN}', "top_k"),
@@ -76,6 +77,7 @@ def test_body_over_the_byte_limit_is_413(config):
 def test_valid_bodies_still_parse(config):
     req = parse(b'{"customer_ids": ["c1", "\\u00e9t\\u00e9", "\\ud83d\\ude00"], "top_k": 2, "lang": "zh"}')
     assert req.customer_ids == ["c1", "été", "😀"] and req.top_k == 2 and req.lang == "zh"
+    assert parse(b'{"customer_ids": ["c1"], "top_k": 2.0}').top_k == 2  # an integer in JSON Schema terms
     req = parse(b'{"rows": [{"orders_30d": 2, "days_since_last_order": 1.5e2, "x": null, "customer_id": "c"}]}',
                 PredictFeaturesRequest)
     assert req.rows[0]["orders_30d"] == 2 and req.rows[0]["days_since_last_order"] == 150.0
