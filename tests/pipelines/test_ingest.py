@@ -41,7 +41,7 @@ def test_ingest_writes_canonical_store(tmp_path, exports):
     assert report.rows_added() == {"customers": 3, "orders": 4, "page_views": 5, "complaints": 2, "contacts": 0}
     assert report.families == {**dict.fromkeys(["customers", "orders", "page_views", "complaints"], "present"),
                                "contacts": "absent"}
-    assert report.absent == []
+    assert report.absent == ["contacts"]  # no CRM export given
     store = EventStore(store_dir)
     assert store.months("orders") == ["2026-01", "2026-02"]
     orders = store.read("orders").sort_values("order_id", ignore_index=True)
@@ -237,6 +237,7 @@ def test_ingesting_the_same_files_twice_changes_nothing(tmp_path, exports):
         "orders": 4,
         "page_views": 5,
         "complaints": 2,
+        "contacts": 0,
     }
     assert snapshot(store_dir) == before
 

@@ -69,7 +69,8 @@ def assert_moved(case: Case, expected: dict) -> None:
             assert ok.all(), f"{name}: {before.loc[~ok, name].head().to_dict()} -> {after.loc[~ok, name].head().to_dict()}"
         else:
             same = np.isclose(before[name].to_numpy(), after[name].to_numpy(), rtol=1e-9, equal_nan=True)
-            assert same.all(), f"{name} changed although the added events do not touch it"
+            assert same.all(), (f"{name} changed although the added events do not touch it: "
+                                f"{before.loc[~same, name].head().to_dict()} -> {after.loc[~same, name].head().to_dict()}")
 
 
 def assert_never_falls(case: Case, ids, what: str) -> pd.Series:
