@@ -88,8 +88,10 @@ def complaint_case(_trained_session, tmp_path_factory) -> Case:
     with pytest.MonkeyPatch.context() as mp:
         point_env_at(mp, home)
         model, before, cutoff = champion_and_test_split("churn")
-        # Customers without a complaint in the last 90 days and none open: the new one is their only one.
-        quiet = before[(before["complaints_90d"].fillna(0) == 0) & (before["open_complaints"].fillna(0) == 0)]
+        # Customers without a complaint in the last 90 days and none open, so the new one is their only one,
+        # and signed up before it (a complaint before the signup would move the signup).
+        quiet = before[(before["complaints_90d"].fillna(0) == 0) & (before["open_complaints"].fillna(0) == 0)
+                       & (before["tenure_days"] >= 2)]
         ids = quiet.index.tolist()
         complaints = pd.DataFrame({
             "complaint_id": [f"k-behaviour-{i}" for i in range(len(ids))],
