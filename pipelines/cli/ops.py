@@ -1,4 +1,4 @@
-"""Operations commands: `run`, `score`, `monitor`, `retrain`, `forget` (registered by pipelines.cli).
+"""Operations commands: `run`, `score`, `monitor`, `retrain`, `effect`, `forget` (registered by pipelines.cli).
 
 Command bodies import the pipeline modules (and through them the heavy stack) lazily.
 """
@@ -27,12 +27,12 @@ def register(app: typer.Typer) -> None:
     def run_command(
         size: str = typer.Option(None, "--size", help="Data size from configs/run.yaml (tiny, small, medium); default: its default_size."),
         resume: bool = typer.Option(False, "--resume", help="Continue the latest run after its last finished stage."),
-        only: list[str] = typer.Option(None, "--only", help="Run just this stage (repeatable): generate, ingest, validate, features, online, train_churn, train_conversion, promote, score, report."),
+        only: list[str] = typer.Option(None, "--only", help="Run just this stage (repeatable): generate, ingest, validate, features, online, train_<model> (one per spec in configs/models/), promote, score, report."),
         start_at: str = typer.Option(None, "--from", help="Start at this stage (earlier stages are assumed done)."),
         trials: int = typer.Option(None, "--trials", help="Optuna trials per model (overrides the size)."),
         timeout: float = typer.Option(None, "--timeout", help="Optuna time budget per model in seconds (overrides the size)."),
     ) -> None:
-        """The whole chain: generate -> ingest -> validate -> features -> online store -> train both -> promote -> score -> report."""
+        """The whole chain: generate -> ingest -> validate -> features -> online store -> train every model -> promote -> score -> report."""
         from pipelines.run import load_run_config, run, summary_tables
 
         cfg = load_run_config()
@@ -43,14 +43,14 @@ def register(app: typer.Typer) -> None:
     def score_command(
         as_of: str = typer.Option(None, "--as-of", help="Score as of this date (YYYY-MM-DD, UTC midnight); default: the latest feature build."),
     ) -> None:
-        """Batch-score every active customer with both champions into data/scores/<as_of>/ (Parquet + CSV) and latest.parquet."""
+        """Batch-score every active customer with the champion of every model the data supports into data/scores/<as_of>/ (Parquet + CSV) and latest.parquet."""
         from rich.table import Table
 
         from serving.batch import score
 
         result = score(as_of)
-        table = Table(title=f"scores at {result.as_of:%Y-%m-%d} (churn v{result.model_versions['churn']}, "
-                            f"conversion v{result.model_versions['conversion']})")
+        versions = ", ".join(f"{name} v{version}" for name, version in result.model_versions.items())
+        table = Table(title=f"scores at {result.as_of:%Y-%m-%d} ({versions})")
         for col in ("stage", "rows", "seconds", "rows/s"):
             table.add_column(col, justify="right" if col != "stage" else "left")
         for name, (seconds, rows) in result.times.stages.items():
@@ -88,6 +88,31 @@ def register(app: typer.Typer) -> None:
             _print(_monitor_table(checked), f"[b]{checked.verdict.text}[/b]")
         if state is not None:
             _print(*summary_tables(state, cfg.serve_hint))
+
+    @app.command("effect")
+    def effect_command(
+        rule: str = typer.Option(None, "--rule", help="Only this action rule of configs/actions.yaml (default: every rule)."),
+        since: str = typer.Option(None, "--since", help="Only lists from this date on (YYYY-MM-DD)."),
+        min_customers: int = typer.Option(50, "--min-customers", help="Fewer customers than this in either group: no figures, a note."),
+    ) -> None:
+        """Did the actions work? Per rule, treated against the control group: outcome rates, the difference
+        with a 95% interval, number needed to treat, revenue difference (HTML + JSON, logged to MLflow)."""
+        from rich.table import Table
+
+        from pipelines.effect import effect
+
+        report = effect(rule, since, min_customers)
+        table = Table(title=f"effect of the actions (lists up to {report.until})")
+        for col in ("rule", "outcome", "treated", "control", "treated rate", "control rate", "difference [95% CI]",
+                    "NNT", "note"):
+            table.add_column(col)
+        fmt = lambda v, d=3: "" if v is None else f"{v:.{d}f}"  # noqa: E731
+        for e in report.rules:
+            table.add_row(e.rule, e.outcome, str(e.treated), str(e.control), fmt(e.treated_rate), fmt(e.control_rate),
+                          "" if e.difference is None else f"{e.difference:+.3f} [{e.ci_low:+.3f}, {e.ci_high:+.3f}]",
+                          fmt(e.number_needed_to_treat, 1), e.note)
+        _print(table)
+        log.info("report written to %s", report.report)
 
     @app.command("forget")
     def forget_command(
