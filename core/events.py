@@ -149,6 +149,13 @@ class EventStore:
     def partition_files(self, table: str) -> list[Path]:
         return [p.path for p in self.partitions(table)]
 
+    def columns(self, table: str) -> list[str]:
+        """Column names of the table as stored (empty when the table has no file)."""
+        import pyarrow.parquet as pq
+
+        files = self.partition_files(table)
+        return list(pq.read_schema(files[0]).names) if files else []
+
     def has(self, table: str) -> bool:
         """True when the table holds at least one month file."""
         return any(self.table_dir(table).glob(f"{PARTITION}=*/*.parquet"))
@@ -209,6 +216,16 @@ class EventStore:
     def families(self) -> dict[str, str]:
         """Table -> 'present' | 'derived' | 'absent'."""
         return self.manifest().get("families", {t: "absent" for t in TABLES})
+
+    def quarantine_counts(self) -> dict[str, dict[str, int]]:
+        """Table -> cleaning rule -> rows the ingest quarantined, over every quarantine file the manifest
+        records (``manifest["quarantine"]``: one entry per file, written by the ingest's commit)."""
+        totals: dict[str, dict[str, int]] = {}
+        for entry in self.manifest().get("quarantine", {}).values():
+            per_table = totals.setdefault(entry["table"], {})
+            for rule, rows in entry.get("rules", {}).items():
+                per_table[rule] = per_table.get(rule, 0) + int(rows)
+        return totals
 
     # ---- the lock --------------------------------------------------------------------------------
     @contextmanager

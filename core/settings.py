@@ -56,6 +56,11 @@ class ProjectPaths:
         return self.data / "events"
 
     @property
+    def quarantine(self) -> Path:
+        """Rows the ingest's cleaning rules removed, per table, beside the event store (with the rule)."""
+        return self.data / "quarantine"
+
+    @property
     def feature_sources(self) -> Path:
         """Parquet sources Feast reads (written by the feature build)."""
         return self.data / "features"

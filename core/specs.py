@@ -60,6 +60,8 @@ Labels = Annotated[ActiveBuyersLabels | BrowsersLabels | FutureSpendLabels, Fiel
 LABEL_NEEDS: dict[str, tuple[str, ...]] = {
     "active_buyers": ("orders",), "browsers": ("orders", "page_views"), "future_spend": ("orders",),
 }
+# Columns a label kind reads beyond each table's required ones (optional in the contract).
+LABEL_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {"future_spend": {"orders": ("amount",)}}
 # The task each label kind is for: a 0/1 outcome or an amount.
 LABEL_TASK: dict[str, str] = {"active_buyers": "binary", "browsers": "binary", "future_spend": "regression"}
 
@@ -322,4 +324,11 @@ def specs_for_data(store=None) -> tuple[dict[str, ModelSpec], dict[str, str]]:
 
     store = store or EventStore(project_paths().events)
     present = [f for f, status in store.families().items() if status != "absent"]
-    return split_by_data(load_specs(), present)
+    usable, skipped = split_by_data(load_specs(), present)
+    for name, spec in list(usable.items()):
+        for table, columns in LABEL_COLUMNS.get(spec.labels.kind, {}).items():
+            missing = [c for c in columns if c not in store.columns(table)]
+            if missing:
+                skipped[name] = f"needs {table}.{', '.join(missing)}, which the event store does not hold"
+                usable.pop(name)
+    return usable, skipped

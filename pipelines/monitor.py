@@ -412,8 +412,8 @@ def monitor(cfg: MonitorConfig | None = None, log_to_mlflow: bool = True, as_of:
                              f"(< min_rows {cfg.min_rows})")
         else:
             sig.drift = feature_drift(reference, current, features, cfg.psi_bins)
-            ref_scores = loaded.predict_proba(reference[features].astype("float64"))
-            cur_scores = loaded.predict_proba(current[features].astype("float64"))
+            ref_scores = loaded.predict(reference[features].astype("float64"))
+            cur_scores = loaded.predict(current[features].astype("float64"))
             sig.score_psi = psi(ref_scores, cur_scores, cfg.psi_bins)
             score_hists[name] = (ref_scores, cur_scores)
         sig.realised, note = _realised_auc(name, dates, paths, store, cfg)

@@ -85,6 +85,10 @@ class ActionRule(StrictModel):
     action: str = Field(min_length=1)
     queue: str = Field(min_length=1)
     explain: str = Field(description="the model (a spec name) whose reasons the CRM sees for this action")
+    priority: str | None = Field(
+        None, description="scored column that orders the queue (e.g. value_at_risk); null or absent: the "
+        "explained model's probability"
+    )
     control_share: float | None = Field(
         None, ge=0, lt=1, description="share held out as a control group; null: the config's control.share"
     )
@@ -141,6 +145,16 @@ class LostRule(StrictModel):
     times_training_max: float = Field(2.0, gt=1, description="lost beyond this multiple of the training maximum")
     action: str = "no follow-up: lost (far beyond the customers the model learnt from)"
     queue: str = "none"
+
+
+class Stakes(StrictModel):
+    """Which models make the value at stake: value_at_risk = P(risk_model) x value_model's amount;
+    value_upside = P(upside_model) x the customer's expected order value (a feature)."""
+
+    value_model: str
+    risk_model: str
+    upside_model: str
+    order_value_feature: str = "avg_order_value_365d"
 
 
 class Queue(StrictModel):
@@ -218,6 +232,7 @@ class ActionsConfig(StrictModel):
     )
     control: ControlGroups = ControlGroups()
     contact_policy: ContactPolicy = ContactPolicy()
+    stakes: Stakes | None = None
 
     @model_validator(mode="after")
     def _unique_names(self) -> ActionsConfig:
@@ -232,9 +247,36 @@ def load_actions_config(path: str | Path | None = None) -> ActionsConfig:
     return load_config(path or config_path("actions.yaml"), ActionsConfig)
 
 
+def prediction_column(model: str, task: str = "binary") -> str:
+    """Where a model's number goes: ``<model>_probability`` (binary) or ``<model>_value`` (an amount)."""
+    return f"{model}_{'probability' if task == 'binary' else 'value'}"
+
+
 def model_columns(model: str) -> set[str]:
-    """The columns batch scoring adds for one model."""
-    return {f"{model}_probability", f"{model}_band", f"{model}_model_version"}
+    """The columns scoring adds for one model (either task)."""
+    return {prediction_column(model, "binary"), prediction_column(model, "regression"), f"{model}_band",
+            f"{model}_model_version"}
+
+
+def add_stakes(frame: pd.DataFrame, stakes: Stakes | None) -> pd.DataFrame:
+    """``value``, ``value_at_risk`` = P(risk model) x value and ``value_upside`` = P(upside model) x the
+    expected order value, when the models they need were scored (columns left out otherwise)."""
+    if stakes is None:
+        return frame
+    out = frame.copy()
+    value_col = prediction_column(stakes.value_model, "regression")
+    if value_col in out.columns:
+        out["value"] = out[value_col]
+        risk = prediction_column(stakes.risk_model)
+        if risk in out.columns:
+            out["value_at_risk"] = out[risk] * out["value"]
+    upside = prediction_column(stakes.upside_model)
+    if upside in out.columns and stakes.order_value_feature in out.columns:
+        out["value_upside"] = out[upside] * pd.to_numeric(out[stakes.order_value_feature], errors="coerce")
+    return out
+
+
+STAKE_COLUMNS = ("value", "value_at_risk", "value_upside")
 
 
 def layer_tags(scores: pd.DataFrame, layers: Layers, skipped_models: Iterable[str] = ()) -> pd.DataFrame:
@@ -244,6 +286,7 @@ def layer_tags(scores: pd.DataFrame, layers: Layers, skipped_models: Iterable[st
     a model that was skipped (the data lacks what it needs) is low for everyone, with a log line.
     """
     absent = set().union(*(model_columns(m) for m in skipped_models))
+    absent |= {c for c in STAKE_COLUMNS if c not in scores.columns}  # stakes of a model that was skipped
     out = {}
     for name in LAYERS:
         rule: LayerRule = getattr(layers, name)
@@ -418,16 +461,19 @@ def assign_actions(
 
 
 def prioritise(frame: pd.DataFrame, config: ActionsConfig) -> pd.DataFrame:
-    """``priority`` (the probability of the model the action explains with: who is most at stake comes
-    first) and ``queue_status`` per row: within each queue the ``capacity`` best by priority are "in
+    """``priority`` (the rule's ``priority`` column, e.g. value_at_risk, when it was scored, else the
+    probability of the model the rule explains with: who is most at stake comes first) and
+    ``queue_status`` per row: within each queue the ``capacity`` best by priority are "in
     queue", the rest "over capacity" (kept in the list, not dropped); "" for rows without an action."""
     priority = np.full(len(frame), np.nan)
-    explain = frame["explain"].to_numpy()
-    for model in {m for m in explain if m}:
-        column = f"{model}_probability"
+    rule_of = frame["action_rule"].to_numpy()
+    for rule in config.rules:
+        rows = rule_of == rule.name
+        if not rows.any():
+            continue
+        column = rule.priority if rule.priority in frame.columns else prediction_column(rule.explain)
         if column in frame.columns:
-            rows = explain == model
-            priority[rows] = frame.loc[rows, column].to_numpy(dtype="float64")
+            priority[rows] = pd.to_numeric(frame.loc[rows, column], errors="coerce").to_numpy(dtype="float64")
     # Only rows a team works on queue: a rule's treatment group (not the default, lost or control rows).
     worked = frame["action_rule"].isin([r.name for r in config.rules]).to_numpy()
     if "group" in frame.columns:
@@ -492,6 +538,7 @@ def decide(
     decision batch scoring and the API share (``frame`` holds customer_id, as_of, the features and
     ``<model>_probability`` / ``_band``)."""
     skipped = list(skipped_models)
+    frame = add_stakes(frame, config.stakes)
     layers = layer_tags(frame, config.layers, skipped)
     with_layers = pd.concat([frame, layers], axis=1)
     layers["tags"] = assign_tags(with_layers, tags or TagsConfig(), previous_tags, tags_due)
@@ -501,4 +548,5 @@ def decide(
     actions = assign_groups(frame, actions, config, as_of)
     actions = apply_contact_policy(frame, actions, config, as_of, contact_history)
     ranked = prioritise(pd.concat([with_layers, actions], axis=1), config)
-    return pd.concat([layers, actions, ranked], axis=1)
+    stakes = frame[[c for c in STAKE_COLUMNS if c in frame.columns]]
+    return pd.concat([stakes, layers, actions, ranked], axis=1)

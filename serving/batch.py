@@ -28,10 +28,12 @@ import pandas as pd
 from core.errors import PropensityError
 from serving.actions import (
     LAYER_COLUMNS,
+    STAKE_COLUMNS,
     ActionsConfig,
     decide,
     load_actions_config,
     load_tags_config,
+    prediction_column,
     tag_due,
 )
 
@@ -40,11 +42,13 @@ log = logging.getLogger("propensity.score")
 FEATURE_SNAPSHOT = "features.parquet"
 
 
-def score_columns(models: list[str]) -> list[str]:
-    """The CRM file's columns for the scored models, in order (docs/internals.md "Scores")."""
-    per_model = [c for m in models for c in (f"{m}_probability", f"{m}_band")]
+def score_columns(models: dict[str, str] | list[str], stakes: list[str] = ()) -> list[str]:
+    """The CRM file's columns for the scored models ({name: task}; a list means binary models), in order
+    (docs/internals.md "Scores")."""
+    tasks = models if isinstance(models, dict) else dict.fromkeys(models, "binary")
+    per_model = [c for m, task in tasks.items() for c in (prediction_column(m, task), f"{m}_band")]
     return [
-        "customer_id", "as_of", *per_model, "rfm_segment", "lifecycle_stage", *LAYER_COLUMNS, "tags",
+        "customer_id", "as_of", *per_model, *stakes, "rfm_segment", "lifecycle_stage", *LAYER_COLUMNS, "tags",
         "reasons", "reasons_json", "action", "queue", "action_rule", "group", "priority", "queue_status",
         *[f"{m}_model_version" for m in models],
     ]
@@ -233,8 +237,8 @@ def predict_and_tag(
     frame["as_of"] = as_of
     with times.stage(f"predict ({len(models)} models)", n):
         for name, model in models.items():
-            p = model.predict_proba(features[name])
-            frame[f"{name}_probability"] = p
+            p = model.predict(features[name])
+            frame[prediction_column(name, model.task)] = p
             frame[f"{name}_band"] = band(p, model.bands(bands[name]))
             frame[f"{name}_model_version"] = str(model.version)
     ranges = {name: model.feature_ranges for name, model in models.items()}
@@ -444,7 +448,8 @@ def score(as_of: Any = None, cfg: ActionsConfig | None = None, models: dict[str,
     frame = add_reasons(frame, models, features, cfg, times)
     with times.stage("write", len(frame)):
         snapshot = feature_snapshot(frame, models, features) if cfg.scoring.keep_feature_snapshot else None
-        columns = score_columns(list(models))
+        stakes = [c for c in STAKE_COLUMNS if c in frame.columns]
+        columns = score_columns({n: m.task for n, m in models.items()}, stakes)
         # The CRM works one queue at a time, most at stake first.
         order = frame.sort_values(["queue", "priority"], ascending=[True, False], na_position="last",
                                   kind="stable").index

@@ -27,6 +27,9 @@ CHAMPION = "champion"
 TAG_FEATURE_SERVICE = "feature_service"
 TAG_CALIBRATION = "calibration"
 TAG_HOLDOUT_AUC = "holdout_auc"
+TAG_TASK = "task"  # binary (probability) or regression (amount); absent on old versions: binary
+TAG_HOLDOUT_METRIC = "holdout_metric"  # the spec's promotion metric ...
+TAG_HOLDOUT_SCORE = "holdout_score"  # ... and its value on the test split
 TAG_BANDS = "band_thresholds"  # JSON {"high": .., "medium": ..}: the cuts the spec's bands resolved to
 TAG_FEATURE_RANGES = "feature_ranges"  # JSON {feature: [min, max]} over the training rows
 
@@ -70,6 +73,23 @@ class LoadedModel:
     alias: str | None = None
     run_id: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def task(self) -> str:
+        return self.tags.get(TAG_TASK, "binary")
+
+    def predict(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """What the model says per row: a calibrated probability (binary) or an amount (regression)."""
+        if self.task == "binary":
+            return self.predict_proba(X)
+        return self.booster.predict(self.matrix(X))
+
+    def from_contributions(self, contributions: np.ndarray) -> np.ndarray:
+        """The prediction from its SHAP contributions (their row sum is the raw score, exactly): one
+        ``pred_contrib`` call gives both the reasons and the number. Regression models here use a log
+        link (Tweedie), so the amount is exp(raw)."""
+        raw = contributions.sum(axis=1)
+        return self.calibration.apply(raw) if self.task == "binary" else np.exp(raw)
 
     @property
     def band_thresholds(self) -> dict[str, float] | None:

@@ -64,7 +64,9 @@ class TrainingSet:
         return self.part(split)[self.feature_names].reset_index(drop=True)
 
     def y(self, split: str) -> np.ndarray:
-        return self.part(split)["label"].to_numpy(dtype=np.int64)
+        """Labels: 0/1 as int64, amounts (a regression label) as float64."""
+        label = self.part(split)["label"]
+        return label.to_numpy(dtype=np.float64 if label.dtype.kind == "f" else np.int64)
 
     def fingerprint(self) -> str:
         """sha256 of the rows, labels and features: equal data gives an equal hash (lineage, study names)."""
@@ -89,7 +91,7 @@ class TrainingSet:
         return out
 
 
-def training_set_schema(feature_names: list[str]):
+def training_set_schema(feature_names: list[str], amount_label: bool = False):
     """pandera schema of the assembled training set."""
     import pandera.pandas as pa
 
@@ -97,7 +99,9 @@ def training_set_schema(feature_names: list[str]):
     columns = {
         "customer_id": pa.Column(str, nullable=False),
         "event_timestamp": pa.Column("datetime64[us, UTC]", nullable=False),
-        "label": pa.Column("int64", pa.Check.isin([0, 1]), nullable=False),
+        # A 0/1 outcome, or an amount (future spend) that is never negative.
+        "label": (pa.Column("float64", pa.Check.ge(0), nullable=False) if amount_label
+                  else pa.Column("int64", pa.Check.isin([0, 1]), nullable=False)),
         "split": pa.Column(str, pa.Check.isin(list(SPLITS)), nullable=False),
     }
     for name in feature_names:
@@ -156,7 +160,7 @@ def assemble_training_set(
     import pandera.errors
 
     try:
-        frame = training_set_schema(names).validate(frame, lazy=True)
+        frame = training_set_schema(names, frame["label"].dtype.kind == "f").validate(frame, lazy=True)
     except pandera.errors.SchemaErrors as exc:
         cases = exc.failure_cases[["column", "check", "failure_case"]].head(5).to_dict("records")
         raise DataError(f"training set for {feature_service!r} fails validation: {cases}") from exc

@@ -68,3 +68,62 @@ def auc(y: np.ndarray, score: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
 
     return float(roc_auc_score(np.asarray(y), np.asarray(score, dtype=np.float64)))
+
+
+def gini(y: np.ndarray, score: np.ndarray) -> float:
+    """Gini of ``y`` ordered by ``score`` (highest first): how much more of the total ``y`` the top of the
+    ranking holds than a random order would (the area between the cumulative share and the diagonal)."""
+    y = np.asarray(y, dtype=np.float64)
+    order = np.lexsort((np.arange(len(y)), -np.asarray(score, dtype=np.float64)))  # ties: input order
+    total = y.sum()
+    if total <= 0:
+        return float("nan")
+    cumulative = np.cumsum(y[order]) / total
+    return float(cumulative.mean() - (len(y) + 1) / (2 * len(y)))
+
+
+def normalized_gini(y: np.ndarray, score: np.ndarray) -> float:
+    """Gini of the model's ranking divided by the Gini of the perfect ranking (by ``y`` itself): 1 for a
+    perfect order, 0 for a random one. The value model's promotion metric."""
+    return float(gini(y, score) / gini(y, y))
+
+
+def top_capture(y: np.ndarray, score: np.ndarray, fraction: float = 0.1) -> float:
+    """Share of the total ``y`` (e.g. future spend) held by the top ``fraction`` of rows by ``score``."""
+    y = np.asarray(y, dtype=np.float64)
+    n_top = max(1, int(round(len(y) * fraction)))
+    order = np.argsort(-np.asarray(score, dtype=np.float64), kind="stable")[:n_top]
+    return float(y[order].sum() / y.sum()) if y.sum() > 0 else float("nan")
+
+
+def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """Ranking (normalized Gini, top-decile capture) and error (MAE, RMSE, mean bias) of amounts."""
+    y = np.asarray(y, dtype=np.float64)
+    pred = np.asarray(pred, dtype=np.float64)
+    return {
+        "normalized_gini": normalized_gini(y, pred),
+        "top_decile_capture": top_capture(y, pred, 0.1),
+        "mae": float(np.mean(np.abs(y - pred))),
+        "rmse": float(np.sqrt(np.mean((y - pred) ** 2))),
+        "mean_bias": float(np.mean(pred - y)),
+        "label_mean": float(np.mean(y)),
+        "rows": float(len(y)),
+    }
+
+
+def task_metrics(task: str, y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """Every metric of a model's task on one split."""
+    return classification_metrics(y, pred) if task == "binary" else regression_metrics(y, pred)
+
+
+def metric_value(name: str, y: np.ndarray, pred: np.ndarray) -> float:
+    """One named metric (a spec's promotion metric): roc_auc, pr_auc, normalized_gini, top_decile_capture."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    functions = {
+        "roc_auc": lambda: roc_auc_score(y, pred),
+        "pr_auc": lambda: average_precision_score(y, pred),
+        "normalized_gini": lambda: normalized_gini(y, pred),
+        "top_decile_capture": lambda: top_capture(y, pred, 0.1),
+    }
+    return float(functions[name]())

@@ -91,7 +91,7 @@ def load_holdout(run_id: str) -> pd.DataFrame:
 
 
 def score_on_holdout(model: LoadedModel, holdout: pd.DataFrame, metric: str) -> float:
-    from sklearn.metrics import average_precision_score, roc_auc_score
+    from training.metrics import metric_value
 
     missing = [c for c in model.feature_names if c not in holdout.columns]
     if missing:
@@ -100,9 +100,8 @@ def score_on_holdout(model: LoadedModel, holdout: pd.DataFrame, metric: str) -> 
             f"{', '.join(missing)} that the challenger's holdout does not hold: retrain both on one service, "
             f"or promote by hand with `propensity promote {model.name} --force`"
         )
-    y = holdout["label"].to_numpy(dtype=np.int64)
-    p = model.predict_proba(holdout)
-    return float(roc_auc_score(y, p) if metric == "roc_auc" else average_precision_score(y, p))
+    y = holdout["label"].to_numpy(dtype=np.float64)
+    return metric_value(metric, y, model.predict(holdout))
 
 
 def promote(name: str, margin: float | None = None, metric: str | None = None, force: bool = False) -> Decision:

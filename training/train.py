@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from core.errors import NotEnoughDataError
 from core.events import EventStore
 from core.settings import project_paths
@@ -101,10 +103,11 @@ def train_model(
         mlflow.log_params(_lineage_params(lineage))
         data = Datasets.build(ts.X(TRAIN), ts.y(TRAIN), ts.X(VALIDATION), ts.y(VALIDATION))
         # An extra worker gets another sampler seed, or it would repeat the first worker's random trials.
-        study = open_study(study_name, storage, cfg.tuning, worker_seed_offset=os.getpid() if tune_only else 0)
+        study = open_study(study_name, storage, cfg.tuning, worker_seed_offset=os.getpid() if tune_only else 0,
+                           task=cfg.task)
         log.info("%s: tuning study %r (%d trials here; %d already in it)", cfg.name, study_name, n_trials,
                  len(study.trials))
-        run_trials(study, data, cfg.tuning, n_trials, timeout, progress=progress)
+        run_trials(study, data, cfg.tuning, n_trials, timeout, progress=progress, task=cfg.task)
         result = TrainResult(cfg.name, parent.info.run_id, study_name, _redact(storage), len(study.trials),
                              lineage=lineage)
         if tune_only:
@@ -115,6 +118,7 @@ def train_model(
         result.best_params = dict(best.params)
         booster, calibration, val_metrics, test_metrics = fit_final(cfg, ts, data, best)
         result.validation_metrics, result.test_metrics = val_metrics, test_metrics
+        headline = cfg.promotion.metric
         mlflow.log_params({f"best_{k}": v for k, v in best.params.items()})
         mlflow.log_metrics({f"validation_{k}": v for k, v in val_metrics.items()})
         mlflow.log_metrics({f"test_{k}": v for k, v in test_metrics.items()})
@@ -124,29 +128,32 @@ def train_model(
         result.booster, result.calibration = booster, calibration
         if not register:
             result.seconds = time.perf_counter() - started
-            log.info("%s: trained without registering (test AUC %.4f, %d trials in study, %.0f s, run %s)",
-                     cfg.name, test_metrics["roc_auc"], result.trials_in_study, result.seconds, result.run_id)
+            log.info("%s: trained without registering (test %s %.4f, %d trials in study, %.0f s, run %s)",
+                     cfg.name, headline, test_metrics[headline], result.trials_in_study, result.seconds, result.run_id)
             return result
 
-        from training.champion import register_booster
+        from training.champion import TAG_HOLDOUT_METRIC, TAG_HOLDOUT_SCORE, TAG_TASK, register_booster
 
         result.version = register_booster(
             booster,
             cfg.name,
             feature_service=cfg.feature_service,
             calibration=calibration,
-            holdout_auc=test_metrics["roc_auc"],
+            holdout_auc=test_metrics.get("roc_auc"),
             input_example=ts.X(TEST).head(5),
             extra_tags={
                 "holdout_cutoff": lineage["test_cutoffs"][0],
                 "training_set_sha256": lineage["training_set_sha256"],
                 "optuna_study": study_name,
+                TAG_TASK: cfg.task,
+                TAG_HOLDOUT_METRIC: headline,
+                TAG_HOLDOUT_SCORE: f"{test_metrics[headline]:.6f}",
                 **scoring_tags(cfg, ts, booster, calibration),
             },
         )
     result.seconds = time.perf_counter() - started
-    log.info("%s: registered version %s as challenger (test AUC %.4f, %d trials in study, %.0f s)",
-             cfg.name, result.version, test_metrics["roc_auc"], result.trials_in_study, result.seconds)
+    log.info("%s: registered version %s as challenger (test %s %.4f, %d trials in study, %.0f s)",
+             cfg.name, result.version, headline, test_metrics[headline], result.trials_in_study, result.seconds)
     return result
 
 
@@ -160,27 +167,36 @@ def scoring_tags(cfg: ModelSpec, ts: TrainingSet, booster, calibration) -> dict[
     if isinstance(cfg.bands, BandThresholds):
         bands = cfg.bands
     else:
-        bands = cfg.bands.thresholds(calibration.apply(booster.predict(ts.X(TEST).to_numpy(), raw_score=True)))
+        bands = cfg.bands.thresholds(predictions(cfg, booster, calibration, ts.X(TEST)))
     X = ts.X(TRAIN)
     ranges = {c: [float(X[c].min()), float(X[c].max())] for c in X.columns if X[c].notna().any()}
     return {TAG_BANDS: json.dumps({"high": bands.high, "medium": bands.medium}),
             TAG_FEATURE_RANGES: json.dumps(ranges, separators=(",", ":"))}
 
 
+def predictions(cfg: ModelSpec, booster, calibration, X) -> np.ndarray:
+    """What the model says for ``X``: a calibrated probability (binary) or an amount (regression)."""
+    if cfg.task == "binary":
+        return calibration.apply(booster.predict(X.to_numpy(), raw_score=True))
+    return booster.predict(X.to_numpy())
+
+
 def fit_final(cfg: ModelSpec, ts: TrainingSet, data, best):
-    """Refit the best trial on the train split, Platt-calibrate on validation, score the test split."""
-    from training.metrics import classification_metrics, fit_platt
+    """Refit the best trial on the train split, Platt-calibrate on validation (binary models), score the
+    test split."""
+    from training.metrics import fit_platt, task_metrics
     from training.tune import base_params, fit_booster
 
-    params = {**base_params(cfg.tuning, cfg.tuning.seed, ts.feature_names), **best.params}
+    params = {**base_params(cfg.tuning, cfg.tuning.seed, ts.feature_names, cfg.task), **best.params}
     booster = fit_booster(params, data, cfg.tuning.max_boost_rounds, cfg.tuning.early_stopping_rounds)
     # Keep only the trees up to the best validation round.
     booster = booster.model_from_string(booster.model_to_string(num_iteration=booster.best_iteration))
-    calibration = fit_platt(booster.predict(ts.X(VALIDATION).to_numpy(), raw_score=True), ts.y(VALIDATION))
-    p_val = calibration.apply(booster.predict(ts.X(VALIDATION).to_numpy(), raw_score=True))
-    p_test = calibration.apply(booster.predict(ts.X(TEST).to_numpy(), raw_score=True))
-    return booster, calibration, classification_metrics(ts.y(VALIDATION), p_val), \
-        classification_metrics(ts.y(TEST), p_test)
+    calibration = None
+    if cfg.task == "binary":
+        calibration = fit_platt(booster.predict(ts.X(VALIDATION).to_numpy(), raw_score=True), ts.y(VALIDATION))
+    val = task_metrics(cfg.task, ts.y(VALIDATION), predictions(cfg, booster, calibration, ts.X(VALIDATION)))
+    test = task_metrics(cfg.task, ts.y(TEST), predictions(cfg, booster, calibration, ts.X(TEST)))
+    return booster, calibration, val, test
 
 
 def _log_artifacts(cfg: ModelSpec, ts: TrainingSet, booster, calibration, lineage: dict) -> None:
@@ -189,12 +205,13 @@ def _log_artifacts(cfg: ModelSpec, ts: TrainingSet, booster, calibration, lineag
     from training import plots
 
     X_test, y_test = ts.X(TEST), ts.y(TEST)
-    p_test = calibration.apply(booster.predict(X_test.to_numpy(), raw_score=True))
+    pred = predictions(cfg, booster, calibration, X_test)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         title = f"{cfg.name} (test cutoff {lineage['test_cutoffs'][0]})"
-        plots.calibration_curve_plot(y_test, p_test, out / "calibration_curve.png", title)
-        plots.cumulative_gain_plot(y_test, p_test, out / "cumulative_gain.png", title)
+        if cfg.task == "binary":
+            plots.calibration_curve_plot(y_test, pred, out / "calibration_curve.png", title)
+            plots.cumulative_gain_plot(y_test, pred, out / "cumulative_gain.png", title)
         plots.feature_importance_plot(booster, out / "feature_importance.png", title)
         sample = X_test.sample(min(len(X_test), cfg.shap_sample_rows), random_state=0)
         plots.shap_summary_plot(booster, sample, out / "shap_summary.png", title)

@@ -22,8 +22,10 @@ from core.specs import Param, Tuning
 
 log = logging.getLogger("propensity.training")
 
-METRIC = "auc"
 VALID_NAME = "validation"
+# Per task: LightGBM objective, the validation metric early stopping and pruning watch, its direction.
+# Amounts: Tweedie (a mass at zero, a long tail of spenders; its log link keeps predictions positive).
+TASK_OBJECTIVE = {"binary": ("binary", "auc", "maximize"), "regression": ("tweedie", "tweedie", "minimize")}
 
 
 def default_storage() -> str:
@@ -32,14 +34,14 @@ def default_storage() -> str:
     return f"sqlite:///{path.resolve()}"
 
 
-def base_params(tuning: Tuning, seed: int, feature_names: list[str]) -> dict[str, Any]:
+def base_params(tuning: Tuning, seed: int, feature_names: list[str], task: str = "binary") -> dict[str, Any]:
     monotone = {}
     if tuning.monotone:
         monotone = {"monotone_constraints": [tuning.monotone.get(n, 0) for n in feature_names],
                     "monotone_constraints_method": "advanced"}
     return {
-        "objective": "binary",
-        "metric": METRIC,
+        "objective": TASK_OBJECTIVE[task][0],
+        "metric": TASK_OBJECTIVE[task][1],
         "verbosity": -1,
         "num_threads": tuning.num_threads,
         "seed": seed,
@@ -99,7 +101,7 @@ def fit_booster(params: dict[str, Any], data: Datasets, max_rounds: int, early_s
         )
 
 
-def open_study(name: str, storage: str | None, tuning: Tuning, worker_seed_offset: int = 0):
+def open_study(name: str, storage: str | None, tuning: Tuning, worker_seed_offset: int = 0, task: str = "binary"):
     """Create or load study ``name``. Extra workers pass a seed offset so they do not repeat the first
     worker's random start-up trials."""
     import optuna
@@ -117,7 +119,8 @@ def open_study(name: str, storage: str | None, tuning: Tuning, worker_seed_offse
     except Exception as exc:  # bad URL or driver: say which
         raise PropensityError(f"cannot open Optuna storage {url!r}: {exc}") from exc
     return optuna.create_study(
-        study_name=name, storage=rdb, sampler=sampler, pruner=pruner, direction="maximize", load_if_exists=True
+        study_name=name, storage=rdb, sampler=sampler, pruner=pruner, direction=TASK_OBJECTIVE[task][2],
+        load_if_exists=True
     )
 
 
@@ -134,6 +137,7 @@ def run_trials(
     timeout: float | None,
     log_to_mlflow: bool = True,
     progress: bool = True,
+    task: str = "binary",
 ) -> None:
     """Add up to ``trials`` trials (or until ``timeout`` seconds) to ``study``."""
     import optuna
@@ -142,18 +146,19 @@ def run_trials(
     if trials <= 0:
         return
     seed = tuning.seed
+    metric = TASK_OBJECTIVE[task][1]
 
     def objective(trial: optuna.Trial) -> float:
-        params = {**base_params(tuning, seed, data.feature_names), **suggest(trial, tuning.search_space)}
+        params = {**base_params(tuning, seed, data.feature_names, task), **suggest(trial, tuning.search_space)}
         state, value, best_iteration = "complete", None, None
         try:
             booster = fit_booster(
                 params, data, tuning.max_boost_rounds, tuning.early_stopping_rounds,
                 callbacks=[LightGBMPruningCallback(
-                    trial, METRIC, VALID_NAME, report_interval=tuning.report_every_rounds
+                    trial, metric, VALID_NAME, report_interval=tuning.report_every_rounds
                 )],
             )
-            value = float(booster.best_score[VALID_NAME][METRIC])
+            value = float(booster.best_score[VALID_NAME][metric])
             best_iteration = int(booster.best_iteration or booster.current_iteration())
             trial.set_user_attr("best_iteration", best_iteration)
             return value
@@ -162,13 +167,14 @@ def run_trials(
             raise
         finally:
             if log_to_mlflow:
-                _log_trial(trial, params, state, value, best_iteration)
+                _log_trial(trial, params, state, value, best_iteration, metric)
 
-    with _progress(progress, trials, study) as callback:
+    with _progress(progress, trials, study, metric) as callback:
         study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[callback], gc_after_trial=False)
 
 
-def _log_trial(trial, params: dict, state: str, value: float | None, best_iteration: int | None) -> None:
+def _log_trial(trial, params: dict, state: str, value: float | None, best_iteration: int | None,
+               metric: str = "auc") -> None:
     import mlflow
 
     parent = mlflow.active_run()
@@ -181,7 +187,7 @@ def _log_trial(trial, params: dict, state: str, value: float | None, best_iterat
         mlflow.set_tags({"optuna_trial": str(trial.number), "optuna_study": trial.study.study_name,
                          "state": state, "worker_pid": str(os.getpid())})
         if value is not None:
-            mlflow.log_metric("validation_auc", value)
+            mlflow.log_metric(f"validation_{metric}", value)
         if best_iteration is not None:
             mlflow.log_metric("best_iteration", best_iteration)
 
@@ -189,8 +195,8 @@ def _log_trial(trial, params: dict, state: str, value: float | None, best_iterat
 class _progress:
     """A rich progress bar over the trials this process runs, showing the study's best score so far."""
 
-    def __init__(self, enabled: bool, total: int, study) -> None:
-        self.enabled, self.total, self.study = enabled, total, study
+    def __init__(self, enabled: bool, total: int, study, metric: str = "auc") -> None:
+        self.enabled, self.total, self.study, self.metric = enabled, total, study, metric
         self.bar = None
 
     def __enter__(self):
@@ -202,14 +208,14 @@ class _progress:
                 TextColumn("{task.description}"), transient=False,
             )
             self.bar.start()
-            self.task = self.bar.add_task("best AUC -", total=self.total)
+            self.task = self.bar.add_task(f"best {self.metric} -", total=self.total)
         return self._callback
 
     def _callback(self, study, trial) -> None:
         try:
-            best = f"best AUC {study.best_value:.4f}"
+            best = f"best {self.metric} {study.best_value:.4f}"
         except ValueError:
-            best = "best AUC -"
+            best = f"best {self.metric} -"
         pruned = sum(t.state.name == "PRUNED" for t in study.get_trials(deepcopy=False))
         if self.bar is not None:
             self.bar.update(self.task, advance=1, description=f"{best} ({pruned} pruned in study)")
