@@ -149,8 +149,9 @@ class Promotion(StrictModel):
 class BandThresholds(StrictModel):
     """probability >= high -> "high", >= medium -> "medium", else "low"; the API and batch scoring share them."""
 
-    high: float = Field(gt=0, le=1)
-    medium: float = Field(ge=0, lt=1)
+    # Probabilities for a binary model, amounts for a regression one (cuts resolved from shares).
+    high: float = Field(gt=0)
+    medium: float = Field(ge=0)
 
     @model_validator(mode="after")
     def _high_above_medium(self) -> BandThresholds:
@@ -243,6 +244,8 @@ class ModelSpec(StrictModel):
 
     @model_validator(mode="after")
     def _task_fits(self) -> ModelSpec:
+        if self.task == "binary" and isinstance(self.bands, BandThresholds) and self.bands.high > 1:
+            raise ValueError(f"bands.high {self.bands.high} is not a probability (binary task)")
         if LABEL_TASK[self.labels.kind] != self.task:
             raise ValueError(f"labels.kind {self.labels.kind!r} is a {LABEL_TASK[self.labels.kind]} label; task is {self.task!r}")
         binary_metric = self.promotion.metric in ("roc_auc", "pr_auc")

@@ -4,8 +4,8 @@ Kept free of Feast imports so that training and serving can ask for feature name
 Feast's 5 s import. ``definitions.py`` builds the Feast objects from these lists, so the names exist in
 exactly one place (docs/internals.md, "Features").
 
-Every stored feature is numeric. Counts are Int64 and amounts Float64; "last ... at" features are unix
-timestamps in seconds (Int64). Day counts are *not* stored: they are derived at retrieval time for the
+Every stored feature is numeric. Counts are Int64 and amounts Float64; the "... at" features (last_*,
+first_*, signup_at) are unix timestamps in seconds (Int64). Day counts are *not* stored: they are derived at retrieval time for the
 date asked for (``features.derived``).
 """
 

@@ -208,6 +208,7 @@ def stage_train(model: str) -> Callable[[RunContext], dict]:
     or says why the data cannot support it."""
 
     def train(ctx: RunContext) -> dict:
+        from core.errors import NotEnoughDataError
         from core.specs import load_spec
         from training.train import train_model
 
@@ -215,8 +216,13 @@ def stage_train(model: str) -> Callable[[RunContext], dict]:
         if model in skipped:
             log.info("model %s skipped: %s", model, skipped[model])
             return {"skipped": skipped[model]}
-        result = train_model(load_spec(model), trials=ctx.trials or ctx.size.trials,
-                             timeout=ctx.timeout or ctx.size.timeout_seconds)
+        try:
+            result = train_model(load_spec(model), trials=ctx.trials or ctx.size.trials,
+                                 timeout=ctx.timeout or ctx.size.timeout_seconds)
+        except NotEnoughDataError as exc:
+            # One model the history cannot support must not stop the others (a line, not a failure).
+            log.warning("model %s not trained: %s", model, exc)
+            return {"skipped": str(exc)}
         return {"version": result.version, "test_auc": result.test_metrics.get("roc_auc"),
                 "trials": result.trials_in_study, "seconds": round(result.seconds, 1), "run_id": result.run_id}
 
@@ -230,6 +236,11 @@ def stage_promote(ctx: RunContext) -> dict:
     from training.promotion import promote
 
     usable, skipped = _usable_models()
+    for model in list(usable):
+        trained = ctx.facts(f"train_{model}")
+        if "skipped" in trained:
+            skipped[model] = trained["skipped"]
+            usable.remove(model)
     out = {model: _plain(promote(model)) for model in usable}
     out.update({model: {"decision": "skipped", "reason": why} for model, why in skipped.items()})
     return out

@@ -5,11 +5,15 @@ Routes (a Starlette app mounted into the BentoML service, so status codes are ou
 - POST /predict           {customer_ids, models?, top_k?, lang?}: features from the Feast online store
 - POST /predict_features  {rows: [{feature: value, ...}], models?, top_k?, lang?}: caller's features
 - GET  /healthz           alive, with the model versions in the body (open, no key)
-- GET  /readyz            200 only with both models loaded and the online store answering, else 503
+- GET  /readyz            200 only with every model loaded, the online store answering and an API key
+                          configured (or allow_no_api_key), else 503
 - GET  /ui                the staff page; its data comes from GET /ui/api/flagged (key required)
+- GET  /docs.json         the OpenAPI document (serving.openapi); GET /metrics (serving.metrics)
 
-Data routes need the X-API-Key header (401 without). The request logic lives in serving.config,
-serving.errors, serving.requests, serving.registry and serving.predictor (no HTTP there).
+Data routes need the X-API-Key header (401 without). Bodies are read with a size limit and fully checked
+(serving.requests) before a request joins a batch. ``EdgeMiddleware`` answers unknown paths (404) and
+wrong methods (405) itself and counts every request under its route. The request logic lives in
+serving.config, serving.errors, serving.requests, serving.registry and serving.predictor (no HTTP there).
 
 Speed: concurrent /predict calls are batched in-process (``MicroBatcher``): while one batch is being
 scored in a worker thread, new requests queue, and the next batch takes them all, so one feature look-up

@@ -41,6 +41,12 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(
             True, "--progress/--no-progress", help="Show a progress bar over days."
         ),
+        anomalies: bool = typer.Option(
+            False,
+            "--anomalies",
+            help="Also write what cleaning must remove (bots, short views, test orders, absurd amounts, "
+            "cancellations, duplicate complaints), labelled in anomalies.parquet beside the ground truth.",
+        ),
     ) -> None:
         """Simulate customers and write customers, orders, page_views, complaints and ground_truth."""
         from core.settings import project_paths
@@ -58,6 +64,7 @@ def register(app: typer.Typer) -> None:
             fmt=file_format,
             config=cfg,
             progress=progress,
+            anomalies=anomalies,
         )
         log.info("generated %s", report.summary())
         for name, path in report.files.items():

@@ -33,6 +33,7 @@ def register(app: typer.Typer) -> None:
 
         summaries = validate_store(store, lock_timeout=lock_timeout)
         _print_summary(summaries, store)
+        _print_quarantine({s.table: s.quarantined for s in summaries}, "quarantine (rows per cleaning rule)")
 
 
 def _ingest_command():
@@ -41,16 +42,26 @@ def _ingest_command():
     from core.contract import TABLES
 
     def ingest_command(
-        column_map: Path | None, store: Path | None, lock_timeout: float | None, **files: Path | None
+        column_map: Path | None,
+        store: Path | None,
+        lock_timeout: float | None,
+        cleaning: Path | None,
+        no_cleaning: bool,
+        **files: Path | None,
     ) -> None:
-        """Validate event exports and merge them into the canonical event store (Parquet, by month).
+        """Validate event exports, clean them and merge them into the canonical event store (Parquet, by month).
 
+        The cleaning rules (configs/cleaning.yaml) quarantine bots, short views, test orders and accounts,
+        cancellations, duplicates and rows missing a key field, beside the store, with the rule's name.
         Nothing is written when any file breaks the contract; re-ingesting the same files changes nothing.
         """
         from rich.console import Console
 
+        from core.errors import PropensityError
         from pipelines.ingest import ingest
 
+        if no_cleaning and cleaning is not None:
+            raise PropensityError("give --cleaning or --no-cleaning, not both")
         console = Console(stderr=True)
         with console.status("ingesting") as status:
             report = ingest(
@@ -58,6 +69,7 @@ def _ingest_command():
                 store=store,
                 lock_timeout=lock_timeout,
                 progress=lambda msg: status.update(msg),
+                cleaning=False if no_cleaning else cleaning,
                 **files,
             )
         _print_report(report)
@@ -105,6 +117,24 @@ def _ingest_command():
                 help="Seconds to wait while another ingest writes the same store (default 600).",
             ),
         ),
+        inspect.Parameter(
+            "cleaning",
+            keyword,
+            annotation=Path | None,
+            default=typer.Option(
+                None,
+                "--cleaning",
+                help="Cleaning rules YAML (default: configs/cleaning.yaml); the column map's cleaning: section overrides it.",
+            ),
+        ),
+        inspect.Parameter(
+            "no_cleaning",
+            keyword,
+            annotation=bool,
+            default=typer.Option(
+                False, "--no-cleaning", help="Switch every cleaning rule off: the contract alone decides."
+            ),
+        ),
     ]
     ingest_command.__signature__ = inspect.Signature(params)  # typer reads the options from here
     return ingest_command
@@ -138,10 +168,33 @@ def _print_report(report) -> None:
             str(len(result.months_written)),
         )
     Console().print(table)
+    removed = report.removed()
+    if removed:
+        again = [t for t, r in report.tables.items() if r.quarantine_file and not r.quarantine_new]
+        _print_quarantine(removed, f"removed by the cleaning rules -> {report.quarantine}")
+        if again:
+            log.info("already in the quarantine from an earlier run (nothing added): %s", ", ".join(again))
     if report.absent:
         log.info("absent families (no file given, nothing faked): %s", ", ".join(report.absent))
     if not report.changed:
         log.info("nothing new: the store is unchanged")
+
+
+def _print_quarantine(counts: dict[str, dict[str, int]], title: str) -> None:
+    """Rows per table and cleaning rule, as a table (nothing when no rule removed anything)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = [(t, rule, n) for t, rules in counts.items() for rule, n in sorted(rules.items())]
+    if not rows:
+        return
+    table = Table(title=title)
+    for name in ("table", "rule", "rows"):
+        table.add_column(name, justify="right" if name == "rows" else "left")
+    for t, rule, n in rows:
+        table.add_row(t, rule, f"{n:,}")
+    table.add_row("all", "", f"{sum(n for _, _, n in rows):,}", style="bold")
+    Console().print(table)
 
 
 def _print_summary(summaries, store) -> None:

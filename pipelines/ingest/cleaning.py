@@ -137,8 +137,10 @@ class ContentDuplicatesRule(Rule):
     ``window_minutes`` of the previous one. The first is kept."""
 
     window_minutes: float = Field(30.0, gt=0)
+    # Empty in code (the ingest names no table, tests/pipelines/test_ingest_families.py); the shipped
+    # configs/cleaning.yaml sets complaints: [channel, category, severity].
     tables: dict[str, list[str]] = Field(
-        default_factory=lambda: {"complaints": ["channel", "category", "severity"]},
+        default_factory=dict,
         description="table -> the columns that make two rows the same content (besides the customer)",
     )
 
@@ -407,7 +409,7 @@ def _content_duplicates(out: Cleaned, spec: Table, rule: ContentDuplicatesRule, 
     if len(frame) < 2:
         return
     group = frame.groupby([ENTITY_KEY, *content], sort=False, dropna=False).ngroup().to_numpy()
-    times = frame[spec.time_column].to_numpy().astype("datetime64[us]").astype(np.int64)
+    times = _micros(frame[spec.time_column])
     order = np.lexsort((np.arange(len(frame)), times, group))
     same = group[order][1:] == group[order][:-1]
     gap = np.diff(times[order])
@@ -423,6 +425,12 @@ def _content_duplicates(out: Cleaned, spec: Table, rule: ContentDuplicatesRule, 
     out.remove(hit, "content_duplicates", detail)
 
 
+def _micros(times: pd.Series) -> np.ndarray:
+    """Microseconds since the epoch (UTC) as int64; ``to_numpy()`` of a zoned column is slow objects."""
+    utc = pd.to_datetime(times, utc=True).dt.tz_localize(None)
+    return utc.to_numpy().astype("datetime64[us]").view(np.int64)
+
+
 def _customer_codes(frame: pd.DataFrame) -> np.ndarray:
     return pd.factorize(frame[ENTITY_KEY], sort=False)[0]
 
@@ -433,7 +441,7 @@ def _bots(out: Cleaned, spec: Table, rule: BotsRule) -> np.ndarray:
     codes = _customer_codes(frame)
     if len(frame) == 0:
         return codes
-    days = frame[spec.time_column].to_numpy().astype("datetime64[D]").astype(np.int64)
+    days = _micros(frame[spec.time_column]) // 86_400_000_000  # UTC days
     first = days.min()
     span = int(days.max() - first) + 1
     key = codes.astype(np.int64) * span + (days - first)
@@ -449,7 +457,7 @@ def _bots(out: Cleaned, spec: Table, rule: BotsRule) -> np.ndarray:
     per_row = counts[inverse]
     detail = np.empty(len(frame), dtype=object)
     for i in np.flatnonzero(hit):
-        detail[i] = f"{per_row[i]:,} page views on {np.datetime64(int(days[i]), 'D')}"
+        detail[i] = f"{per_row[i]:,} page views on {np.datetime64(int(days[i]), 'D')} (UTC)"
     out.remove(hit, "bots", detail)
     return codes[~hit]
 
@@ -466,7 +474,7 @@ def _short_views(
         if codes is None:
             codes = _customer_codes(frame)
         session = pd.factorize(frame["session_id"], sort=False)[0]
-        times = frame[spec.time_column].to_numpy().astype("datetime64[us]").astype(np.int64)
+        times = _micros(frame[spec.time_column])
         order = np.lexsort((np.arange(len(frame)), times, session, codes))
         same = (codes[order][1:] == codes[order][:-1]) & (session[order][1:] == session[order][:-1])
         gap = np.where(same, np.diff(times[order]) / 1e6, np.nan)
@@ -503,7 +511,7 @@ def _cancellations(
         return
 
     customers = frame[ENTITY_KEY].to_numpy(dtype=object)
-    times = frame[spec.time_column].to_numpy().astype("datetime64[us]").astype(np.int64)
+    times = _micros(frame[spec.time_column])
     window = None if rule.within_days is None else rule.within_days * 86_400e6
     wanted = set(customers[cancel])
     candidates = np.flatnonzero(~cancel & pd.Series(customers).isin(wanted).to_numpy())

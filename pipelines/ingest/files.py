@@ -61,8 +61,11 @@ class RawFile:
     problems: list[Problem]
 
 
-def read_file(path: Path, delimiter: str, max_field_bytes: int) -> RawFile:
-    """Read ``path`` by its suffix; each problem names the file (and row and column where there is one)."""
+def read_file(path: Path, delimiter: str, max_field_bytes: int, encoding: str = "utf-8") -> RawFile:
+    """Read ``path`` by its suffix; each problem names the file (and row and column where there is one).
+
+    ``encoding`` is that of CSV text (the column map's ``encoding``): UTF-8 unless the map says otherwise.
+    """
     label = str(path)
     name = path.name.lower()
     if not path.is_file():
@@ -72,7 +75,7 @@ def read_file(path: Path, delimiter: str, max_field_bytes: int) -> RawFile:
     try:
         if name.endswith(CSV_SUFFIXES):
             sep = "\t" if name.endswith(".tsv") else delimiter
-            return _read_csv(path, sep, max_field_bytes, label)
+            return _read_csv(path, sep, max_field_bytes, label, _text_encoding(encoding))
         if name.endswith(PARQUET_SUFFIXES):
             return _read_parquet(path, max_field_bytes, label)
     except DataError as exc:
@@ -94,7 +97,15 @@ def _opener(path: Path) -> Callable[..., IO]:
     return gzip.open if path.name.lower().endswith(".gz") else open
 
 
-def _read_csv(path: Path, sep: str, limit: int, label: str) -> RawFile:
+def _text_encoding(encoding: str) -> str:
+    """The codec to open CSV text with: UTF-8 with an optional BOM, or the encoding the map names."""
+    import codecs
+
+    name = codecs.lookup(encoding).name
+    return "utf-8-sig" if name in ("utf-8", "utf-8-sig") else name
+
+
+def _read_csv(path: Path, sep: str, limit: int, label: str, encoding: str = "utf-8-sig") -> RawFile:
     opener = _opener(path)
     try:
         with opener(path, "rb") as fh:
@@ -103,10 +114,10 @@ def _read_csv(path: Path, sep: str, limit: int, label: str) -> RawFile:
         raise DataError(f"cannot read the file: {exc}") from exc
     if not sample:
         raise DataError("file is empty")
-    _sniff(sample, complete=len(sample) < SAMPLE_BYTES)
+    _sniff(sample, complete=len(sample) < SAMPLE_BYTES, encoding=encoding)
 
     try:
-        header = _header(path, sep)
+        header = _header(path, sep, encoding)
     except (UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"cannot read the header line: {exc}") from exc
     duplicates = _duplicate_names(header, label)
@@ -114,18 +125,26 @@ def _read_csv(path: Path, sep: str, limit: int, label: str) -> RawFile:
         return RawFile(None, duplicates)
     scan = _scan(path, sep.encode())
     if scan.ragged or scan.longest_record > limit or scan.control:
-        problems = _diagnose(path, sep, limit, label)
+        problems = _diagnose(path, sep, limit, label, encoding)
         if problems:
             return RawFile(None, problems)
     try:
         # Everything as text: ids like '007' keep their zeros and each column gets parsed by its contract.
-        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""], index_col=False)
+        frame = pd.read_csv(
+            path,
+            sep=sep,
+            dtype=str,
+            keep_default_na=False,
+            na_values=[""],
+            index_col=False,
+            encoding=encoding,
+        )
     except pd.errors.EmptyDataError as exc:
         raise DataError("file is empty") from exc
     except UnicodeDecodeError as exc:
         raise DataError(
-            f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} past the first "
-            f"{SAMPLE_BYTES // 1024} KB); save the export as UTF-8"
+            f"not {_encoding_name(encoding)} text (byte 0x{exc.object[exc.start]:02x} past the first "
+            f"{SAMPLE_BYTES // 1024} KB); {_encoding_hint(encoding)}"
         ) from exc
     except Exception as exc:  # the parser raises many types; all mean the file cannot be read
         raise DataError(f"cannot read the file: {exc}") from exc
@@ -133,8 +152,18 @@ def _read_csv(path: Path, sep: str, limit: int, label: str) -> RawFile:
     return RawFile(frame, [])
 
 
-def _sniff(sample: bytes, complete: bool) -> None:
-    """Raise DataError when the file's first bytes are not UTF-8 text."""
+def _encoding_name(encoding: str) -> str:
+    return "UTF-8" if encoding == "utf-8-sig" else encoding
+
+
+def _encoding_hint(encoding: str) -> str:
+    if encoding == "utf-8-sig":
+        return "save the export as UTF-8, or set encoding in the column map (e.g. encoding: iso-8859-1)"
+    return "check the column map's encoding"
+
+
+def _sniff(sample: bytes, complete: bool, encoding: str = "utf-8-sig") -> None:
+    """Raise DataError when the file's first bytes are not text in ``encoding``."""
     for magic, kind in MAGIC.items():
         if sample.startswith(magic):
             raise DataError(f"not a text/CSV file (looks like {kind})")
@@ -146,18 +175,19 @@ def _sniff(sample: bytes, complete: bool) -> None:
     if controls > max(3, len(sample) // 20):
         raise DataError(f"not a text/CSV file ({controls:,} control bytes in its first {len(sample):,})")
     try:
-        sample.decode("utf-8")
+        sample.decode(encoding)
     except UnicodeDecodeError as exc:
         if not complete and exc.start >= len(sample) - 3:  # a character cut by the sample's end
             return
         line = sample[: exc.start].count(b"\n") + 1
         raise DataError(
-            f"not UTF-8 text (byte 0x{sample[exc.start]:02x} on line {line}); save the export as UTF-8"
+            f"not {_encoding_name(encoding)} text (byte 0x{sample[exc.start]:02x} on line {line}); "
+            f"{_encoding_hint(encoding)}"
         ) from exc
 
 
-def _header(path: Path, sep: str) -> list[str]:
-    with _opener(path)(path, "rt", encoding="utf-8-sig", newline="") as fh:
+def _header(path: Path, sep: str, encoding: str = "utf-8-sig") -> list[str]:
+    with _opener(path)(path, "rt", encoding=encoding, newline="") as fh:
         return next((r for r in csv.reader(fh, delimiter=sep) if r), [])  # pandas skips blank lines
 
 
@@ -239,7 +269,7 @@ def _scan(path: Path, sep: bytes) -> _Scan:
     return result
 
 
-def _diagnose(path: Path, sep: str, limit: int, label: str) -> list[Problem]:
+def _diagnose(path: Path, sep: str, limit: int, label: str, encoding: str = "utf-8-sig") -> list[Problem]:
     """The exact step: read every record with the csv module and name what is wrong where."""
     ragged: list[tuple[int, int]] = []
     big: dict[str, list[tuple[int, int]]] = {}
@@ -247,8 +277,9 @@ def _diagnose(path: Path, sep: str, limit: int, label: str) -> list[Problem]:
     previous = csv.field_size_limit()
     csv.field_size_limit(max(4 * limit, previous))  # characters; a field over it is over the byte limit too
     row = 0
+    codec = "utf-8" if encoding == "utf-8-sig" else encoding  # sizes in the file's bytes, no BOM
     try:
-        with _opener(path)(path, "rt", encoding="utf-8-sig", newline="") as fh:
+        with _opener(path)(path, "rt", encoding=encoding, newline="") as fh:
             reader = csv.reader(fh, delimiter=sep)
             header = [h.strip() for h in next((r for r in reader if r), [])]
             width = len(header)
@@ -270,8 +301,8 @@ def _diagnose(path: Path, sep: str, limit: int, label: str) -> list[Problem]:
                         continue
                     has_control = CONTROL_RE.search("".join(record)) is not None
                     for name, value in zip(header, record, strict=True):
-                        if len(value) * 4 > limit and len(value.encode("utf-8")) > limit:
-                            big.setdefault(name, []).append((row, len(value.encode("utf-8"))))
+                        if len(value) * 4 > limit and len(value.encode(codec)) > limit:
+                            big.setdefault(name, []).append((row, len(value.encode(codec))))
                         elif has_control and CONTROL_RE.search(value):
                             control.setdefault(name, []).append((row, value))
             except csv.Error as exc:  # a field longer than even the csv module's limit
@@ -284,7 +315,9 @@ def _diagnose(path: Path, sep: str, limit: int, label: str) -> list[Problem]:
                     )
                 ]
     except UnicodeDecodeError as exc:
-        raise DataError(f"not UTF-8 text (after row {row}); save the export as UTF-8") from exc
+        raise DataError(
+            f"not {_encoding_name(encoding)} text (after row {row}); {_encoding_hint(encoding)}"
+        ) from exc
     finally:
         csv.field_size_limit(previous)
 

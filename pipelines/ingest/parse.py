@@ -17,11 +17,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.contract import FLOAT, INT, STRING, TABLES, TIMESTAMP, Column, Table
-from core.schemas import Problem, before_earliest, future_limit, in_the_future, problem_from_mask
-from pipelines.ingest.columns import EPOCH_FORMATS, ColumnMap, map_columns
+from core.contract import ENTITY_KEY, FLOAT, INT, STRING, TABLES, TIMESTAMP, Column, Table
+from core.schemas import SHOWN_ROWS, Problem, before_earliest, future_limit, in_the_future, problem_from_mask
+from pipelines.ingest.cleaning import (
+    DETAIL_COLUMN,
+    RULE_COLUMN,
+    CleaningConfig,
+    duplicate_rows,
+    missing_policy,
+    missing_rule_name,
+)
+from pipelines.ingest.columns import EPOCH_FORMATS, ColumnMap, Lines, map_columns
 from pipelines.ingest.files import read_file
 
+# Products and sums of amounts are rounded to this many decimals: 6 x 2.55 is 15.299999999999999 in
+# binary floats, and no currency has more decimals than this.
+COMPUTED_DECIMALS = 6
 _NULL_DTYPES = {TIMESTAMP: "datetime64[us, UTC]", FLOAT: "float64", INT: "Int64", STRING: object}
 # What pandas' nanosecond timestamps can hold (to the microsecond, as Python's datetime has it).
 _PANDAS_LATEST = pd.Timestamp.max.floor("us").to_pydatetime()
@@ -30,7 +41,13 @@ _PANDAS_EARLIEST = pd.Timestamp.min.ceil("us").to_pydatetime()
 
 @dataclass
 class Source:
-    """One input file after parsing: canonical frame (0-based RangeIndex = file row - 1) and its problems."""
+    """One input file after parsing: canonical frame and its problems.
+
+    ``frame``'s index is the file row - 1 (an order made of lines: its first line's), also after the
+    cleaning rules removed rows; ``removed`` holds those rows (with ``rule`` and ``detail`` columns) for
+    the quarantine. ``marks`` are per-row facts the rules need but the store does not keep (a negative
+    line quantity, a dwell column), aligned with ``frame``'s index.
+    """
 
     table: str
     path: Path
@@ -40,42 +57,101 @@ class Source:
     # Canonical columns the file carried (an optional column it lacked is in ``frame`` as nulls): a
     # re-export updates only these, the stored values of the others stay.
     columns: frozenset[str] = frozenset()
+    removed: list[pd.DataFrame] = field(default_factory=list)
+    marks: dict[str, pd.Series] = field(default_factory=dict)
+    rows_read: int = 0  # rows of the file (order lines, when it lists lines)
 
 
-def read_source(path: str | Path, table: str, cmap: ColumnMap, now: pd.Timestamp | None = None) -> Source:
-    """Read one file, map its columns and parse them into canonical types; collect what is wrong."""
+def read_source(
+    path: str | Path,
+    table: str,
+    cmap: ColumnMap,
+    now: pd.Timestamp | None = None,
+    cleaning: CleaningConfig | None = None,
+) -> Source:
+    """Read one file, map its columns and parse them into canonical types; collect what is wrong.
+
+    With ``cleaning`` (the rules, the column map's overrides applied), empty fields follow its
+    missing-value policy and repeated rows are quarantined; without it, an empty required field is a
+    problem. Order lines (the map's ``lines``) are added up into orders here.
+    """
     path = Path(path)
     spec = TABLES[table]
     label = str(path)
-    raw_file = read_file(path, cmap.delimiter, cmap.max_field_bytes)
+    rules = cleaning if cleaning is not None else CleaningConfig.disabled()
+    raw_file = read_file(path, cmap.delimiter, cmap.max_field_bytes, cmap.encoding)
     if raw_file.frame is None:
         return Source(table, path, None, raw_file.problems)
     raw = raw_file.frame.reset_index(drop=True)
     if raw.empty:
         return Source(table, path, None, [Problem(label, None, f"has a header but no rows ({table})")])
-    raw, problems = map_columns(raw, spec, cmap, label)
+    rows_read = len(raw)
+    now = now if now is not None else pd.Timestamp.now(tz="UTC")
+    marks: dict[str, pd.Series] = {}
+    problems: list[Problem] = []
+    dwell = rules.short_views.dwell_column if rules.short_views.enabled else None
+    if dwell and "session_id" in spec.names and dwell in raw.columns:
+        # Read for the short-view rule, not stored: page views take no other columns.
+        seconds, problems = _parse_column(raw[dwell], Column(dwell, FLOAT), label, cmap, table, now)
+        marks["dwell"] = seconds
+        raw = raw.drop(columns=[dwell])
+    raw, found = map_columns(raw, spec, cmap, label)
+    problems += found
     if raw is None:
         return Source(table, path, None, problems)
 
-    now = now if now is not None else pd.Timestamp.now(tz="UTC")
+    tmap = cmap.table(table)
+    computed = tmap.computed
     out = pd.DataFrame(index=raw.index)
+    missing: dict[str, pd.Series] = {}  # canonical column -> empty in the file
     for col in spec.columns:
-        if col.name not in raw.columns:
+        if col.name in computed:
+            parsed, found, empty = _product(raw, computed[col.name].multiply, label, cmap, table, now)
+        elif col.name in raw.columns:
+            parsed, found = _parse_column(raw[col.name], col, label, cmap, table, now)
+            empty = raw[col.name].isna()
+        else:
             continue
-        parsed, found = _parse_column(raw[col.name], col, label, cmap, table, now)
         problems += found
         if not col.nullable:
-            problem = problem_from_mask(label, col.name, "missing value", raw[col.name].isna(), raw[col.name])
-            if problem:
-                problems.append(problem)
+            missing[col.name] = empty
         out[col.name] = parsed
-    extras = [c for c in raw.columns if c not in spec.names]
+    consumed = {n for how in computed.values() for n in how.multiply}
+    for name, how in computed.items():  # a computed attribute of customers / orders (revenue: ...)
+        if name not in spec.names:
+            out[name] = _product(raw, how.multiply, label, cmap, table, now)[0]
+    extras = [c for c in raw.columns if c not in spec.names and c not in computed]
+    if not spec.extra_columns_allowed:
+        extras = [c for c in extras if c not in consumed]
     for col in extras:  # optional attributes of customers / orders: numbers when every value is one
         out[col] = _attribute(raw[col])
+    out, gone, found, notes = apply_missing_values(out, raw, missing, spec, rules, label, rows_read)
+    problems += found
     if problems:
         return Source(table, path, None, problems)
+    removed = [gone] if gone is not None else []
+
+    id_in_file = spec.id_column is not None and spec.id_column in out.columns
+    if rules.duplicate_rows.enabled and id_in_file:
+        # The same record exported twice (every column equal); a file without ids keeps equal rows
+        # apart instead: two equal purchases on one day are two orders.
+        repeated = duplicate_rows(out)
+        if repeated.any():
+            gone = out[repeated].copy()
+            gone.insert(0, DETAIL_COLUMN, "repeats an earlier row of the file")
+            gone.insert(0, RULE_COLUMN, "duplicate_rows")
+            removed.append(gone)
+            out = out[~repeated]
+    quantity = rules.cancellations.quantity_column if rules.cancellations.enabled else None
+    if quantity is not None and quantity in out.columns:
+        marks["negative_quantity"] = pd.to_numeric(out[quantity], errors="coerce") < 0
+    if tmap.lines is not None:
+        out, found, marks = _orders_from_lines(out, spec, tmap.lines, marks, label)
+        if found:
+            return Source(table, path, None, found)
+        notes.append(f"{label}: {rows_read:,} order lines added up into {len(out):,} orders")
+
     carried = set(out.columns)
-    notes: list[str] = []
     for col in spec.columns:  # optional columns not in the file: stored as nulls, so every file has them all
         if not col.required and col.name not in out.columns:
             out[col.name] = pd.Series(None, index=out.index, dtype=_NULL_DTYPES[col.kind])
@@ -85,11 +161,132 @@ def read_source(path: str | Path, table: str, cmap: ColumnMap, now: pd.Timestamp
         notes.append(
             f"{label}: no {spec.id_column} column; ids derived from the row content (stable on re-ingest)"
         )
-    for col in spec.columns:  # nulls were rejected above: the strict numpy integer type is safe now
+    for col in spec.columns:  # nulls were removed above: the strict numpy integer type is safe now
         if col.kind == INT and col.name in carried and not col.nullable:
             out[col.name] = out[col.name].astype("int64")
     ordered = [c for c in spec.names if c in out.columns] + [c for c in out.columns if c not in spec.names]
-    return Source(table, path, out[ordered], [], notes, frozenset(carried))
+    return Source(
+        table, path, out[ordered], [], notes, frozenset(carried), removed, marks, rows_read=rows_read
+    )
+
+
+def apply_missing_values(
+    out: pd.DataFrame,
+    raw: pd.DataFrame,
+    missing: dict[str, pd.Series],
+    spec: Table,
+    rules: CleaningConfig,
+    label: str,
+    rows_read: int,
+) -> tuple[pd.DataFrame, pd.DataFrame | None, list[Problem], list[str]]:
+    """Empty required fields, by the missing-value policy (``cleaning.MissingValuesRule``).
+
+    Returns the frame (filled, without the quarantined rows), the quarantined rows (rule
+    ``missing_customer`` / ``missing_<column>``, the first empty key field of the row), the problems
+    (an empty field the policy does not allow, or a key field empty in more than ``max_share`` of the
+    rows) and notes (what was filled).
+    """
+    policy = rules.missing_values
+    problems: list[Problem] = []
+    notes: list[str] = []
+    rule_of = pd.Series(None, index=out.index, dtype=object)
+    for name, empty in missing.items():
+        count = int(empty.sum())
+        if not count:
+            continue
+        col = spec.column(name)
+        how = missing_policy(rules, spec, col)
+        shown = raw[name] if name in raw.columns else out[name]
+        if how == "fill":
+            out.loc[empty.to_numpy(), name] = policy.fill
+            notes.append(f"{label}: {count:,} empty value(s) of {spec.name}.{name} filled with {policy.fill!r}")
+            continue
+        share = count / rows_read
+        what = "missing value"
+        if how == "share" and share > policy.max_share:
+            what = (
+                f"missing value in {count:,} of {rows_read:,} rows ({share:.1%}), more than the "
+                f"{policy.max_share:.0%} the missing_values rule quarantines (max_share in configs/cleaning.yaml; "
+                f"or in the column map: cleaning: {{missing_values: {{columns: {{{spec.name}.{name}: quarantine}}}}}})"
+            )
+        elif how in ("share", "quarantine"):
+            rule_of = rule_of.where(rule_of.notna() | ~empty, missing_rule_name(name))
+            continue
+        problem = problem_from_mask(label, name, what, empty.to_numpy(), shown)
+        if problem:
+            problems.append(problem)
+    hit = rule_of.notna().to_numpy()
+    if problems or not hit.any():
+        return out, None, problems, notes
+    gone = out[hit].copy()
+    rule = rule_of[hit]
+    gone.insert(0, DETAIL_COLUMN, [f"{r.removeprefix('missing_')} is empty" for r in rule])
+    gone.insert(0, RULE_COLUMN, rule.to_numpy())
+    gone[DETAIL_COLUMN] = np.where(
+        gone[RULE_COLUMN] == "missing_customer", f"{ENTITY_KEY} is empty", gone[DETAIL_COLUMN]
+    )
+    return out[~hit], gone, [], notes
+
+
+def _product(
+    raw: pd.DataFrame, names: list[str], label: str, cmap: ColumnMap, table: str, now: pd.Timestamp
+) -> tuple[pd.Series, list[Problem], pd.Series]:
+    """The product of columns of the file (each parsed as a number); problems name the file's column."""
+    product = None
+    problems: list[Problem] = []
+    empty = pd.Series(False, index=raw.index)
+    for name in names:
+        parsed, found = _parse_column(raw[name], Column(name, FLOAT), label, cmap, table, now)
+        problems += found
+        empty |= raw[name].isna()
+        product = parsed if product is None else product * parsed
+    return product.round(COMPUTED_DECIMALS), problems, empty
+
+
+def _orders_from_lines(
+    lines: pd.DataFrame, spec: Table, how: Lines, marks: dict[str, pd.Series], label: str
+) -> tuple[pd.DataFrame, list[Problem], dict[str, pd.Series]]:
+    """Order lines -> orders: one per order id, amounts added up, the first line's time, the ``keep``
+    columns' first value. Lines of one order naming two customers are a problem."""
+    idc = spec.id_column
+    unknown = [c for c in how.keep if c not in lines.columns]
+    if unknown:
+        return lines, [
+            Problem(label, c, f"lines.keep names it, but the file has no such column (columns: "
+                    f"{', '.join(map(str, lines.columns))})") for c in unknown
+        ], marks
+    if lines.empty:
+        return lines[[c for c in lines.columns if c in spec.names or c in how.keep]], [], marks
+    group = lines.groupby(idc, sort=False)  # groups in order of their first line
+    first = lines.index[group.cumcount().to_numpy() == 0]
+    customers = group[ENTITY_KEY].nunique()
+    if (customers > 1).any():
+        bad = np.flatnonzero((customers > 1).to_numpy())
+        return lines, [
+            Problem(
+                label,
+                ENTITY_KEY,
+                "the lines of one order name more than one customer",
+                len(bad),
+                [int(first[i]) + 1 for i in bad[:SHOWN_ROWS]],
+                [customers.index[i] for i in bad[:SHOWN_ROWS]],
+            )
+        ], marks
+    agg: dict[str, str] = {}
+    for col in spec.columns:
+        if col.name == idc or col.name not in lines.columns:
+            continue
+        agg[col.name] = "sum" if col.name == "amount" else "min" if col.name == spec.time_column else "first"
+    for col in how.keep:
+        agg.setdefault(col, "first")
+    orders = group.agg(agg).reset_index()
+    orders.index = first
+    if "amount" in orders.columns:
+        orders["amount"] = orders["amount"].round(COMPUTED_DECIMALS)
+    if "negative_quantity" in marks:
+        negative = marks["negative_quantity"].reindex(lines.index).fillna(False)
+        marks = {**marks, "negative_quantity": negative.groupby(lines[idc].to_numpy(), sort=False).any().set_axis(first)}
+    return orders, [], marks
 
 
 def _parse_column(

@@ -3,14 +3,15 @@
 Every partition file against the table's schema, each row in the partition of its month, ids unique
 across months, every event's customer in customers, the manifest's families against the files, and the
 manifest's record of partition files (size and SHA-256) against the files on disk, which finds a commit
-left half-done and files changed behind the store's back. Runs under the store lock, so it never sees
+left half-done and files changed behind the store's back; and the quarantine's files against the
+manifest's record of them (the rows per cleaning rule are in each table's summary). Runs under the store lock, so it never sees
 a commit in the middle; it reports what a killed run left and repairs nothing (the next ingest does).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from core.contract import ENTITY_KEY, TABLES, entity_table
 from core.errors import DataError
 from core.events import EventStore, month_keys
 from core.schemas import Problem, check_table, problem_from_mask
+from pipelines.ingest import quarantine
 from pipelines.ingest.plan import concat
 
 
@@ -32,6 +34,7 @@ class TableSummary:
     first: pd.Timestamp | None = None
     last: pd.Timestamp | None = None
     months: int = 0
+    quarantined: dict[str, int] = field(default_factory=dict)  # cleaning rule -> rows in the quarantine
 
 
 def validate_store(
@@ -61,6 +64,8 @@ def validate_store(
 def _check(store: EventStore, now: pd.Timestamp) -> tuple[list[Problem], list[TableSummary]]:
     families = store.families()
     problems = [Problem(str(m.path), None, m.what) for m in store.check_manifest()]
+    held, found = quarantine.on_disk(quarantine.quarantine_root(store.root), store.manifest())
+    problems += found
     summaries: list[TableSummary] = []
     customer_ids: pd.Index | None = None
     frames: dict[str, tuple[pd.DataFrame, Callable]] = {}
@@ -76,7 +81,7 @@ def _check(store: EventStore, now: pd.Timestamp) -> tuple[list[Problem], list[Ta
                 Problem(str(store.table_dir(table)), None, f"manifest says {status} but no files")
             )
         if not parts:
-            summaries.append(TableSummary(table, status))
+            summaries.append(TableSummary(table, status, quarantined=held.get(table, {})))
             continue
         files = [p.path for p in parts]
         frames_read = [pd.read_parquet(f) for f in files]
@@ -107,6 +112,7 @@ def _check(store: EventStore, now: pd.Timestamp) -> tuple[list[Problem], list[Ta
                 first=df[spec.time_column].min(),
                 last=df[spec.time_column].max(),
                 months=len(parts),
+                quarantined=held.get(table, {}),
             )
         )
         if spec.entity:

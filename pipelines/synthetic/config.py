@@ -110,12 +110,44 @@ class ShiftConfig(StrictModel):
     churn: float = Field(1.3, gt=0)
 
 
+class AnomalyConfig(StrictModel):
+    """What `propensity generate --anomalies` adds to the exports, so the ingest's cleaning can be measured
+    (docs/generator.md, "Anomalies"). It draws from a random stream of its own: the genuine rows are the
+    same as without --anomalies."""
+
+    bot_accounts: int = Field(5, ge=0, description="accounts used by bots (added to customers)")
+    bot_active_share: float = Field(0.3, ge=0, le=1, description="share of days a bot is at work")
+    bot_views_per_day: tuple[int, int] = Field((150, 600), description="page views on a day at work (range)")
+    bot_gap_seconds: tuple[float, float] = Field((4.0, 40.0), description="seconds between a bot's views")
+    short_view_share: float = Field(
+        0.005, ge=0, le=1, description="share of page views before which a short view is inserted"
+    )
+    short_view_seconds: tuple[int, int] = Field((1, 2), description="a short view's time on the page")
+    test_order_share: float = Field(0.001, ge=0, le=1, description="test orders per genuine order")
+    test_amounts: tuple[float, ...] = Field((0.0, 999999.0), description="amounts test orders are placed with")
+    outlier_order_share: float = Field(0.001, ge=0, le=1, description="orders with an absurd amount")
+    outlier_amounts: tuple[float, float] = Field(
+        (20_000.0, 2_000_000.0), description="range of absurd amounts (log-uniform)"
+    )
+    cancellation_share: float = Field(0.02, ge=0, le=1, description="genuine orders cancelled or returned")
+    full_cancellation_share: float = Field(
+        0.5, ge=0, le=1, description="of those, cancelled in full (id C<order>); the rest partly returned (R<order>)"
+    )
+    returned_share: tuple[float, float] = Field((0.1, 0.6), description="share of a partial return's amount")
+    cancel_delay_days: tuple[float, float] = Field((0.05, 7.0), description="cancellation after the order")
+    duplicate_complaint_share: float = Field(
+        0.03, ge=0, le=1, description="complaints submitted a second time under another id"
+    )
+    duplicate_delay_minutes: tuple[float, float] = Field((1.0, 20.0), description="the second after the first")
+
+
 class GeneratorConfig(StrictModel):
     population: PopulationConfig = PopulationConfig()
     funnel: FunnelConfig = FunnelConfig()
     churn: ChurnConfig = ChurnConfig()
     complaints: ComplaintConfig = ComplaintConfig()
     shift: ShiftConfig = ShiftConfig()
+    anomalies: AnomalyConfig = AnomalyConfig()
     truth_threads: int = Field(2, ge=1, le=64, description="threads for the ground-truth recursion")
 
 

@@ -12,6 +12,7 @@ from typing import Literal
 import numpy as np
 
 from core.errors import PropensityError
+from pipelines.synthetic.anomalies import Injector
 from pipelines.synthetic.config import GeneratorConfig
 from pipelines.synthetic.simulate import EventSink, Simulation
 from pipelines.synthetic.truth import week_truth
@@ -66,11 +67,14 @@ def generate(
     fmt: Literal["parquet", "csv"] = "parquet",
     config: GeneratorConfig | None = None,
     progress: bool = True,
+    anomalies: bool = False,
 ) -> GenerateReport:
     """Simulate ``customers`` over the ``days`` ending on ``end`` and write the raw tables and ground truth.
 
     Each file is written to a temporary sibling and all are renamed into place at the end, so a failed run
-    leaves earlier output untouched.
+    leaves earlier output untouched. ``anomalies`` adds bots, short views, test orders, absurd amounts,
+    cancellations and duplicate complaints (``config.anomalies``), labelled in anomalies.parquet; the
+    genuine rows stay those of a run without it.
     """
     if customers < 1:
         raise PropensityError(f"--customers must be at least 1, got {customers}")
@@ -91,7 +95,8 @@ def generate(
         )
     truth_sum = np.zeros(2)
     truth_rows = 0
-    with raw_export(sim, out, fmt) as export:
+    injector = Injector(sim, cfg.anomalies, seed) if anomalies else None
+    with raw_export(sim, out, fmt, injector) as export:
         sink = EventSink()
         sim.pre_window_orders(sink)
         with ThreadPoolExecutor(max_workers=cfg.truth_threads) as pool, _progress(progress) as bar:
@@ -105,7 +110,7 @@ def generate(
                 sim.step(day, sink)
                 month_ends = (sim.start + timedelta(days=day + 1)).day == 1
                 if month_ends or day == days - 1:
-                    export.flush(sink)
+                    export.flush(sink, through_day=day)
                 if bar:
                     bar.advance(task)
         export.write_customers()

@@ -122,25 +122,37 @@ SCHEMAS = {
 }
 
 
-def export_files(out: Path, fmt: str) -> dict[str, Path]:
-    """Where a run writes each table in ``out``; the ground truth is always Parquet."""
+def export_files(out: Path, fmt: str, anomalies: bool = False) -> dict[str, Path]:
+    """Where a run writes each table in ``out``; the ground truth (and the anomaly labels) always Parquet."""
     ext = "parquet" if fmt == "parquet" else "csv"
     files = {name: out / f"{name}.{ext}" for name in TABLE_FILES}
     files["ground_truth"] = out / GROUND_TRUTH_FILE
+    if anomalies:
+        from pipelines.synthetic.anomalies import ANOMALIES_FILE
+
+        files["anomalies"] = out / ANOMALIES_FILE
     return files
 
 
 class RawExport:
     """Writers of one run's files (at their temporary paths) and the id and code tables they share."""
 
-    def __init__(self, sim: Simulation, files: dict[str, Path], temps: dict[str, Path], fmt: str):
+    def __init__(self, sim: Simulation, files: dict[str, Path], temps: dict[str, Path], fmt: str, anomalies=None):
         self.sim, self.fmt, self.files, self._temps = sim, fmt, files, temps
+        self.anomalies = anomalies  # an anomalies.Injector (--anomalies) or None
         self.writers = {
             name: TableWriter(temps[name], SCHEMAS[name], fmt)
             for name in ("orders", "page_views", "complaints")
         }
         self.truth_writer = TableWriter(temps["ground_truth"], SCHEMAS["ground_truth"], "parquet")
-        self.customer_ids = _ids("C", np.arange(1, sim.n + 1), sim.id_width)
+        accounts = sim.n if anomalies is None else anomalies.accounts
+        width = max(sim.id_width, len(str(accounts)))
+        self.customer_ids = _ids("C", np.arange(1, accounts + 1), width)
+        self.label_writer = None
+        if anomalies is not None:
+            from pipelines.synthetic.anomalies import LABEL_SCHEMA
+
+            self.label_writer = TableWriter(temps["anomalies"], LABEL_SCHEMA, "parquet")
         self.page_types = pa.array(PAGE_TYPES)
         products = np.arange(N_PRODUCT_CATEGORIES * PRODUCTS_PER_CATEGORY)
         self.product_ids = _ids("P", products + 1, 5)
@@ -152,7 +164,17 @@ class RawExport:
         rows = {"customers": self.customer_rows}
         rows.update({name: w.rows for name, w in self.writers.items()})
         rows["ground_truth"] = self.truth_writer.rows
+        if self.label_writer is not None:
+            rows["anomalies"] = self.label_writer.rows
         return rows
+
+    def _inject(self, table: str, made: tuple[list[dict], list[dict]]) -> None:
+        """Write the anomalies' rows after the chunk's genuine ones, and their labels."""
+        rows, labels = made
+        for columns in rows:
+            self.writers[table].write(columns)
+        for columns in labels:
+            self.label_writer.write(columns)
 
     def _us(self, day, sec) -> np.ndarray:
         return (
@@ -162,8 +184,12 @@ class RawExport:
     def _cust(self, cust) -> pa.Array:
         return pc.take(self.customer_ids, pa.array(np.asarray(cust, np.int64)))
 
-    def flush(self, sink: EventSink) -> None:
-        """Write the sink's events (one chunk per table) and empty it."""
+    def flush(self, sink: EventSink, through_day: int | None = None) -> None:
+        """Write the sink's events (one chunk per table) and empty it; ``through_day``: the chunk's last
+        day (for the bots' traffic of --anomalies)."""
+        injector = self.anomalies
+        if injector is not None:
+            self._inject("page_views", injector.bot_views(self, self.last_day if through_day is None else through_day))
         if sink.page_views:
             cust = np.concatenate([p[0] for p in sink.page_views])
             session = np.concatenate([p[1] for p in sink.page_views])
@@ -180,6 +206,8 @@ class RawExport:
                     "product_id": pc.take(self.product_ids, pa.array(product, mask=product < 0)),
                 }
             )
+            if injector is not None:
+                self._inject("page_views", injector.short_views(self, cust, session, self._us(day, sec), day))
         if sink.orders:
             order_no = np.concatenate([o[0] for o in sink.orders])
             cust = np.concatenate([o[1] for o in sink.orders])
@@ -187,18 +215,20 @@ class RawExport:
             sec = np.concatenate([o[3] for o in sink.orders])
             us = self._us(day, sec)
             sort = np.argsort(us, kind="stable")
+            amount = np.concatenate([o[4] for o in sink.orders])[sort]
+            channel = np.concatenate([o[5] for o in sink.orders])[sort]
+            order_ids = _ids("O", order_no[sort] + 1, 9)
             self.writers["orders"].write(
                 {
-                    "order_id": _ids("O", order_no[sort] + 1, 9),
+                    "order_id": order_ids,
                     "customer_id": self._cust(cust[sort]),
                     "ordered_at": _timestamps(us[sort]),
-                    "amount": pa.array(np.concatenate([o[4] for o in sink.orders])[sort]),
-                    "channel": pc.take(
-                        pa.array(["web", "store"]),
-                        pa.array(np.concatenate([o[5] for o in sink.orders])[sort]),
-                    ),
+                    "amount": pa.array(amount),
+                    "channel": pc.take(pa.array(["web", "store"]), pa.array(channel)),
                 }
             )
+            if injector is not None:
+                self._inject("orders", injector.orders(self, order_ids, cust[sort], us[sort], amount, channel))
         if sink.complaints:
             cols = [np.concatenate([c[i] for c in sink.complaints]) for i in range(8)]
             number, cust, open_day, open_sec, channel, category, severity, resolved_us = cols
@@ -220,6 +250,11 @@ class RawExport:
                     "resolved_at": pa.array(resolved_abs[m], type=pa.int64(), mask=unresolved[m]).cast(_TS),
                 }
             )
+            if injector is not None:
+                made = injector.complaints(
+                    self, cust[m], opened_us[m], channel[m], category[m], severity[m], resolved_abs[m], unresolved[m]
+                )
+                self._inject("complaints", made)
         sink.page_views.clear()
         sink.orders.clear()
         sink.complaints.clear()
@@ -244,7 +279,7 @@ class RawExport:
         writer = TableWriter(self._temps["customers"], SCHEMAS["customers"], self.fmt)
         writer.write(
             {
-                "customer_id": self.customer_ids,
+                "customer_id": self.customer_ids.slice(0, sim.n),
                 "signup_at": _timestamps(us),
                 "region": pc.take(pa.array(REGIONS), pa.array(sim.traits.region)),
                 "acquisition_channel": pc.take(
@@ -252,6 +287,8 @@ class RawExport:
                 ),
             }
         )
+        if self.anomalies is not None and len(self.anomalies.bots):
+            writer.write(self.anomalies.bot_customers(self))  # the bots' accounts
         writer.close()
         self.customer_rows = writer.rows
         return writer.rows
@@ -260,14 +297,17 @@ class RawExport:
         for w in self.writers.values():
             w.close()
         self.truth_writer.close()
+        if self.label_writer is not None:
+            self.label_writer.close()
 
 
 @contextmanager
-def raw_export(sim: Simulation, out: Path, fmt: str) -> Iterator[RawExport]:
-    """A ``RawExport`` into ``out``: its files replace the earlier ones only when the block ends well."""
-    files = export_files(out, fmt)
+def raw_export(sim: Simulation, out: Path, fmt: str, anomalies=None) -> Iterator[RawExport]:
+    """A ``RawExport`` into ``out``: its files replace the earlier ones only when the block ends well.
+    ``anomalies``: an ``anomalies.Injector`` (--anomalies), which adds its labels file."""
+    files = export_files(out, fmt, anomalies is not None)
     with ExitStack() as stack:
         temps = {name: stack.enter_context(atomic_path(path)) for name, path in files.items()}
-        export = RawExport(sim, files, temps, fmt)
+        export = RawExport(sim, files, temps, fmt, anomalies)
         yield export
         export.close()  # before the renames: a Parquet file is complete only with its footer

@@ -118,14 +118,21 @@ def test_a_bad_request_does_not_fail_the_requests_batched_with_it(server):
     good = {"customer_ids": ["c001", "c002"], "models": ["churn"]}
     bad = b'{"customer_ids": ["c003", "\\ud800"], "models": ["churn"]}'
 
-    def call(i: int) -> tuple[str, int]:
+    def client_loop(i: int) -> list[tuple[str, int]]:
+        # One connection per thread, requests back to back: they arrive while others are being scored,
+        # so the batcher puts bad and good requests in the same batch.
+        out = []
         with httpx.Client(base_url=server["base"], timeout=10) as client:
-            if i % 4 == 0:
-                return "bad", client.post("/predict", content=bad, headers={**H, "Content-Type": "application/json"}).status_code
-            return "good", client.post("/predict", json=good, headers=H).status_code
+            for j in range(12):
+                if (i + j) % 4 == 0:
+                    res = client.post("/predict", content=bad, headers={**H, "Content-Type": "application/json"})
+                    out.append(("bad", res.status_code))
+                else:
+                    out.append(("good", client.post("/predict", json=good, headers=H).status_code))
+        return out
 
     with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(call, range(48)))
+        answers = [a for chunk in pool.map(client_loop, range(8)) for a in chunk]
     assert {status for kind, status in answers if kind == "good"} == {200}
     assert {status for kind, status in answers if kind == "bad"} == {422}
 

@@ -1,6 +1,14 @@
-"""The champion gate: a worse model never becomes champion; rollback; the audit log."""
+"""The champion gate: a worse model never becomes champion; rollback; the audit log.
+
+The models are LightGBM boosters of known relative quality, fitted on the churn training set of the
+session's generated business (real labels, Feast features) and logged with its test split as holdout, the
+way train_model does: 'good' uses every feature, 'weak' only days since the last order, 'bad' learns
+shuffled labels."""
 
 from __future__ import annotations
+
+import tempfile
+from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
@@ -8,63 +16,78 @@ import pandas as pd
 import pytest
 
 from core.errors import PropensityError
+from tests.training.business import point_env_at
+from tests.training.conftest import small_config
 from training.champion import Calibration, load_model_version, register_booster
+from training.labels import TEST, TRAIN
 from training.promotion import history, promote, rollback
 
-FEATURES = ["days_since_last_order", "orders_90d", "complaints_90d"]
+WEAK_FEATURE = "days_since_last_order"
 
 
-def make_rows(n: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    X = pd.DataFrame(rng.normal(size=(n, 3)), columns=FEATURES)
-    X["label"] = (X["days_since_last_order"] + 0.5 * X["complaints_90d"] + rng.normal(size=n) > 0).astype(int)
-    return X
+@pytest.fixture(scope="module")
+def rows(_trained_session):
+    """The churn training set of the session business (read once; each test registers into its own
+    fresh project home)."""
+    from training.train import build_training_set
+
+    with pytest.MonkeyPatch.context() as mp:
+        point_env_at(mp, _trained_session[0])
+        return build_training_set(small_config("churn"))
 
 
-def register_trained(quality: str) -> str:
-    """Train on informative ('good'), weak ('weak': one feature) or shuffled ('bad') labels; log a holdout
-    the way train_model does and register as challenger."""
+def fit(X: pd.DataFrame, y: np.ndarray, rounds: int = 30) -> lgb.Booster:
+    return lgb.train({"objective": "binary", "verbosity": -1, "num_threads": 1}, lgb.Dataset(X, y), rounds)
+
+
+def log_holdout(holdout: pd.DataFrame) -> None:
+    """The holdout artifact of the active run, as train_model logs it."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        holdout.to_parquet(Path(tmp) / "holdout.parquet", index=False)
+        mlflow.log_artifact(str(Path(tmp) / "holdout.parquet"), "holdout")
+
+
+def register_trained(ts, quality: str, drop: tuple[str, ...] = ()) -> str:
+    """Fit a 'good', 'weak' or 'bad' booster on the train split (without the ``drop`` features), log the
+    test split as holdout and register the model as challenger."""
     import mlflow
 
     from training.tracking import ensure_experiment
 
-    train, holdout = make_rows(2000, 1), make_rows(800, 2)
-    X, y = train[FEATURES], train["label"].to_numpy()
+    features = [f for f in ts.feature_names if f not in drop]
+    X, y = ts.X(TRAIN)[features], ts.y(TRAIN)
     if quality == "bad":
         y = np.random.default_rng(3).permutation(y)
     if quality == "weak":
-        X = X.assign(days_since_last_order=0.0)
-    booster = lgb.train({"objective": "binary", "verbosity": -1, "num_threads": 1}, lgb.Dataset(X, y), 30)
+        X = X.assign(**{c: 0.0 for c in features if c != WEAK_FEATURE})
+    booster = fit(X, y)
+    holdout = ts.part(TEST)[["event_timestamp", "label", *features]].reset_index(drop=True)
     with mlflow.start_run(experiment_id=ensure_experiment("churn")):
-        path = "holdout.parquet"
-        import tempfile
-        from pathlib import Path
-
-        with tempfile.TemporaryDirectory() as tmp:
-            holdout.to_parquet(Path(tmp) / path, index=False)
-            mlflow.log_artifact(str(Path(tmp) / path), "holdout")
+        log_holdout(holdout)
         return register_booster(booster, "churn", feature_service="churn_v1", calibration=Calibration(),
-                                extra_tags={"holdout_cutoff": "2026-08-30"})
+                                extra_tags={"holdout_cutoff": str(holdout["event_timestamp"].iloc[0].date())})
 
 
 def champion_version() -> str:
     return load_model_version("churn", alias="champion").version
 
 
-def test_gate_rollback_and_history(project_home, monkeypatch):
+def test_gate_rollback_and_history(project_home, rows, monkeypatch):
     monkeypatch.setenv("PROPENSITY_USER", "tester")
-    weak = register_trained("weak")
+    weak = register_trained(rows, "weak")
     first = promote("churn", margin=0.002, metric="roc_auc")
     assert first.promoted and first.reason == "no champion yet" and champion_version() == weak
 
-    bad = register_trained("bad")
+    bad = register_trained(rows, "bad")
     rejected = promote("churn", margin=0.002, metric="roc_auc")
     assert not rejected.promoted and rejected.decision == "rejected"
     assert rejected.challenger_score < rejected.champion_score
     assert champion_version() == weak  # a worse model never becomes champion
     assert load_model_version("churn", alias="challenger").version == bad
 
-    good = register_trained("good")
+    good = register_trained(rows, "good")
     won = promote("churn", margin=0.002, metric="roc_auc")
     assert won.promoted and won.challenger_score >= won.champion_score + 0.002
     assert champion_version() == good
@@ -85,10 +108,10 @@ def test_gate_rollback_and_history(project_home, monkeypatch):
     assert log[1]["champion_score"] == pytest.approx(rejected.champion_score)
 
 
-def test_margin_blocks_a_slightly_better_model(project_home):
-    register_trained("weak")
+def test_margin_blocks_a_slightly_better_model(project_home, rows):
+    register_trained(rows, "weak")
     promote("churn", margin=0.0, metric="roc_auc")
-    register_trained("good")
+    register_trained(rows, "good")
     decision = promote("churn", margin=0.9, metric="roc_auc")
     assert decision.decision == "rejected" and decision.challenger_score > decision.champion_score
     assert history("churn")[-1]["margin"] == 0.9
@@ -99,7 +122,7 @@ def test_promote_without_challenger_is_a_clear_error(project_home):
         promote("churn", margin=0.0, metric="roc_auc")
 
 
-def test_champion_on_another_feature_service_blocks_the_gate_unless_forced(project_home, monkeypatch):
+def test_champion_on_another_feature_service_blocks_the_gate_unless_forced(project_home, rows, monkeypatch):
     """A champion that reads features the challenger's holdout lacks cannot be scored on the same rows:
     promote stops with an error naming the features; --force promotes and the audit log says so."""
     import mlflow
@@ -108,22 +131,14 @@ def test_champion_on_another_feature_service_blocks_the_gate_unless_forced(proje
     from training.tracking import ensure_experiment
 
     monkeypatch.setenv("PROPENSITY_USER", "tester")
-    # The champion: trained on one more feature than the challenger's holdout has.
-    rows = make_rows(1500, 4).assign(orders_365d=lambda d: d["orders_90d"] * 3)
-    wide = [*FEATURES, "orders_365d"]
-    booster = lgb.train({"objective": "binary", "verbosity": -1, "num_threads": 1},
-                        lgb.Dataset(rows[wide], rows["label"]), 20)
+    # The champion: every feature, on another feature service.
+    booster = fit(rows.X(TRAIN), rows.y(TRAIN), 20)
     with mlflow.start_run(experiment_id=ensure_experiment("churn")):
-        import tempfile
-        from pathlib import Path
-
-        with tempfile.TemporaryDirectory() as tmp:
-            rows.to_parquet(Path(tmp) / "holdout.parquet", index=False)
-            mlflow.log_artifact(str(Path(tmp) / "holdout.parquet"), "holdout")
+        log_holdout(rows.part(TEST)[["event_timestamp", "label", *rows.feature_names]].reset_index(drop=True))
         old = register_booster(booster, "churn", feature_service="churn_v0", calibration=Calibration())
     assert promote("churn", margin=0.0, metric="roc_auc").promoted
 
-    new = register_trained("good")  # holdout without orders_365d
+    new = register_trained(rows, "good", drop=("orders_365d",))  # holdout without orders_365d
     with pytest.raises(IncomparableModels, match=r"needs feature\(s\) orders_365d.*--force"):
         promote("churn", margin=0.0, metric="roc_auc")
     assert champion_version() == old  # nothing moved
