@@ -30,7 +30,7 @@ def generate_events(events_dir: Path, customers: int, seed: int = 1) -> dict[str
     """A year of orders, page views (in sessions) and complaints for ``customers`` customers."""
     import duckdb
 
-    from core.events import EventStore
+    from core.events import PARTITION, EventStore
 
     if events_dir.exists():
         shutil.rmtree(events_dir)
@@ -72,12 +72,12 @@ def generate_events(events_dir: Path, customers: int, seed: int = 1) -> dict[str
     counts = {}
     for table, (sql, time_col) in specs.items():
         con.execute(
-            f"COPY (SELECT *, strftime({time_col}, '%Y-%m') AS month FROM ({sql}) WHERE {time_col} < "
+            f"COPY (SELECT *, strftime({time_col}, '%Y-%m') AS {PARTITION} FROM ({sql}) WHERE {time_col} < "
             f"TIMESTAMPTZ '{END} 00:00:00+00') TO '{events_dir / table}' "
-            "(FORMAT parquet, PARTITION_BY (month), COMPRESSION zstd)"
+            f"(FORMAT parquet, PARTITION_BY ({PARTITION}), COMPRESSION zstd)"
         )
         counts[table] = con.execute(
-            f"SELECT count(*) FROM read_parquet('{events_dir / table}/month=*/*.parquet')"
+            f"SELECT count(*) FROM read_parquet('{EventStore(events_dir).glob(table)}')"
         ).fetchone()[0]
     con.close()
     EventStore(events_dir).write_manifest(

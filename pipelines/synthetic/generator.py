@@ -12,7 +12,6 @@ from typing import Literal
 import numpy as np
 
 from core.errors import PropensityError
-from pipelines.synthetic.anomalies import Injector
 from pipelines.synthetic.config import GeneratorConfig
 from pipelines.synthetic.simulate import EventSink, Simulation
 from pipelines.synthetic.truth import week_truth
@@ -95,7 +94,11 @@ def generate(
         )
     truth_sum = np.zeros(2)
     truth_rows = 0
-    injector = Injector(sim, cfg.anomalies, seed) if anomalies else None
+    injector = None
+    if anomalies:
+        from pipelines.synthetic.anomalies import Injector  # here: `python -m` of that module stays clean
+
+        injector = Injector(sim, cfg.anomalies, seed)
     with raw_export(sim, out, fmt, injector) as export:
         sink = EventSink()
         sim.pre_window_orders(sink)
