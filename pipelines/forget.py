@@ -2,8 +2,9 @@
 
 Locations, in this order: the canonical event store (every table, every month partition), the raw
 exports under data/raw (so a re-ingest of the demo data does not bring them back; ground truth too), the
-Feast feature sources, the online store (whichever ``features.online_store`` is configured, through its
-``delete``), and every scores folder plus latest.parquet and the feature snapshots kept for monitoring.
+ingest's quarantine (rows its cleaning rules removed), the Feast feature sources, the online store
+(whichever ``features.online_store`` is configured, through its ``delete``), and every scores folder plus
+latest.parquet and the feature snapshots kept for monitoring.
 
 Each file is rewritten atomically (``core.io``); a file left empty is removed. MLflow holds no
 customer rows by design (models log features only, monitoring logs aggregates); ``forget`` checks the
@@ -165,6 +166,7 @@ def forget(customer_ids: list[str], check_tracking: bool = True) -> ForgetReport
     """Remove ``customer_ids`` from every store (see module docstring); report rows removed per location."""
     from core.settings import project_paths
     from serving.batch import refresh_latest
+    from serving.privacy import record_forgotten
 
     ids = {str(c).strip() for c in customer_ids if str(c).strip()}
     if not ids:
@@ -174,8 +176,11 @@ def forget(customer_ids: list[str], check_tracking: bool = True) -> ForgetReport
     hits: set[str] = set()
     forget_event_store(paths.events, ids, report, hits)
     forget_files(paths.raw, ids, report, "raw exports", hits)
+    forget_files(paths.quarantine, ids, report, "quarantine", hits)  # rows the ingest's cleaning removed
     forget_files(paths.feature_sources, ids, report, "feature sources", hits)
     forget_online(ids, report, hits)
+    # Running services hold recent answers in memory: they drop these customers on their next poll.
+    record_forgotten(ids, paths)
     # Every scores folder: the newest is what staff see, older ones feed realised-AUC monitoring.
     for as_of_dir in sorted(p for p in paths.scores.glob("*") if p.is_dir() and not p.name.startswith(".")):
         forget_files(as_of_dir, ids, report, f"scores {as_of_dir.name}", hits)

@@ -3,6 +3,7 @@ into them (413 for a batch over the maximum, 422 naming the first bad field)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 from collections.abc import Sequence
@@ -50,8 +51,24 @@ class _Request(BaseModel):
 CustomerId = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"\S")]
 
 
+def _iso_date(value: Any) -> Any:
+    # strict mode takes no string for a date; a date is sent as "YYYY-MM-DD" all the same.
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            raise ValueError("must be a date like 2024-05-06") from None
+    return value
+
+
+AsOf = Annotated[dt.date | None, BeforeValidator(_iso_date), WithJsonSchema({"type": ["string", "null"], "format": "date"})]
+
+
 class PredictRequest(_Request):
     customer_ids: list[CustomerId] = Field(min_length=1, description="ids to look up in the online store")
+    as_of: AsOf = Field(
+        None, description="score as of this date (features exact for it); default: the online store's snapshot date"
+    )
 
 
 def _feature_value(value: Any) -> float | int | str | None:

@@ -549,7 +549,7 @@ def _cancellations(
             if found is not None:
                 break
         if found is None:
-            detail[c] = NO_ORIGINAL
+            detail[c] = "amount 0: nothing to net" if value == 0 else NO_ORIGINAL
             continue
         before = remaining[found]
         if np.isfinite(value):
@@ -572,7 +572,7 @@ def _original_by_id(cancel_id: str, by_id: dict[str, int], usable) -> int | None
     """The order whose id is the cancellation's id with characters added before or after it (C123,
     123-R) or the same id; the longest such id first."""
     # At least half the cancellation's id must be the original's, so short ids do not match by chance.
-    for cut in range((len(cancel_id) + 1) // 2):
+    for cut in range(len(cancel_id) // 2 + 1):
         for candidate in {cancel_id[cut:], cancel_id[: len(cancel_id) - cut]}:
             i = by_id.get(candidate)
             if i is not None and usable(i):

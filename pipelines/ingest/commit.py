@@ -250,6 +250,7 @@ def _merge(
         )
         # The quarantine files are in place before the commit point; a run killed in between leaves
         # files the manifest does not list, which the next ingest removes.
+        store.root.mkdir(parents=True, exist_ok=True)  # a first run whose every row was quarantined
         store.replace_months(writes, manifest, drop_months=drops)
     for note in notes:
         log.info(note)

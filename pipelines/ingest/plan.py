@@ -215,6 +215,10 @@ def derive_customers(store: EventStore, frames: dict[str, pd.DataFrame]) -> pd.D
     stored = store.read(entity.name, columns=[ENTITY_KEY, since])
     new_ids = pd.concat(firsts, ignore_index=True)[ENTITY_KEY].unique()
     firsts.append(stored[stored[ENTITY_KEY].isin(new_ids)])
-    events = pd.concat([f for f in firsts if not f.empty], ignore_index=True)
+    seen = [f for f in firsts if not f.empty]
+    if not seen:  # every event of the run was quarantined: no customer to derive
+        empty = pd.DataFrame({ENTITY_KEY: pd.Series(dtype=object), since: pd.Series(dtype="datetime64[us, UTC]")})
+        return to_canonical_timestamps(empty, entity)
+    events = pd.concat(seen, ignore_index=True)
     derived = events.groupby(ENTITY_KEY, sort=True, as_index=False)[since].min()
     return to_canonical_timestamps(derived, entity)

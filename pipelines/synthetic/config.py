@@ -116,7 +116,7 @@ class AnomalyConfig(StrictModel):
     same as without --anomalies."""
 
     bot_accounts: int = Field(5, ge=0, description="accounts used by bots (added to customers)")
-    bot_active_share: float = Field(0.3, ge=0, le=1, description="share of days a bot is at work")
+    bot_active_share: float = Field(0.2, ge=0, le=1, description="share of days a bot is at work")
     bot_views_per_day: tuple[int, int] = Field((150, 600), description="page views on a day at work (range)")
     bot_gap_seconds: tuple[float, float] = Field((4.0, 40.0), description="seconds between a bot's views")
     short_view_share: float = Field(

@@ -14,10 +14,11 @@ from tests.training.business import copy_business, make_business, point_env_at
 
 
 def small_config(model: str, trials: int = 3):
-    """The shipped config with thresholds and tuning sized for test data."""
+    """The shipped config with thresholds and tuning sized for test data. One LightGBM thread: on the two
+    cores the tests share with other jobs, two OpenMP threads made boosting 3-20x slower (measured)."""
     cfg = load_spec(model, REPO_ROOT / "configs" / "models" / f"{model}.yaml")
     tuning = cfg.tuning.model_copy(update={"trials": trials, "max_boost_rounds": 300, "early_stopping_rounds": 20,
-                                           "startup_trials": 2, "pruner_warmup_rounds": 20})
+                                           "startup_trials": 2, "pruner_warmup_rounds": 20, "num_threads": 1})
     split = cfg.split.model_copy(update={"train_cutoffs": 12, "validation_cutoffs": 4})
     min_data = cfg.min_data.model_copy(update={"train_rows": 200, "train_positives": 20, "validation_rows": 50,
                                                "validation_positives": 5, "test_rows": 20, "test_positives": 3})
