@@ -130,7 +130,7 @@ def setup(n: int, trees: int, seed: int, max_depth: int = 8, num_leaves: int = 6
                              "learning_rate": 0.05,
                              "verbose": -1, "num_threads": 2, "feature_pre_filter": False},
                             lgb.Dataset(X, label=y), num_boost_round=trees)
-        register_booster(booster, model, feature_service=service, alias="champion",
+        register_booster(booster, model, bands={"high": 0.6, "medium": 0.3}, feature_service=service, alias="champion",
                          calibration=fit_platt(booster.predict(X.to_numpy(), raw_score=True), y.to_numpy()))
         sizes[model] = _model_size(booster)
     del views, sample, VIEWS

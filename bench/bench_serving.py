@@ -74,7 +74,7 @@ def build_project(home: Path, customers: int, trees: int) -> None:
         params = {"objective": "binary", "num_leaves": 15, "min_data_in_leaf": 5, "verbose": -1,
                   "learning_rate": 0.05, "num_threads": 2}
         booster = lgb.train(params, lgb.Dataset(frame[names], label=label), num_boost_round=trees)
-        register_booster(booster, name, feature_service=service, calibration=Calibration(), alias="champion")
+        register_booster(booster, name, bands={"high": 0.6, "medium": 0.3}, feature_service=service, calibration=Calibration(), alias="champion")
     (home / "bench_ids.json").write_text(json.dumps(ids))
 
 

@@ -29,17 +29,21 @@ HIGH, LOW = "high", "low"
 
 
 class LayerRule(StrictModel):
-    """``high`` when ``column`` is at least ``high_at_least``, or in the top ``high_top_fraction`` of the
-    scored customers (a relative cut for money columns whose scale depends on the business)."""
+    """``high`` when ``column`` is at least ``high_at_least``; or is one of ``high_values`` (e.g. a model's
+    band: cut on the training population's score distribution and stored with the model, so the API
+    and batch scoring agree customer by customer); or is in the top ``high_top_fraction`` of the customers
+    scored together (relative to that batch: a one-customer API call cannot know it, prefer bands)."""
 
     column: str
     high_at_least: float | None = None
+    high_values: list[str] | None = None
     high_top_fraction: float | None = Field(default=None, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _exactly_one_threshold(self) -> LayerRule:
-        if (self.high_at_least is None) == (self.high_top_fraction is None):
-            raise ValueError("give exactly one of high_at_least or high_top_fraction")
+        given = [x is not None for x in (self.high_at_least, self.high_values, self.high_top_fraction)]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of high_at_least, high_values or high_top_fraction")
         return self
 
 
@@ -299,6 +303,9 @@ def layer_tags(scores: pd.DataFrame, layers: Layers, skipped_models: Iterable[st
                 f"actions.yaml: layers.{name}.column '{rule.column}' is not a scored column "
                 f"(have: {', '.join(sorted(scores.columns))})"
             )
+        if rule.high_values is not None:
+            out[f"layer_{name}"] = np.where(scores[rule.column].isin(rule.high_values).to_numpy(), HIGH, LOW)
+            continue
         values = pd.to_numeric(scores[rule.column], errors="coerce").to_numpy(dtype="float64")
         if rule.high_at_least is not None:
             threshold = rule.high_at_least

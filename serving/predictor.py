@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.errors import PropensityError
+from core.errors import ConfigError, PropensityError
 from serving.config import ServingConfig
 from serving.errors import InvalidRequest, ModelsUnavailable, ServingError, StoreUnavailable
 from serving.registry import ModelRegistry, ModelSet
@@ -78,6 +78,15 @@ def _aligned_columns(table: dict[str, np.ndarray] | pd.DataFrame, ids: list[str]
 def _take(columns: Columns, rows: np.ndarray) -> Columns:
     return {col: values[rows] for col, values in columns.items()}
 
+def _plain(value: Any) -> Any:
+    """A JSON-ready scalar: numpy numbers as Python ones, NaN as null."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    return value
+
+
 def _reason_dict(reason: Any) -> dict[str, Any]:
     """``Reason.to_dict()`` without ``dataclasses.asdict``'s deep copy (a quarter of the reasons' cost)."""
     return {
@@ -139,6 +148,7 @@ class Predictor:
         registry: ModelRegistry,
         fetch_features: FeatureFetcher | None = None,
         templates: ReasonTemplates | None = None,
+        actions: Any = None,
     ):
         from core.specs import load_spec
 
@@ -149,6 +159,13 @@ class Predictor:
         self.templates = templates or load_templates()
         self.recent = RecentFlagged(config.ui_recent_calls)
         self._store_errors = _store_unavailable_types()
+        from core.specs import model_names
+        from serving.actions import load_actions_config, load_tags_config
+
+        self.spec_names = model_names()
+        self.actions = actions if actions is not None else load_actions_config()
+        self.tags = load_tags_config()
+        self._decision_warned = False
 
     # --- helpers
     def models(self) -> ModelSet:
@@ -188,6 +205,8 @@ class Predictor:
             return np.empty(0), np.empty((0, len(model.feature_names) + 1))
         X = np.column_stack([np.asarray(columns[f], dtype=np.float64)[rows] for f in model.feature_names])
         contrib = model.contributions(X)
+        if hasattr(model, "from_contributions"):
+            return model.from_contributions(contrib), contrib
         calibration = getattr(model, "calibration", None)
         proba = calibration.apply(contrib.sum(axis=1)) if calibration is not None else model.predict_proba(X)
         return proba, contrib
@@ -213,11 +232,14 @@ class Predictor:
             reasons = explain(
                 contrib, scored_columns, list(model.feature_names), name, top_k, lang, self.templates
             )
+            cuts = model.bands(self.bands[name]) if hasattr(model, "bands") else self.bands[name]
             per_model[name] = {
                 "proba": proba,
-                "band": band(proba, self.bands[name]) if len(proba) else [],
+                "band": band(proba, cuts) if len(proba) else [],
                 "reasons": reasons,
+                "key": "value" if getattr(model, "task", "binary") == "regression" else "probability",
             }
+        decisions = self._decisions(ids, columns_of, rows, names, models, per_model)
         segments = columns_of[names[0]]
         results: list[dict[str, Any]] = []
         j = 0
@@ -232,14 +254,53 @@ class Predictor:
             for name in names:
                 scored = per_model[name]
                 entry[name] = {
-                    "probability": float(scored["proba"][j]),
+                    scored["key"]: float(scored["proba"][j]),
                     "band": str(scored["band"][j]),
                     "model_version": models.models[name].version,
                     "reasons": [_reason_dict(r) for r in scored["reasons"][j]],
                 }
+            if decisions is not None:
+                entry.update(decisions[j])
             results.append(entry)
             j += 1
         return results
+
+    def _decisions(self, ids, columns_of, rows, names, models, per_model) -> list[dict[str, Any]] | None:
+        """Layers, tags, action, queue, rule, group, priority and stakes per found customer, from
+        ``serving.actions.decide``: the same function batch scoring calls (no contact history here: the
+        contact policy needs the list history, which lives with batch scoring)."""
+        if self.actions is None or len(rows) == 0:
+            return None
+        from serving.actions import decide, prediction_column
+
+        frame: dict[str, Any] = {}
+        for name in names:
+            frame.update({c: np.asarray(v)[rows] for c, v in columns_of[name].items() if c not in frame})
+        table = pd.DataFrame(frame)
+        table["customer_id"] = [ids[i] for i in rows]
+        as_of = table["as_of"].iloc[0] if "as_of" in table.columns else time.time()
+        table["as_of"] = pd.Timestamp(float(as_of), unit="s", tz="UTC").normalize()
+        for name in names:
+            model = models.models[name]
+            table[prediction_column(name, getattr(model, "task", "binary"))] = per_model[name]["proba"]
+            table[f"{name}_band"] = per_model[name]["band"]
+        skipped = [m for m in self.spec_names if m not in names]
+        ranges = {n: getattr(models.models[n], "feature_ranges", {}) for n in names}
+        try:
+            decided = decide(table, self.actions, skipped, ranges, self.tags)
+        except ConfigError as exc:
+            # A rule over a column these models' features lack: the scores still answer, without a decision.
+            if not self._decision_warned:
+                log.error("no decision in /predict answers: %s", exc)
+                self._decision_warned = True
+            return None
+        out = []
+        for i in range(len(decided)):
+            row = decided.iloc[i]
+            item = {k: _plain(row[k]) for k in decided.columns if k not in ("explain", "held_back")}
+            item["as_of"] = f"{table['as_of'].iloc[i]:%Y-%m-%d}"
+            out.append(item)
+        return out
 
     # --- endpoints
     def predict(self, request: PredictRequest) -> dict[str, Any]:

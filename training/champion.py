@@ -204,6 +204,7 @@ def register_booster(
     input_example: pd.DataFrame | None = None,
     alias: str | None = CHALLENGER,
     extra_tags: dict[str, str] | None = None,
+    bands: dict[str, float] | None = None,
 ) -> str:
     """Log ``booster`` as ``model`` in the active MLflow run (or a new one), register it as ``name``,
     tag it per the contract and point ``alias`` at it. Returns the new version number.
@@ -239,6 +240,8 @@ def register_booster(
         tags = {TAG_FEATURE_SERVICE: feature_service, TAG_CALIBRATION: (calibration or Calibration()).to_json()}
         if holdout_auc is not None:
             tags[TAG_HOLDOUT_AUC] = f"{holdout_auc:.6f}"
+        if bands is not None:
+            tags[TAG_BANDS] = json.dumps({"high": float(bands["high"]), "medium": float(bands["medium"])})
         tags.update(extra_tags or {})
         mv = mlflow.register_model(info.model_uri, name, tags=tags)
         if alias:

@@ -153,6 +153,10 @@ class _ColumnMapBase(StrictModel):
             foreign = list(tmap.renames.values())
             if len(set(foreign)) != len(foreign):
                 raise ValueError(f"{name}.columns: a column of your file is mapped twice")
+            factors = {f for how in tmap.computed.values() for f in how.multiply}
+            if factors & set(foreign):
+                both = ", ".join(sorted(factors & set(foreign)))
+                raise ValueError(f"{name}.columns: {both} is both renamed and multiplied (keep it under its own name)")
             if tmap.lines is not None and (spec.id_column is None or "amount" not in spec.names):
                 raise ValueError(f"{name}.lines: only a table with ids and amounts (orders) has lines")
             timestamps = set(spec.timestamp_names)

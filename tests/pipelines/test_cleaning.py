@@ -16,7 +16,14 @@ from typer.testing import CliRunner
 from core.errors import ConfigError, DataError
 from core.events import EventStore
 from core.settings import REPO_ROOT
-from pipelines.ingest import CleaningConfig, ColumnMap, clean_table, ingest, load_cleaning_config, validate_store
+from pipelines.ingest import (
+    CleaningConfig,
+    ColumnMap,
+    clean_table,
+    ingest,
+    load_cleaning_config,
+    validate_store,
+)
 from pipelines.ingest.quarantine import quarantine_root
 
 from .conftest import tiny_event_log, write_table

@@ -103,6 +103,7 @@ def loaded_models(boosters):
             feature_names=list(booster.feature_name()),
             feature_service=services[name],
             calibration=Calibration(a=1.0, b=0.0),
+            tags={"band_thresholds": '{"high": 0.6, "medium": 0.3}'},  # as training would store them
         )
         for name, booster in boosters.items()
     }
@@ -130,7 +131,7 @@ def registered_champions(project_home, boosters):
     versions = {}
     for name, service in (("churn", "churn_v1"), ("conversion", "conversion_v1")):
         versions[name] = register_booster(
-            boosters[name], name, feature_service=service, calibration=Calibration(1.0, 0.0),
+            boosters[name], name, bands={"high": 0.6, "medium": 0.3}, feature_service=service, calibration=Calibration(1.0, 0.0),
             holdout_auc=0.8, alias="champion",
         )
     return versions
@@ -162,7 +163,7 @@ def app_home(tmp_path_factory, boosters):
     }.items():
         mp.setenv(key, value)
     versions = {
-        name: register_booster(boosters[name], name, feature_service=service, calibration=Calibration(),
+        name: register_booster(boosters[name], name, bands={"high": 0.6, "medium": 0.3}, feature_service=service, calibration=Calibration(),
                                alias="champion")
         for name, service in (("churn", "churn_v1"), ("conversion", "conversion_v1"))
     }
@@ -279,7 +280,7 @@ def served_project(tmp_path_factory):
         boosters = {}
         for name, service, seed in (("churn", "churn_v1", 1), ("conversion", "conversion_v1", 2)):
             boosters[name] = train_on_store(name, service, ids, seed)
-            register_booster(boosters[name], name, feature_service=service, calibration=Calibration(),
+            register_booster(boosters[name], name, bands={"high": 0.6, "medium": 0.3}, feature_service=service, calibration=Calibration(),
                              alias="champion")
         yield {"home": home, "ids": ids, "boosters": boosters}
     finally:

@@ -20,7 +20,7 @@ def _frame() -> pd.DataFrame:
             "customer_id": ["vip", "intent", "lapsed", "quiet", "unknown"],
             "active_days_90d": [10, 6, 0, 5, np.nan],
             "spend_365d": [5000.0, 100.0, 20.0, 90.0, np.nan],
-            "value": [4000.0, 80.0, 15.0, 70.0, np.nan],  # the value model's predicted spend
+            "value_band": ["high", "low", "low", "medium", None],  # the value model's band
             "conversion_probability": [0.1, 0.6, 0.05, 0.1, 0.1],
             "churn_probability": [0.8, 0.2, 0.7, 0.1, 0.1],
             "churn_band": ["high", "low", "high", "low", "low"],
@@ -77,10 +77,14 @@ def test_first_match_wins_and_numeric_bounds_ignore_nulls():
 
 def test_top_fraction_layer_is_relative_to_the_scored_population():
     cfg = load_actions_config()
-    frame = pd.DataFrame({c: np.zeros(100) for c in ("active_days_90d", "conversion_probability", "churn_probability")})
-    frame["value"] = np.arange(100, dtype=float)
-    tags = layer_tags(frame, cfg.layers)
-    assert (tags["layer_value"] == "high").sum() == 20  # high_top_fraction: 0.2 in configs/actions.yaml
+    from serving.actions import Layers
+
+    layers = Layers.model_validate({**cfg.layers.model_dump(exclude_none=True),
+                                    "value": {"column": "spend_365d", "high_top_fraction": 0.2}})
+    frame = pd.DataFrame({c: np.zeros(100) for c in ("active_days_90d", "conversion_band", "churn_band")})
+    frame["spend_365d"] = np.arange(100, dtype=float)
+    tags = layer_tags(frame, layers)
+    assert (tags["layer_value"] == "high").sum() == 20
     assert tags.loc[99, "layer_value"] == "high" and tags.loc[0, "layer_value"] == "low"
 
 
@@ -150,7 +154,7 @@ def test_lost_customers_are_taken_before_the_rules_only_when_far_beyond_training
 
     cfg = load_actions_config()
     frame = pd.DataFrame({
-        "active_days_90d": [0.0, 0.0, 0.0], "spend_365d": [900.0, 900.0, 10.0], "value": [800.0, 10.0, 5.0],
+        "active_days_90d": [0.0, 0.0, 0.0], "spend_365d": [900.0, 900.0, 10.0], "value_band": ["high", "low", "low"],
         "conversion_probability": [0.0, 0.0, 0.0], "churn_probability": [0.99, 0.99, 0.2],
         "conversion_band": ["low"] * 3, "churn_band": ["high", "high", "low"],
         "days_since_last_order": [150.0, 500.0, np.nan], "open_complaints": [0.0, 0.0, 0.0],

@@ -68,8 +68,8 @@ def champions(project_home):
     train = _features(600, seed=1)
     churn_y = ((train["days_since_last_order"].fillna(300) > 120) | (train["complaints_30d"] > 1)).astype(int)
     conv_y = (train["cart_views_30d"] > 1).astype(int)
-    register_booster(_booster(train, CHURN, churn_y.to_numpy()), "churn", feature_service="churn_v1", alias="champion")
-    register_booster(_booster(train, CONVERSION, conv_y.to_numpy()), "conversion", feature_service="conversion_v1",
+    register_booster(_booster(train, CHURN, churn_y.to_numpy()), "churn", bands={"high": 0.6, "medium": 0.3}, feature_service="churn_v1", alias="champion")
+    register_booster(_booster(train, CONVERSION, conv_y.to_numpy()), "conversion", bands={"high": 0.6, "medium": 0.3}, feature_service="conversion_v1",
                      alias="champion")
     return {m: load_model_version(m) for m in ("churn", "conversion")}
 
@@ -94,13 +94,11 @@ def test_scores_have_the_contract_columns_bands_layers_actions_and_reasons(champ
         assert p.between(0, 1).all() and p.notna().all()
         assert (out[f"{m}_model_version"] == champions[m].version).all()
     bands = load_bands(["churn", "conversion"])
-    high = out["churn_probability"] >= bands["churn"].high
+    high = out["churn_probability"] >= champions["churn"].bands(bands["churn"])["high"]
     assert (out.loc[high, "churn_band"] == "high").all()
     assert set(out["churn_band"]) <= {"high", "medium", "low"}
-    # configs/actions.yaml: the top 20% by churn risk (ties at the cut all count as high).
-    cut = out["churn_probability"].quantile(0.8)
-    assert (out.loc[out["churn_probability"] >= cut, "layer_risk"] == "high").all()
-    assert (out.loc[out["churn_probability"] < cut, "layer_risk"] == "low").all()
+    # configs/actions.yaml: the risk layer is the churn model's high band.
+    assert ((out["layer_risk"] == "high") == (out["churn_band"] == "high")).all()
     flagged = out["action"] != "no action"
     assert flagged.any() and (~flagged).any()
     assert (out.loc[~flagged, "queue"] == "none").all() and (out.loc[~flagged, "reasons"] == "").all()
@@ -228,3 +226,41 @@ def test_reasons_from_distinct_rows_equal_reasons_from_every_row(champions):
     distinct, back = distinct_rows(X)
     assert len(distinct) <= 200
     np.testing.assert_allclose(model.contributions(distinct)[back], model.contributions(X), rtol=0, atol=1e-12)
+
+
+def test_predict_and_score_give_the_same_decision_for_the_same_customer_and_date(champions):
+    """One decision, two callers: /predict (serving.predictor) and batch scoring apply serving.actions.decide
+    to the same features and date, so bands, layers, tags, rule, action, queue, group and priority agree."""
+    from serving.config import load_serving_config
+    from serving.predictor import Predictor
+    from serving.registry import ModelRegistry
+    from serving.requests import PredictRequest
+
+    _cfg, features, frame, _times = _score(champions, n=120)
+    table = features["churn"].assign(found=True, as_of=AS_OF.timestamp())
+    extra = [c for c in features["conversion"].columns if c not in table.columns]
+    table = pd.concat([table, features["conversion"][extra]], axis=1)
+
+    def fetch(ids, service):
+        return table.set_index("customer_id").loc[ids].reset_index()
+
+    registry = ModelRegistry(["churn", "conversion"])
+    registry.load()
+    predictor = Predictor(load_serving_config(), registry, fetch_features=fetch)
+    ids = frame["customer_id"].tolist()
+    answer = predictor.predict(PredictRequest(customer_ids=ids))
+    by_id = frame.set_index("customer_id")
+    compared = 0
+    for result in answer["results"]:
+        row = by_id.loc[result["customer_id"]]
+        for model in ("churn", "conversion"):
+            assert result[model]["probability"] == pytest.approx(row[f"{model}_probability"], abs=1e-12)
+            assert result[model]["band"] == row[f"{model}_band"]
+        for key in ("layer_activity", "layer_value", "layer_intent", "layer_risk", "tags", "action", "queue",
+                    "action_rule", "group", "queue_status"):
+            assert result[key] == row[key], (result["customer_id"], key)
+        assert (result["priority"] is None and np.isnan(row["priority"])) or \
+            result["priority"] == pytest.approx(row["priority"], abs=1e-12)
+        assert result["as_of"] == f"{AS_OF:%Y-%m-%d}"
+        compared += 1
+    assert compared == len(ids) and (frame["action"] != "no action").any()

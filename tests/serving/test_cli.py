@@ -53,7 +53,8 @@ def _configs(tmp_path, edit: dict[str, tuple[str, str]]):
          "{complaints_30d:.0q} complaints in the last 30 days", "features.complaints_30d.en"),
         ("serving.yaml", "max_batch_size: 100", "max_batch_size: 0", "max_batch_size"),
         ("actions.yaml", "    high_at_least: 4", "    high_at_least: four", "layers.activity"),
-        ("models/churn.yaml", "bands: {high: 0.6, medium: 0.3}", "bands: {high: 0.2, medium: 0.3}", "bands"),
+        ("models/churn.yaml", "bands: {high_top_fraction: 0.15, medium_top_fraction: 0.4}",
+         "bands: {high_top_fraction: 0.5, medium_top_fraction: 0.4}", "bands"),
     ],
 )
 def test_serving_config_is_checked_whole_before_start(tmp_path, monkeypatch, project_home, name, old, new, field):

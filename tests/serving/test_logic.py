@@ -160,7 +160,7 @@ def test_registry_swaps_the_whole_set_when_alias_moves(registered_champions, boo
     before = registry.load()
     assert before.versions() == registered_champions
     assert registry.refresh() is False
-    new = register_booster(boosters["churn"], "churn", feature_service="churn_v1",
+    new = register_booster(boosters["churn"], "churn", bands={"high": 0.6, "medium": 0.3}, feature_service="churn_v1",
                            calibration=Calibration(0.5, 0.0), alias="champion")
     assert registry.refresh() is True
     after = registry.current

@@ -93,7 +93,7 @@ def test_hot_reload_under_load_drops_nothing(server):
         w.start()
     try:
         time.sleep(0.5)
-        new = register_booster(server["boosters"]["churn"], "churn", feature_service="churn_v1",
+        new = register_booster(server["boosters"]["churn"], "churn", bands={"high": 0.6, "medium": 0.3}, feature_service="churn_v1",
                                calibration=Calibration(0.5, 0.1), alias="champion")
         deadline = time.monotonic() + 30
         while server["client"].get("/healthz").json()["models"]["churn"] != new:

@@ -31,7 +31,9 @@ TOLERANCE = 1e-9  # "does not fall": equal is fine, float noise is not a fall
 
 
 class ProbabilityFell(AssertionError):
-    """The one failure a known-defect xfail below stands for (any other failure still fails)."""
+    """The one failure a known-defect xfail below stands for (any other failure still fails). Those
+    xfails are not strict: whether the defect shows depends on the trained instance (other business
+    sizes gave other 3-tree models), so an XPASS is reported, not failed."""
 
 
 @dataclass
@@ -39,7 +41,6 @@ class Case:
     model: object            # training.champion.LoadedModel
     before: pd.DataFrame     # model features from Feast, index customer_id
     after: pd.DataFrame      # the same customers with the added events, from the feature build
-    cutoff: pd.Timestamp
 
     def delta(self, ids) -> pd.Series:
         ids = list(ids)
@@ -109,7 +110,7 @@ def complaint_case(_trained_session, tmp_path_factory) -> Case:
         })
         after = features_with_events(home, tmp_path_factory.mktemp("complaint") / "project",
                                      {"complaints": complaints}, ids, cutoff, "churn_v1")
-    case = Case(model, quiet, after[model.feature_names].astype("float64"), cutoff)
+    case = Case(model, quiet, after[model.feature_names].astype("float64"))
     plus_one = lambda b, a: a == b.fillna(0) + 1  # noqa: E731
     assert_moved(case, {
         "complaints_30d": plus_one, "complaints_90d": plus_one, "open_complaints": plus_one,
@@ -127,7 +128,7 @@ def test_a_first_complaint_never_lowers_churn_risk(complaint_case):
     assert delta.mean() > 0.02  # complaints drive churn in the generator: the model must react
 
 
-@pytest.mark.xfail(strict=True, raises=ProbabilityFell, reason=(
+@pytest.mark.xfail(strict=False, raises=ProbabilityFell, reason=(
     "known defect: days_since_last_complaint has no monotone constraint in configs/models/churn.yaml, and "
     "the model lowers churn risk for some customers when their last complaint moves from months ago to "
     "yesterday; `days_since_last_complaint: -1` in tuning.monotone removes the falls"))
@@ -161,7 +162,7 @@ def browsing_case(_trained_session, tmp_path_factory) -> Case:
         after = features_with_events(home, tmp_path_factory.mktemp("browsing") / "project",
                                      {"page_views": extra}, ids, cutoff, "conversion_v1")
     within_7d = (cutoff - latest.set_index("customer_id")["viewed_at"]) < pd.Timedelta(days=7)
-    case = Case(model, before.loc[ids], after[model.feature_names].astype("float64"), cutoff)
+    case = Case(model, before.loc[ids], after[model.feature_names].astype("float64"))
     b = case.before
     n = len(DEEPER)
     assert_moved(case, {
@@ -189,7 +190,7 @@ def test_deeper_browsing_never_lowers_conversion(browsing_case):
     assert delta.mean() > 0  # browse depth carries signal in the generator
 
 
-@pytest.mark.xfail(strict=True, raises=ProbabilityFell, reason=(
+@pytest.mark.xfail(strict=False, raises=ProbabilityFell, reason=(
     "known defect: days_since_last_product_view is missing (NaN) for a customer who never viewed a product "
     "page, and no monotone constraint covers the step from missing to a value: the model lowers the chance "
     "to buy for some customers whose first product pages these are. Needs a product decision: encode "

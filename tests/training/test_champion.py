@@ -23,7 +23,7 @@ def tiny_booster(seed: int = 0):
 def test_register_and_load_by_alias(project_home):
     booster, X = tiny_booster()
     cal = Calibration(a=0.8, b=-0.3)
-    version = register_booster(booster, "churn", feature_service="churn_v1", calibration=cal, holdout_auc=0.81,
+    version = register_booster(booster, "churn", bands={"high": 0.6, "medium": 0.3}, feature_service="churn_v1", calibration=cal, holdout_auc=0.81,
                                input_example=X.head(3))
     model = load_model_version("churn", alias="challenger")
     assert (model.name, model.version, model.feature_service) == ("churn", version, "churn_v1")
@@ -43,7 +43,7 @@ def test_logged_model_has_no_customer_ids_and_allows_missing_values(project_home
     import mlflow
 
     booster, X = tiny_booster()
-    register_booster(booster, "churn", feature_service="churn_v1", input_example=X.head(2))
+    register_booster(booster, "churn", bands={"high": 0.6, "medium": 0.3}, feature_service="churn_v1", input_example=X.head(2))
     model = load_model_version("churn", alias="challenger")
     info = mlflow.models.get_model_info(f"models:/churn/{model.version}")
     inputs = info.signature.inputs.to_dict()
@@ -59,7 +59,7 @@ def test_missing_alias_and_missing_columns_are_clear_errors(project_home):
     with pytest.raises(PropensityError, match="no registered model 'churn' with alias 'champion'"):
         load_model_version("churn")
     booster, X = tiny_booster()
-    register_booster(booster, "churn", feature_service="churn_v1", alias="champion")
+    register_booster(booster, "churn", bands={"high": 0.6, "medium": 0.3}, feature_service="churn_v1", alias="champion")
     model = load_model_version("churn")
     with pytest.raises(PropensityError, match="complaints_90d"):
         model.predict_proba(X.drop(columns=["complaints_90d"]))

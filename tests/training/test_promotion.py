@@ -66,7 +66,7 @@ def register_trained(ts, quality: str, drop: tuple[str, ...] = ()) -> str:
     holdout = ts.part(TEST)[["event_timestamp", "label", *features]].reset_index(drop=True)
     with mlflow.start_run(experiment_id=ensure_experiment("churn")):
         log_holdout(holdout)
-        return register_booster(booster, "churn", feature_service="churn_v1", calibration=Calibration(),
+        return register_booster(booster, "churn", bands={"high": 0.6, "medium": 0.3}, feature_service="churn_v1", calibration=Calibration(),
                                 extra_tags={"holdout_cutoff": str(holdout["event_timestamp"].iloc[0].date())})
 
 
@@ -135,7 +135,7 @@ def test_champion_on_another_feature_service_blocks_the_gate_unless_forced(proje
     booster = fit(rows.X(TRAIN), rows.y(TRAIN), 20)
     with mlflow.start_run(experiment_id=ensure_experiment("churn")):
         log_holdout(rows.part(TEST)[["event_timestamp", "label", *rows.feature_names]].reset_index(drop=True))
-        old = register_booster(booster, "churn", feature_service="churn_v0", calibration=Calibration())
+        old = register_booster(booster, "churn", bands={"high": 0.6, "medium": 0.3}, feature_service="churn_v0", calibration=Calibration())
     assert promote("churn", margin=0.0, metric="roc_auc").promoted
 
     new = register_trained(rows, "good", drop=("orders_365d",))  # holdout without orders_365d
