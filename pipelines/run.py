@@ -223,7 +223,9 @@ def stage_train(model: str) -> Callable[[RunContext], dict]:
             # One model the history cannot support must not stop the others (a line, not a failure).
             log.warning("model %s not trained: %s", model, exc)
             return {"skipped": str(exc)}
+        metric = load_spec(model).promotion.metric
         return {"version": result.version, "test_auc": result.test_metrics.get("roc_auc"),
+                "test_metric": metric, "test_score": result.test_metrics.get(metric),
                 "trials": result.trials_in_study, "seconds": round(result.seconds, 1), "run_id": result.run_id}
 
     train.__name__ = f"stage_train_{model}"
@@ -410,13 +412,15 @@ def summary_tables(state: RunState, serve_hint: str) -> list:
     promote = state.stages.get("promote", {}).get("facts")
     if promote or any(state.stages.get(f"train_{m}") for m in model_names()):
         models = Table(title="models")
-        for col in ("model", "challenger", "challenger AUC", "champion before", "champion AUC", "decision"):
+        for col in ("model", "metric", "challenger", "challenger score", "champion before", "champion score",
+                    "decision"):
             models.add_column(col)
         for m in model_names():
             trained = state.stages.get(f"train_{m}", {}).get("facts", {})
             decision = (promote or {}).get(m) or {}
             models.add_row(
-                m, str(trained.get("version", "")), _fmt(decision.get("challenger_score", trained.get("test_auc"))),
+                m, str(decision.get("metric") or trained.get("test_metric", "")), str(trained.get("version", "")),
+                _fmt(decision.get("challenger_score", trained.get("test_score", trained.get("test_auc")))),
                 str(decision.get("champion_version") or "none"),
                 _fmt(decision.get("champion_score")),
                 f"{decision.get('decision')}: {decision.get('reason')}" if decision else "-",

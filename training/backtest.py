@@ -488,9 +488,15 @@ def run_backtest(as_of: date, models: list[str] | None = None, *, trials: int | 
             if name in skipped:
                 raise PropensityError(f"{name}: {skipped[name]}")
             specs[name] = usable.get(name) or load_spec(name)
+            if specs[name].task != "binary":
+                raise PropensityError(f"{name}: backtests measure binary models (AUC, lift, calibration); "
+                                      f"{name} is a {specs[name].task} model")
         skipped = {}
     else:
-        specs = usable
+        # The report's measures (AUC, PR AUC, lift, calibration) are a binary model's.
+        specs = {n: s for n, s in usable.items() if s.task == "binary"}
+        skipped.update({n: f"a {s.task} model: backtests measure binary models" for n, s in usable.items()
+                        if s.task != "binary"})
     store = EventStore(project_paths().events)
     results = []
     for name, spec in specs.items():

@@ -128,10 +128,6 @@ def test_a_first_complaint_never_lowers_churn_risk(complaint_case):
     assert delta.mean() > 0.02  # complaints drive churn in the generator: the model must react
 
 
-@pytest.mark.xfail(strict=False, raises=ProbabilityFell, reason=(
-    "known defect: days_since_last_complaint has no monotone constraint in configs/models/churn.yaml, and "
-    "the model lowers churn risk for some customers when their last complaint moves from months ago to "
-    "yesterday; `days_since_last_complaint: -1` in tuning.monotone removes the falls"))
 def test_a_new_complaint_long_after_an_old_one_never_lowers_churn_risk(complaint_case):
     """Customers whose last complaint is more than 90 days old complain again."""
     again = complaint_case.before.index[complaint_case.before["days_since_last_complaint"].notna()]
