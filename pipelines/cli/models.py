@@ -49,10 +49,9 @@ def register(app: typer.Typer) -> None:
         if tune_only:
             log.info("%s: study %r now holds %d trials", model, result.study_name, result.trials_in_study)
             return
-        m = result.test_metrics
-        log.info("%s v%s: test ROC AUC %.4f, PR AUC %.4f, Brier %.4f, ECE %.4f, lift@10%% %.2f (run %s)",
-                 model, result.version, m["roc_auc"], m["pr_auc"], m["brier"], m["ece"], m["lift_top10"],
-                 result.run_id)
+        shown = ("roc_auc", "pr_auc", "brier", "ece", "lift_top10", "normalized_gini", "top_decile_capture", "mae")
+        figures = ", ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items() if k in shown)
+        log.info("%s v%s: test %s (run %s)", model, result.version, figures, result.run_id)
 
     @app.command("promote")
     def promote_cmd(
