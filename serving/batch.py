@@ -178,8 +178,18 @@ def load_champions(names: list[str] | None = None) -> dict[str, Any]:
     """The champion of each named model (default: every model the data supports)."""
     from training.champion import load_model_version
 
-    names = list(names) if names is not None else list(scorable_specs())
-    return {name: load_model_version(name, alias="champion") for name in names}
+    if names is not None:
+        return {name: load_model_version(name, alias="champion") for name in names}
+    models = {}
+    for name in scorable_specs():
+        try:
+            models[name] = load_model_version(name, alias="champion")
+        except PropensityError as exc:  # supported by the data but never trained or promoted
+            log.info("model %s skipped: %s", name, exc)
+    if not models:
+        raise PropensityError("no model has a champion yet: train and promote one (`propensity train MODEL`, "
+                              "`propensity promote MODEL`)")
+    return models
 
 
 def retrieve_features(customer_ids: pd.Series, as_of: pd.Timestamp, models: dict[str, Any]) -> dict[str, pd.DataFrame]:

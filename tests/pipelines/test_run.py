@@ -53,10 +53,16 @@ def chain(tmp_path_factory):
 
 
 def test_run_summary_and_scores_contract(chain):
+    from core.specs import load_spec
     from pipelines.run import stage_names, summary_tables
+    from serving.actions import STAKE_COLUMNS
     from serving.batch import score_columns
 
-    SCORE_COLUMNS = score_columns(["churn", "conversion"])
+    # The scored models' numbers (probabilities, the value model's amount) and, with the value model, the stakes.
+    scored_models = chain["state"].stages["score"]["facts"]["model_versions"]
+    assert {"churn", "conversion"} <= set(scored_models)
+    SCORE_COLUMNS = score_columns({m: load_spec(m).task for m in scored_models},
+                                  list(STAKE_COLUMNS) if "value" in scored_models else [])
 
     state = chain["state"]
     assert [s for s in stage_names() if state.stages[s]["status"] == "done"] == stage_names()
