@@ -7,7 +7,7 @@ put the customers on the list: both groups were chosen by the same rule, the spl
 coin toss.
 
 Per rule: the outcome is the label of the model the rule explains with (``labels.positive`` of its spec:
-e.g. churn = no order within the horizon; conversion = an order within it), measured from the list's
+e.g. no order within the horizon, or an order within it), measured from the list's
 as-of date over that model's horizon, for every listed customer (not only the model's training
 population). Reported: each group's rate, the difference (treated - control) with a 95% interval (normal
 approximation, unpooled), the number needed to treat when the interval excludes 0, and when orders carry

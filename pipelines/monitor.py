@@ -346,7 +346,7 @@ def _realised_auc(model: str, dates: list[str], paths, store, cfg: MonitorConfig
         if min(positives, negatives) >= cfg.min_positives_for_auc:
             y, p = joined["label"].to_numpy(), joined[f"{model}_probability"].to_numpy()
             value = auc(y, p)
-            # Actions that work make treated customers churn less than scored: their outcomes say how
+            # Actions that work make treated customers leave less than scored: their outcomes say how
             # well the action did, not the model. The untreated view drops them and lets the rule's
             # control group stand in (inverse probability weights).
             weights = untreated_weights(joined)

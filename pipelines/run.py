@@ -9,7 +9,7 @@ generation is deterministic by seed, ingest de-duplicates, the feature build rep
 training registers a new *challenger* only) and the run is resumable: progress is kept in
 ``data/runs/<run_id>/state.json`` and ``--resume`` continues after the last stage that finished.
 
-A model whose spec needs an event family the data lacks (conversion on a transactions-only log) is
+A model whose spec needs an event family the data lacks (a browsing model on a transactions-only log) is
 skipped with a line saying why, in training, promotion and scoring alike.
 
 Why a failure is harmless: training never touches ``champion``; every model is trained before any

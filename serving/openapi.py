@@ -137,7 +137,7 @@ def openapi_document(
         "info": {
             "title": "propensity",
             "version": version,
-            "description": "Churn and conversion probabilities with SHAP reasons (docs/serving.md).",
+            "description": "Each served model's probability (or amount) with SHAP reasons and the decision (docs/serving.md).",
         },
         "paths": {
             "/predict": {"post": {

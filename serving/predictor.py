@@ -313,6 +313,12 @@ class Predictor:
         of LightGBM are paid once per batch instead of once per request.
         """
         models = self.models()  # one snapshot for the whole batch
+        dated = [r for r in requests if getattr(r, "as_of", None) is not None]
+        if dated:  # a date of the caller's: the exact (offline) path, one request at a time
+            answers = {id(r): self._predict_at(r, models) for r in dated}
+            rest = [r for r in requests if id(r) not in answers]
+            answers.update(zip(map(id, rest), self.predict_many(rest) if rest else [], strict=True))
+            return [answers[id(r)] for r in requests]
         all_ids = list(dict.fromkeys(cid for r in requests for cid in r.customer_ids))
         wanted = list(dict.fromkeys(n for r in requests for n in (r.models or list(models.models))))
         tables: dict[str, Columns] = {}
@@ -336,6 +342,37 @@ class Predictor:
             self.recent.add(results)
             answers.append({"model_versions": models.versions(), "results": results})
         return answers
+
+    def fetch_at(self, customer_ids: list[str], service: str, as_of) -> Columns:
+        """Features exact at ``as_of`` (features.exact: the offline store, a snapshot built for a date off
+        the grid), for a caller who names a date other than the online store's snapshot. Seconds, not
+        milliseconds: the batch path's numbers for that date, for checking or back-filling one customer."""
+        from features.catalog import service_raw_features
+        from features.exact import exact_historical_features
+
+        when = pd.Timestamp(as_of).tz_localize("UTC") if pd.Timestamp(as_of).tzinfo is None else pd.Timestamp(as_of)
+        entity = pd.DataFrame({"customer_id": customer_ids, "event_timestamp": when})
+        frame = exact_historical_features(entity, service).reset_index(drop=True)
+        raw = [c for c in service_raw_features(service) if c in frame.columns]
+        frame["found"] = frame[raw].notna().any(axis=1)
+        frame["as_of"] = when.timestamp()
+        return _aligned_columns(frame.drop(columns=["event_timestamp"]), customer_ids)
+
+    def _predict_at(self, request: PredictRequest, models: ModelSet) -> dict[str, Any]:
+        names, top_k, lang = self._options(request, models)
+        ids = list(request.customer_ids)
+        tables: dict[str, Columns] = {}
+        for name in names:
+            service = models.models[name].feature_service
+            if service not in tables:
+                tables[service] = self.fetch_at(ids, service, request.as_of)
+        columns_of = {n: tables[models.models[n].feature_service] for n in names}
+        found = np.ones(len(ids), dtype=bool)
+        for columns in columns_of.values():
+            found &= columns["found"].astype(bool)
+        results = self._results(ids, columns_of, found, names, models, top_k, lang)
+        self.recent.add(results)
+        return {"model_versions": models.versions(), "results": results}
 
     def predict_features(self, request: PredictFeaturesRequest) -> dict[str, Any]:
         """Score feature values the caller sends: every feature of each requested model must be present

@@ -1,6 +1,6 @@
 """Load a registered model by alias, and register a trained booster with the tags serving relies on.
 
-The contract (docs/internals.md, "Models"): registered models ``churn`` and ``conversion``; aliases
+The contract (docs/internals.md, "Models"): one registered model per spec in configs/models/; aliases
 ``challenger`` and ``champion``; each version carries the tags ``feature_service``, ``calibration``
 (JSON ``{"method": "platt", "a": .., "b": ..}``: probability = sigmoid(a * raw_score + b)) and
 ``holdout_auc``. Models are always loaded through the registry (``models:/<name>/<version>`` of the

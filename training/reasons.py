@@ -358,12 +358,12 @@ def _format_template(text: str, rows: np.ndarray, numeric: _NumericColumns, unkn
         shown = _format_values(own, "", "None")
         return (f"{(label or feature).replace('_', ' ')}: " + shown + f" (template needs {absent})").astype(object)
     positional, columns = "", []
-    for literal, name, spec, conversion in parts:
+    for literal, name, spec, convert_flag in parts:
         positional += literal.replace("{", "{{").replace("}", "}}")  # parse() unescaped them
         if name is not None:
             values = numeric.get(name, rows)
-            if conversion:
-                convert = {"r": repr, "s": str, "a": ascii}[conversion]
+            if convert_flag:
+                convert = {"r": repr, "s": str, "a": ascii}[convert_flag]
                 values = np.array([convert(v) for v in values.tolist()], dtype=object)
             positional += "{}"
             columns.append(_format_values(values, spec or "", unknown))

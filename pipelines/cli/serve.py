@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(3000, help="TCP port of the HTTP API and the staff page (/ui)."),
         workers: int = typer.Option(0, help="Worker processes; 0 takes `workers` from configs/serving.yaml."),
     ) -> None:
-        """Serve churn and conversion champions with SHAP reasons (BentoML): /predict, /predict_features,
+        """Serve the champion of every model spec with SHAP reasons (BentoML): /predict, /predict_features,
         /healthz, /readyz and the staff page /ui."""
         import subprocess
 
