@@ -21,7 +21,7 @@ from core.errors import ConfigError
 class ActiveBuyersLabels(StrictModel):
     """Population: customers with >= ``min_orders`` orders in the ``active_window_days`` before the cutoff.
     Label: 1 when the customer places no order in the ``horizon_days`` after it (``positive: no_order``,
-    e.g. churn), or at least one (``positive: order``, e.g. "orders again within 30 days")."""
+    e.g. an attrition model), or at least one (``positive: order``, e.g. "orders again within 30 days")."""
 
     kind: Literal["active_buyers"]
     active_window_days: int = Field(180, gt=0, description="days before the cutoff that count as active")
@@ -33,7 +33,7 @@ class ActiveBuyersLabels(StrictModel):
 class BrowsersLabels(StrictModel):
     """Population: customers with >= ``min_page_views`` page views in the ``browse_window_days`` before the
     cutoff and no order in the ``no_order_window_days`` before it. Label: 1 when they order within
-    ``horizon_days`` after it (``positive: order``, e.g. conversion), or do not (``no_order``)."""
+    ``horizon_days`` after it (``positive: order``, e.g. a purchase-intent model), or do not (``no_order``)."""
 
     kind: Literal["browsers"]
     browse_window_days: int = Field(14, gt=0)
