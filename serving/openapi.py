@@ -32,7 +32,8 @@ class Reason(BaseModel):
 
 
 class ModelScore(BaseModel):
-    probability: float = Field(ge=0, le=1)
+    probability: float | None = Field(None, ge=0, le=1, description="a binary model's calibrated probability")
+    value: float | None = Field(None, ge=0, description="a regression model's amount (e.g. predicted spend)")
     band: Literal["high", "medium", "low"]
     model_version: str
     reasons: list[Reason]
@@ -49,6 +50,22 @@ class CustomerResult(BaseModel):
     error: str | None = Field(None, description="only when found is false")
     rfm_segment: str | None = None
     lifecycle_stage: str | None = None
+    # The decision, from the same code as batch scoring (serving.actions.decide).
+    as_of: str | None = Field(None, description="the date the features and decision are for (YYYY-MM-DD)")
+    layer_activity: str | None = None
+    layer_value: str | None = None
+    layer_intent: str | None = None
+    layer_risk: str | None = None
+    tags: str | None = Field(None, description="every tag that holds, ';'-joined (configs/tags.yaml)")
+    action: str | None = None
+    queue: str | None = None
+    action_rule: str | None = None
+    group: str | None = Field(None, description="treatment, control or empty")
+    priority: float | None = None
+    queue_status: str | None = None
+    value: float | None = Field(None, description="the value model's predicted spend")
+    value_at_risk: float | None = None
+    value_upside: float | None = None
 
 
 class PredictResponse(BaseModel):

@@ -358,7 +358,20 @@ class Predictor:
         frame["as_of"] = when.timestamp()
         return _aligned_columns(frame.drop(columns=["event_timestamp"]), customer_ids)
 
+    def _check_as_of(self, as_of) -> None:
+        """A date after the online store's snapshot (the data's end) describes no one: 422, not garbage."""
+        from features.online_store import open_store
+
+        try:
+            latest = open_store().snapshot_time()
+        except Exception as exc:  # the store down: the exact path does not need it, the check does
+            raise StoreUnavailable("online feature store unavailable; retry shortly") from exc
+        if latest is not None and pd.Timestamp(as_of, tz="UTC") > pd.Timestamp(latest).normalize():
+            raise InvalidRequest(
+                f"as_of: {as_of} is after the data's end ({latest:%Y-%m-%d}, the online store's snapshot)", "as_of")
+
     def _predict_at(self, request: PredictRequest, models: ModelSet) -> dict[str, Any]:
+        self._check_as_of(request.as_of)
         names, top_k, lang = self._options(request, models)
         ids = list(request.customer_ids)
         tables: dict[str, Columns] = {}

@@ -67,7 +67,8 @@ AsOf = Annotated[dt.date | None, BeforeValidator(_iso_date), WithJsonSchema({"ty
 class PredictRequest(_Request):
     customer_ids: list[CustomerId] = Field(min_length=1, description="ids to look up in the online store")
     as_of: AsOf = Field(
-        None, description="score as of this date (features exact for it); default: the online store's snapshot date"
+        None, ge=dt.date(1970, 1, 1),
+        description="score as of this date (features exact for it); default: the online store's snapshot date",
     )
 
 

@@ -131,3 +131,17 @@ def test_predict_with_an_earlier_as_of_matches_a_score_of_that_date(walkthrough)
         row = scores.loc[result["customer_id"]]
         assert result["as_of"] == day
         assert result["churn"]["probability"] == pytest.approx(row["churn_probability"], abs=1e-9)
+
+
+def test_predict_refuses_a_date_after_the_data(walkthrough):
+    from serving.config import load_serving_config, served_models
+    from serving.errors import InvalidRequest
+    from serving.predictor import Predictor
+    from serving.registry import ModelRegistry
+    from serving.requests import PredictRequest
+
+    config = load_serving_config()
+    registry = ModelRegistry(served_models(config))
+    registry.load()
+    with pytest.raises(InvalidRequest, match="after the data's end"):
+        Predictor(config, registry).predict(PredictRequest(customer_ids=["12346"], as_of="2012-06-01"))
