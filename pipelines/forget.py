@@ -168,7 +168,8 @@ def forget(customer_ids: list[str], check_tracking: bool = True) -> ForgetReport
     from serving.batch import refresh_latest
     from serving.privacy import record_forgotten
 
-    ids = {str(c).strip() for c in customer_ids if str(c).strip()}
+    # Ids are taken as given: "ID " is another customer than "ID" (stripping would forget the wrong one).
+    ids = {str(c) for c in customer_ids if str(c).strip()}
     if not ids:
         raise PropensityError("forget: give at least one customer id")
     paths = project_paths()

@@ -99,10 +99,26 @@ def as_of_timestamp(value: Any) -> pd.Timestamp:
     """UTC midnight of ``value`` (a date, a string or a timestamp)."""
     try:
         ts = pd.Timestamp(value)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise PropensityError(f"--as-of: not a date: {value!r} (expected YYYY-MM-DD)") from exc
+    if pd.isna(ts):  # "" and "NaT" parse to NaT
+        raise PropensityError(f"--as-of: not a date: {value!r} (expected YYYY-MM-DD)")
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
     return ts.normalize()
+
+
+def check_not_degenerate(frame: pd.DataFrame, models: dict[str, Any]) -> None:
+    """Refuse to write (and so to replace the latest list with) scores where a model gave every customer
+    the same number: features that describe no one (e.g. all missing) give exactly that."""
+    if len(frame) < 2:
+        return
+    for name, model in models.items():
+        values = frame[prediction_column(name, model.task)]
+        if values.nunique(dropna=False) == 1:
+            raise PropensityError(
+                f"{name}: every one of the {len(frame):,} customers got the same score ({values.iloc[0]:.4f}): "
+                "the features describe no one at this date; nothing was written and the latest scores are kept"
+            )
 
 
 def check_as_of_covered(as_of: pd.Timestamp) -> None:
@@ -456,6 +472,7 @@ def score(as_of: Any = None, cfg: ActionsConfig | None = None, models: dict[str,
         features = retrieve_features(ids, as_of, models)
     frame = predict_and_tag(ids, as_of, models, features, cfg, load_bands(list(models)), times)
     frame = add_reasons(frame, models, features, cfg, times)
+    check_not_degenerate(frame, models)
     with times.stage("write", len(frame)):
         snapshot = feature_snapshot(frame, models, features) if cfg.scoring.keep_feature_snapshot else None
         stakes = [c for c in STAKE_COLUMNS if c in frame.columns]

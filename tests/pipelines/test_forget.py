@@ -96,3 +96,9 @@ def test_the_store_still_validates_after_forget(filled_project):
     forget(["c1", "c3"])
     tables = {t.table: t for t in validate_store()}
     assert tables["orders"].rows == (tiny_event_log()["orders"]["customer_id"] == "c2").sum()
+
+
+def test_an_id_with_a_trailing_space_is_another_customer(filled_project):
+    report = forget(["c1 "])
+    assert "event store: orders" not in report.removed  # "c1" is untouched
+    assert report.not_found == ["c1 "]

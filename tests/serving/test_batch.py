@@ -264,3 +264,15 @@ def test_predict_and_score_give_the_same_decision_for_the_same_customer_and_date
         assert result["as_of"] == f"{AS_OF:%Y-%m-%d}"
         compared += 1
     assert compared == len(ids) and (frame["action"] != "no action").any()
+
+
+def test_empty_as_of_and_a_degenerate_list_are_refused(champions):
+    from serving.batch import check_not_degenerate
+
+    with pytest.raises(PropensityError, match="--as-of"):
+        as_of_timestamp("")
+    _, _, frame, _ = _score(champions, n=20)
+    same = frame.assign(churn_probability=0.42)
+    with pytest.raises(PropensityError, match="same score"):
+        check_not_degenerate(same, champions)
+    check_not_degenerate(frame, champions)  # a real list passes
