@@ -25,3 +25,22 @@ def project_home(tmp_path, monkeypatch):
     monkeypatch.delenv("PROPENSITY_REDIS_URL", raising=False)
     (home / "mlruns").mkdir()
     return home
+
+
+def new_project(folder) -> tuple[object, pytest.MonkeyPatch]:
+    """A project home with its own copy of configs/ and the environment pointing at it, for module-scoped
+    end-to-end fixtures (``project_home`` is per test). Returns (home, the MonkeyPatch to undo)."""
+    import shutil
+
+    home = folder / "project"
+    (home / "mlruns").mkdir(parents=True)
+    shutil.copytree(REPO_ROOT / "configs", home / "configs")
+    mp = pytest.MonkeyPatch()
+    for k, v in TELEMETRY_OFF.items():
+        mp.setenv(k, v)
+    mp.setenv("PROPENSITY_HOME", str(home))
+    mp.setenv("PROPENSITY_CONFIGS", str(home / "configs"))
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlruns' / 'mlflow.db'}")
+    mp.setenv("BENTOML_HOME", str(home / "bentoml_home"))
+    mp.delenv("PROPENSITY_REDIS_URL", raising=False)
+    return home, mp

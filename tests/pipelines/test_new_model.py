@@ -3,13 +3,11 @@ change, is trained, promoted, served and scored by the same chain as the shipped
 
 from __future__ import annotations
 
-import shutil
-
 import pandas as pd
 import pytest
 import yaml
 
-from core.settings import REPO_ROOT, TELEMETRY_OFF
+from tests.conftest import new_project
 
 pytestmark = pytest.mark.slow
 
@@ -18,10 +16,8 @@ NEW = "repeat_30d"
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
-    home = tmp_path_factory.mktemp("new-model") / "project"
-    (home / "mlruns").mkdir(parents=True)
+    home, mp = new_project(tmp_path_factory.mktemp("new-model"))
     configs = home / "configs"
-    shutil.copytree(REPO_ROOT / "configs", configs)
     # "Orders again within 30 days": the churn spec's population and features, the other outcome.
     spec = yaml.safe_load((configs / "models" / "churn.yaml").read_text())
     spec.update(name=NEW, description="an active customer orders again within 30 days", ground_truth=None,
@@ -29,14 +25,6 @@ def chain(tmp_path_factory):
     spec["labels"].update(horizon_days=30, positive="order")
     spec["tuning"]["monotone"] = {"days_since_last_order": -1}
     (configs / "models" / f"{NEW}.yaml").write_text(yaml.safe_dump(spec))
-    mp = pytest.MonkeyPatch()
-    for k, v in TELEMETRY_OFF.items():
-        mp.setenv(k, v)
-    mp.setenv("PROPENSITY_HOME", str(home))
-    mp.setenv("PROPENSITY_CONFIGS", str(configs))
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlruns' / 'mlflow.db'}")
-    mp.setenv("BENTOML_HOME", str(home / "bentoml_home"))
-    mp.delenv("PROPENSITY_REDIS_URL", raising=False)
     from pipelines.run import run
 
     state = run("tiny")

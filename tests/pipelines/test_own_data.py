@@ -6,13 +6,13 @@ on the log's own clock, and serve, where /predict agrees with the batch row of t
 from __future__ import annotations
 
 import json
-import shutil
 
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from core.settings import REPO_ROOT, TELEMETRY_OFF
+from core.settings import REPO_ROOT
+from tests.conftest import new_project
 
 DATA = REPO_ROOT.parent / "shared" / "data" / "online_retail.parquet"
 RETAIL_MAP = REPO_ROOT / "configs" / "examples" / "online_retail.yaml"
@@ -23,17 +23,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not DATA.is_file(), reason=".
 
 @pytest.fixture(scope="module")
 def walkthrough(tmp_path_factory):
-    home = tmp_path_factory.mktemp("own-data") / "project"
-    (home / "mlruns").mkdir(parents=True)
-    shutil.copytree(REPO_ROOT / "configs", home / "configs")
-    mp = pytest.MonkeyPatch()
-    for k, v in TELEMETRY_OFF.items():
-        mp.setenv(k, v)
-    mp.setenv("PROPENSITY_HOME", str(home))
-    mp.setenv("PROPENSITY_CONFIGS", str(home / "configs"))
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlruns' / 'mlflow.db'}")
-    mp.setenv("BENTOML_HOME", str(home / "bentoml_home"))
-    mp.delenv("PROPENSITY_REDIS_URL", raising=False)
+    home, mp = new_project(tmp_path_factory.mktemp("own-data"))
     from pipelines.cli import app
 
     runner = CliRunner()

@@ -6,14 +6,14 @@ when nothing is wrong, and `forget` including the online store."""
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 
 import pandas as pd
 import pytest
 import yaml
 
 from core.errors import PropensityError
-from core.settings import REPO_ROOT, TELEMETRY_OFF, project_paths
+from core.settings import project_paths
+from tests.conftest import new_project
 
 pytestmark = pytest.mark.slow
 
@@ -25,23 +25,13 @@ MATURED = "2026-08-23"  # + 60 days is inside the data: realised AUC is defined
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
     """A project after `propensity run --size tiny` with a behaviour shift, plus two earlier scorings."""
-    home = tmp_path_factory.mktemp("e2e") / "project"
-    (home / "mlruns").mkdir(parents=True)
+    home, mp = new_project(tmp_path_factory.mktemp("e2e"))
     configs = home / "configs"
-    shutil.copytree(REPO_ROOT / "configs", configs)
     # A clear behaviour change (fewer visits and purchases, smaller baskets, many more complaints): the
     # default shift is mild enough that 1,500 customers do not cross the usual PSI thresholds.
     generator = yaml.safe_load((configs / "generate.yaml").read_text())
     generator["shift"] = {"entry": 0.5, "visit": 0.5, "purchase": 0.5, "complaint": 5.0, "amount": 0.6, "churn": 2.0}
     (configs / "generate.yaml").write_text(yaml.safe_dump(generator))
-    mp = pytest.MonkeyPatch()
-    for k, v in TELEMETRY_OFF.items():
-        mp.setenv(k, v)
-    mp.setenv("PROPENSITY_HOME", str(home))
-    mp.setenv("PROPENSITY_CONFIGS", str(configs))
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlruns' / 'mlflow.db'}")
-    mp.setenv("BENTOML_HOME", str(home / "bentoml_home"))
-    mp.delenv("PROPENSITY_REDIS_URL", raising=False)
     from pipelines.run import load_run_config, run
     from serving.batch import score
 
