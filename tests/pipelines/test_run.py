@@ -68,8 +68,13 @@ def test_run_summary_and_scores_contract(chain):
     pd.testing.assert_frame_equal(latest, pd.read_parquet(paths.scores / "2026-11-01" / "scores.parquet"))
     csv = pd.read_csv(paths.scores / "2026-11-01" / "scores.csv", keep_default_na=False)
     assert len(csv) == len(latest) and list(csv.columns) == SCORE_COLUMNS
-    flagged = latest["action"] != "no action"
-    assert (latest.loc[flagged, "reasons"].str.len() > 0).all()
+    from serving.actions import LOST_RULE, load_actions_config
+
+    # Every customer a rule picked (treated or held out as control) carries the reasons of the rule's
+    # model; the lost ones get no model-driven text.
+    ruled = latest["action_rule"].isin([r.name for r in load_actions_config().rules])
+    assert ruled.any() and (latest.loc[ruled, "reasons"].str.len() > 0).all()
+    assert (latest.loc[latest["action_rule"] == LOST_RULE, "reasons"] == "").all()
     assert set(latest["lifecycle_stage"]) <= {"new", "active", "at_risk", "lapsed"}
     assert latest["rfm_segment"].notna().all()
     # Only active customers are scored: every scored id has an event in the 365 days before as-of.
