@@ -326,6 +326,10 @@ def _realised_auc(model: str, dates: list[str], paths, store, cfg: MonitorConfig
     from training.labels import data_end
 
     training_cfg = load_spec(model)
+    if training_cfg.task != "binary":
+        # Realised AUC is a binary model's measure; a value model's realised error is not computed yet.
+        return pd.DataFrame(columns=["as_of", "rows", "positives", "auc", "auc_untreated"]), (
+            f"realised performance is measured for binary models; {model} is a {training_cfg.task} model")
     horizon = pd.Timedelta(days=training_cfg.labels.horizon_days)
     end = data_end(store, training_cfg.cutoffs)
     rows = []
