@@ -39,18 +39,9 @@ class ModelScore(BaseModel):
     reasons: list[Reason]
 
 
-class CustomerResult(BaseModel):
-    """One customer; for each requested model a ``ModelScore`` under the model's name."""
+class Decision(BaseModel):
+    """The decision, from the same code as batch scoring (serving.actions.decide)."""
 
-    model_config = ConfigDict(extra="allow")
-    __pydantic_extra__: dict[str, ModelScore] = Field(init=False)
-
-    customer_id: str
-    found: bool
-    error: str | None = Field(None, description="only when found is false")
-    rfm_segment: str | None = None
-    lifecycle_stage: str | None = None
-    # The decision, from the same code as batch scoring (serving.actions.decide).
     as_of: str | None = Field(None, description="the date the features and decision are for (YYYY-MM-DD)")
     layer_activity: str | None = None
     layer_value: str | None = None
@@ -66,6 +57,20 @@ class CustomerResult(BaseModel):
     value: float | None = Field(None, description="the value model's predicted spend")
     value_at_risk: float | None = None
     value_upside: float | None = None
+
+
+class CustomerResult(BaseModel):
+    """One customer; for each requested model a ``ModelScore`` under the model's name."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, ModelScore] = Field(init=False)
+
+    customer_id: str
+    found: bool
+    error: str | None = Field(None, description="only when found is false")
+    rfm_segment: str | None = None
+    lifecycle_stage: str | None = None
+    decision: Decision | None = Field(None, description="what batch scoring decides for this customer, same code")
 
 
 class PredictResponse(BaseModel):

@@ -260,7 +260,8 @@ class Predictor:
                     "reasons": [_reason_dict(r) for r in scored["reasons"][j]],
                 }
             if decisions is not None:
-                entry.update(decisions[j])
+                # Its own key: a model may be called like a decision field (the value model and `value`).
+                entry["decision"] = decisions[j]
             results.append(entry)
             j += 1
         return results

@@ -94,10 +94,10 @@ def test_predict_matches_the_batch_row_of_the_same_date(walkthrough):
     answer = Predictor(config, registry).predict(PredictRequest(customer_ids=ids))
     for result in answer["results"]:
         row = scores.loc[result["customer_id"]]
-        assert result["found"] and result["as_of"] == "2011-12-10"
+        assert result["found"] and result["decision"]["as_of"] == "2011-12-10"
         assert result["churn"]["probability"] == pytest.approx(row["churn_probability"], abs=1e-9)
         assert result["churn"]["band"] == row["churn_band"]
-        assert (result["action_rule"], result["queue"]) == (row["action_rule"], row["queue"])
+        assert (result["decision"]["action_rule"], result["decision"]["queue"]) == (row["action_rule"], row["queue"])
 
 
 def test_predict_with_an_earlier_as_of_matches_a_score_of_that_date(walkthrough):
@@ -119,7 +119,7 @@ def test_predict_with_an_earlier_as_of_matches_a_score_of_that_date(walkthrough)
     answer = Predictor(config, registry).predict(PredictRequest(customer_ids=ids, as_of=day))
     for result in answer["results"]:
         row = scores.loc[result["customer_id"]]
-        assert result["as_of"] == day
+        assert result["decision"]["as_of"] == day
         assert result["churn"]["probability"] == pytest.approx(row["churn_probability"], abs=1e-9)
 
 

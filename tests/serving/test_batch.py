@@ -256,12 +256,13 @@ def test_predict_and_score_give_the_same_decision_for_the_same_customer_and_date
         for model in ("churn", "conversion"):
             assert result[model]["probability"] == pytest.approx(row[f"{model}_probability"], abs=1e-12)
             assert result[model]["band"] == row[f"{model}_band"]
+        decision = result["decision"]
         for key in ("layer_activity", "layer_value", "layer_intent", "layer_risk", "tags", "action", "queue",
                     "action_rule", "group", "queue_status"):
-            assert result[key] == row[key], (result["customer_id"], key)
-        assert (result["priority"] is None and np.isnan(row["priority"])) or \
-            result["priority"] == pytest.approx(row["priority"], abs=1e-12)
-        assert result["as_of"] == f"{AS_OF:%Y-%m-%d}"
+            assert decision[key] == row[key], (result["customer_id"], key)
+        assert (decision["priority"] is None and np.isnan(row["priority"])) or \
+            decision["priority"] == pytest.approx(row["priority"], abs=1e-12)
+        assert decision["as_of"] == f"{AS_OF:%Y-%m-%d}"
         compared += 1
     assert compared == len(ids) and (frame["action"] != "no action").any()
 
