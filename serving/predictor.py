@@ -220,6 +220,7 @@ class Predictor:
         models: ModelSet,
         top_k: int,
         lang: str,
+        with_decision: bool = True,
     ) -> list[dict[str, Any]]:
         """Per-customer answers; ``columns_of`` maps model name -> its feature columns, row i = ids[i]."""
         rows = np.flatnonzero(found)
@@ -239,7 +240,7 @@ class Predictor:
                 "reasons": reasons,
                 "key": "value" if getattr(model, "task", "binary") == "regression" else "probability",
             }
-        decisions = self._decisions(ids, columns_of, rows, names, models, per_model)
+        decisions = self._decisions(ids, columns_of, rows, names, models, per_model) if with_decision else None
         segments = columns_of[names[0]]
         results: list[dict[str, Any]] = []
         j = 0
@@ -339,7 +340,8 @@ class Predictor:
             found = np.ones(len(request.customer_ids), dtype=bool)
             for columns in columns_of.values():
                 found &= columns["found"].astype(bool)
-            results = self._results(request.customer_ids, columns_of, found, names, models, top_k, lang)
+            results = self._results(request.customer_ids, columns_of, found, names, models, top_k, lang,
+                                    request.decision)
             self.recent.add(results)
             answers.append({"model_versions": models.versions(), "results": results})
         return answers
@@ -384,7 +386,7 @@ class Predictor:
         found = np.ones(len(ids), dtype=bool)
         for columns in columns_of.values():
             found &= columns["found"].astype(bool)
-        results = self._results(ids, columns_of, found, names, models, top_k, lang)
+        results = self._results(ids, columns_of, found, names, models, top_k, lang, request.decision)
         self.recent.add(results)
         return {"model_versions": models.versions(), "results": results}
 

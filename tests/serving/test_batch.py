@@ -277,3 +277,24 @@ def test_empty_as_of_and_a_degenerate_list_are_refused(champions):
     with pytest.raises(PropensityError, match="same score"):
         check_not_degenerate(same, champions)
     check_not_degenerate(frame, champions)  # a real list passes
+
+
+def test_predict_can_leave_the_decision_out(champions):
+    from serving.config import load_serving_config
+    from serving.predictor import Predictor
+    from serving.registry import ModelRegistry
+    from serving.requests import PredictRequest
+
+    _cfg, features, frame, _times = _score(champions, n=10)
+    table = features["churn"].assign(found=True, as_of=AS_OF.timestamp())
+    extra = [c for c in features["conversion"].columns if c not in table.columns]
+    table = pd.concat([table, features["conversion"][extra]], axis=1)
+    registry = ModelRegistry(["churn", "conversion"])
+    registry.load()
+    predictor = Predictor(load_serving_config(), registry,
+                          fetch_features=lambda ids, service: table.set_index("customer_id").loc[ids].reset_index())
+    ids = frame["customer_id"].tolist()[:3]
+    lean = predictor.predict(PredictRequest(customer_ids=ids, decision=False))["results"]
+    full = predictor.predict(PredictRequest(customer_ids=ids))["results"]
+    assert all("decision" not in r for r in lean) and all("decision" in r for r in full)
+    assert [r["churn"]["probability"] for r in lean] == [r["churn"]["probability"] for r in full]
