@@ -116,9 +116,9 @@ def realised_labels(store, as_of: pd.Timestamp, model: str) -> pd.DataFrame:
 
 
 def auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None) -> float:
-    from sklearn.metrics import roc_auc_score
+    from training.metrics import auc as weighted_auc
 
-    return float(roc_auc_score(labels, scores, sample_weight=weights))
+    return weighted_auc(labels, scores, weights)
 
 
 # ---- verdict -------------------------------------------------------------------------------------------

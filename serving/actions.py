@@ -238,6 +238,14 @@ class ActionsConfig(StrictModel):
     contact_policy: ContactPolicy = ContactPolicy()
     stakes: Stakes | None = None
 
+    def contact_lookback_days(self) -> int | None:
+        """How far back the contact policy looks (the cap's window, the longest cooldown); None when no
+        cap or cooldown is configured: then no history is needed at all."""
+        windows = [r.cooldown_days for r in self.rules if r.cooldown_days is not None]
+        if self.contact_policy.max_contacts is not None:
+            windows.append(self.contact_policy.per_days)
+        return max(windows) if windows else None
+
     @model_validator(mode="after")
     def _unique_names(self) -> ActionsConfig:
         names = [r.name for r in self.rules]

@@ -270,17 +270,19 @@ def predict_and_tag(
     ranges = {name: model.feature_ranges for name, model in models.items()}
     tags = load_tags_config()
     previous, due = previous_tags(as_of, tags)
-    history = contact_history(as_of)
+    lookback = cfg.contact_lookback_days()
+    history = contact_history(as_of, lookback) if lookback is not None else None
     with times.stage("layers + actions", n):
         decided = decide(frame, cfg, skipped_models(models), ranges, tags, previous, due, history)
         frame = pd.concat([frame, decided], axis=1)
     return frame
 
 
-def contact_history(as_of: pd.Timestamp) -> pd.DataFrame:
-    """Contacts before ``as_of`` (customer_id, contacted_at, action_rule) for the contact policy: the
-    CRM's export (the ``contacts`` event family) when the store has one, else the rows earlier lists put
-    in a queue (treatment group, not held back, not over capacity), dated with the list."""
+def contact_history(as_of: pd.Timestamp, lookback_days: int) -> pd.DataFrame:
+    """Contacts in the ``lookback_days`` before ``as_of`` (customer_id, contacted_at, action_rule) for the
+    contact policy: the CRM's export (the ``contacts`` event family) when the store has one, else the rows
+    earlier lists put in a queue (treatment group, not held back, not over capacity), dated with the list.
+    Only the lists inside the window are read, however many weeks of lists there are."""
     import pyarrow.parquet as pq
 
     from core.events import EventStore
@@ -291,9 +293,14 @@ def contact_history(as_of: pd.Timestamp) -> pd.DataFrame:
     store = EventStore(paths.events)
     if store.has("contacts"):
         contacts = store.read("contacts")[["customer_id", "contacted_at", "action_rule"]]
-        return contacts[contacts["contacted_at"] < as_of].reset_index(drop=True)
+        since = as_of - pd.Timedelta(days=lookback_days)
+        keep = (contacts["contacted_at"] < as_of) & (contacts["contacted_at"] >= since)
+        return contacts[keep].reset_index(drop=True)
     parts = []
+    first = f"{as_of - pd.Timedelta(days=lookback_days):%Y-%m-%d}"
     for day in paths.scored_dates():
+        if day < first:
+            continue
         if day >= f"{as_of:%Y-%m-%d}":
             break
         path = paths.scores / day / SCORES_FILE

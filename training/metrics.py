@@ -64,10 +64,10 @@ def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     }
 
 
-def auc(y: np.ndarray, score: np.ndarray) -> float:
+def auc(y: np.ndarray, score: np.ndarray, weights: np.ndarray | None = None) -> float:
     from sklearn.metrics import roc_auc_score
 
-    return float(roc_auc_score(np.asarray(y), np.asarray(score, dtype=np.float64)))
+    return float(roc_auc_score(np.asarray(y), np.asarray(score, dtype=np.float64), sample_weight=weights))
 
 
 def gini(y: np.ndarray, score: np.ndarray) -> float:

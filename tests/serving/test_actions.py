@@ -285,3 +285,13 @@ def test_cap_and_cooldown_hold_over_a_year_of_weekly_lists():
         for t in stamps:  # the cap: at most 2 in any 30 days
             assert ((stamps > t - np.timedelta64(30, "D")) & (stamps <= t)).sum() <= 2
     assert len(history) > 300  # customers are contacted again once the cooldown has passed
+
+
+def test_contact_lookback_covers_the_cap_window_and_the_longest_cooldown():
+    from serving.actions import ContactPolicy
+
+    cfg = load_actions_config()
+    assert cfg.contact_lookback_days() is None  # shipped: no cap, no cooldown, so no history is read
+    rules = [cfg.rules[0].model_copy(update={"cooldown_days": 45}), *cfg.rules[1:]]
+    capped = cfg.model_copy(update={"rules": rules, "contact_policy": ContactPolicy(max_contacts=2, per_days=30)})
+    assert capped.contact_lookback_days() == 45
