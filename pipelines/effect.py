@@ -77,7 +77,7 @@ def outcomes(store, as_of: pd.Timestamp, customer_ids: pd.Series, horizon_days: 
 
     from core.contract import TABLES
 
-    has_amount = "amount" in store.read("orders").columns if store.has("orders") else False
+    has_amount = "amount" in store.columns("orders") if store.has("orders") else False
     spend = "coalesce(sum(amount), 0)" if has_amount else "NULL"
     ids = pd.DataFrame({"customer_id": customer_ids.astype(str).unique()})
     con = duckdb.connect()

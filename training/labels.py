@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 
+import numpy as np
 import pandas as pd
 
 from core.errors import DataError, NotEnoughDataError
@@ -247,10 +248,66 @@ def build_labels(
     return df.sort_values(["event_timestamp", "customer_id"], kind="stable").reset_index(drop=True)
 
 
+# ---- actions and their groups: labels untouched by an action ---------------------------------------------
+TREATMENT, CONTROL = "treatment", "control"  # the groups of a follow-up list (serving.actions.assign_groups)
+
+
+def untreated_weights(scores: pd.DataFrame) -> np.ndarray:
+    """Weights that make a scored list look as if nobody had been treated: a rule's treated rows get 0
+    (the action changed their outcome), its control rows stand in for them with weight n_rule / n_control
+    (inverse probability of being held out), every row without a rule keeps 1. Without group columns
+    (lists scored before control groups existed) every row weighs 1."""
+    weights = np.ones(len(scores))
+    if "group" not in scores.columns or "action_rule" not in scores.columns:
+        return weights
+    group = scores["group"].to_numpy()
+    rule = scores["action_rule"].to_numpy()
+    for name in {r for r in rule if r}:
+        in_rule = rule == name
+        control = in_rule & (group == CONTROL)
+        weights[in_rule & (group == TREATMENT)] = 0.0
+        if control.any():
+            weights[control] = in_rule.sum() / control.sum()
+    return weights
+
+
+def contacted_rows(store: EventStore, rows: pd.DataFrame, horizon_days: int) -> np.ndarray:
+    """Which (customer_id, event_timestamp) rows an action acts on: the CRM's export (the ``contacts``
+    family) has a contact with the customer from a list made by the row's date (``list_as_of``, else the
+    contact's day), less than one horizon before it, so its effect can reach the label window (the effect
+    report reads an action's effect over one horizon). Contacts from later lists are not counted: whether
+    they happen depends on what the customer does after the date (a win-back list picks those who went
+    quiet), and leaving those rows out would bias the labels more than the contact does. All False when
+    the store has no contacts."""
+    if not store.has("contacts") or rows.empty:
+        return np.zeros(len(rows), dtype=bool)
+    con = _connect()
+    con.register("label_rows", rows[["customer_id", "event_timestamp"]].assign(row_no=np.arange(len(rows))))
+    listed = "date_trunc('day', c.contacted_at)"
+    if "list_as_of" in store.columns("contacts"):
+        listed = f"coalesce(c.list_as_of, {listed})"
+    hit = con.execute(
+        f"""
+        SELECT DISTINCT r.row_no FROM label_rows r
+        JOIN read_parquet('{store.glob("contacts")}') c
+          ON c.customer_id = r.customer_id
+         AND {listed} <= r.event_timestamp
+         AND c.contacted_at >= r.event_timestamp - INTERVAL ({horizon_days}) DAY
+        """
+    ).fetchnumpy()["row_no"]
+    out = np.zeros(len(rows), dtype=bool)
+    out[np.asarray(hit, dtype=np.int64)] = True
+    return out
+
+
 def label_rows(
     store: EventStore, labels: Labels, cutoffs: Cutoffs, split: Split, config_file: str = "the model spec"
 ) -> tuple[SplitPlan, pd.DataFrame]:
-    """Plan the split over the store's data and label every eligible row of every planned cutoff."""
+    """Plan the split over the store's data and label every eligible row of every planned cutoff.
+
+    Training labels should say what customers do untouched: when the store holds contacts, rows whose
+    label an action may have changed (``contacted_rows``) get weight 0, i.e. are left out, in every
+    split (docs/training.md, "Labels after actions")."""
     first, _ = event_span(store)
     end = data_end(store, cutoffs)
     plan = plan_split(end, labels.horizon_days, cutoffs, split, earliest=first.normalize(), config_file=config_file)
@@ -260,6 +317,11 @@ def label_rows(
             f"{labels.kind} label needs {labels.horizon_days} days after its cutoff"
         )
     rows = build_labels(store, labels, plan.frame())
+    contacted = contacted_rows(store, rows, labels.horizon_days)
+    if contacted.any():
+        log.info("%d of %d labelled rows left out: a contact from a list made by the cutoff, less than %d days "
+                 "before it, acts on the label", int(contacted.sum()), len(rows), labels.horizon_days)
+        rows = rows[~contacted].reset_index(drop=True)
     log.info(
         "%s labels: %d rows over %d cutoffs (data end %s)", labels.kind, len(rows),
         len(plan.train) + len(plan.validation) + 1, f"{end - DAY:%Y-%m-%d}",

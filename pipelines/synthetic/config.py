@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from core.config import StrictModel, config_path, load_config
 from core.errors import ConfigError
@@ -141,6 +141,47 @@ class AnomalyConfig(StrictModel):
     duplicate_delay_minutes: tuple[float, float] = Field((1.0, 20.0), description="the second after the first")
 
 
+class CampaignCondition(StrictModel):
+    """Who a campaign lists, from behaviour the exports show; every given condition must hold (AND)."""
+
+    days_since_last_order: tuple[int, int] | None = Field(
+        None, description="inclusive range of days since the last order (since the sign-up when there is none)"
+    )
+    complaint_within_days: int | None = Field(
+        None, ge=1, description="a complaint opened in this many days before the list"
+    )
+
+    @model_validator(mode="after")
+    def _valid(self) -> CampaignCondition:
+        if self.days_since_last_order is None and self.complaint_within_days is None:
+            raise ValueError("a campaign needs at least one condition (days_since_last_order, complaint_within_days)")
+        if self.days_since_last_order is not None:
+            lo, hi = self.days_since_last_order
+            if lo < 0 or hi < lo:
+                raise ValueError(f"days_since_last_order: expected [min, max] with 0 <= min <= max, got [{lo}, {hi}]")
+        return self
+
+
+class CampaignConfig(StrictModel):
+    """A campaign the simulated shop runs itself: a list every ``every_weeks`` Mondays of the customers
+    ``when`` selects, a random ``control_share`` held out (not contacted), the rest contacted; a contact
+    multiplies the churn hazard by ``effect`` for ``effect_days`` (1.0: the campaign does nothing).
+    docs/generator.md, "Campaigns"."""
+
+    name: str = Field(min_length=1, description="the rule name written to contacts.action_rule")
+    when: CampaignCondition
+    every_weeks: int = Field(1, ge=1, description="a list every this many weeks, on Mondays")
+    start_after_days: int = Field(0, ge=0, description="first list on the first Monday this many days into the window")
+    control_share: float = Field(0.1, gt=0, lt=1, description="share of each list held out (never contacted)")
+    effect: float = Field(1.0, gt=0, description="churn hazard multiplier after a contact (1.0: no effect)")
+    effect_days: int = Field(60, ge=1, description="days the effect lasts, from the contact's day")
+    cooldown_days: int = Field(
+        60, ge=0, description="a listed customer (contacted or held out) is not listed by this campaign again "
+        "for this many days; at least the 60-day outcome window keeps each list's truth exact"
+    )
+    channel: str = Field("email", min_length=1, description="contacts.channel")
+
+
 class GeneratorConfig(StrictModel):
     population: PopulationConfig = PopulationConfig()
     funnel: FunnelConfig = FunnelConfig()
@@ -149,6 +190,17 @@ class GeneratorConfig(StrictModel):
     shift: ShiftConfig = ShiftConfig()
     anomalies: AnomalyConfig = AnomalyConfig()
     truth_threads: int = Field(2, ge=1, le=64, description="threads for the ground-truth recursion")
+    campaigns: list[CampaignConfig] = Field(
+        default_factory=list, description="campaigns the shop runs (none: no contacts file, output unchanged)"
+    )
+
+    @model_validator(mode="after")
+    def _unique_campaigns(self) -> GeneratorConfig:
+        names = [c.name for c in self.campaigns]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"campaign names must be unique; repeated: {dupes}")
+        return self
 
 
 def load_generator_config(path: str | Path | None = None) -> GeneratorConfig:

@@ -99,6 +99,11 @@ def generate(
         from pipelines.synthetic.anomalies import Injector  # here: `python -m` of that module stays clean
 
         injector = Injector(sim, cfg.anomalies, seed)
+    campaigns = None
+    if cfg.campaigns:
+        from pipelines.synthetic.campaigns import Campaigns
+
+        campaigns = Campaigns(sim, seed)
     with raw_export(sim, out, fmt, injector) as export:
         sink = EventSink()
         sim.pre_window_orders(sink)
@@ -107,7 +112,10 @@ def generate(
             for day in range(days):
                 if (day + sim.start_weekday) % 7 == 0:  # Mondays: ground truth as of midnight
                     pch, pcv, cd, vd = week_truth(sim, day, pool=pool)
-                    export.write_truth(day, pch, pcv, cd, vd)
+                    untreated = campaigns.untreated_truth(day, pch) if campaigns is not None else None
+                    export.write_truth(day, pch, pcv, cd, vd, untreated)
+                    if campaigns is not None:
+                        campaigns.run(day, pch, export)  # after the truth: it is the untreated one
                     truth_sum += (pch.sum(), pcv.sum())
                     truth_rows += len(pch)
                 sim.step(day, sink)

@@ -91,6 +91,13 @@ class Simulation:
         gap0 = np.minimum(tenure, rng.geometric(1 / 40, n))
         self.last_order_day = np.where(pre, -gap0, signup_day).astype(np.int32)
         self.complaint_term = np.zeros(n)  # churn log-hazard from complaints, changed by calendar events
+        # Campaigns (config ``campaigns``): per campaign and customer the first day its contact's effect no
+        # longer acts on; and the day of the last complaint opened (their conditions). Only with campaigns.
+        campaigns = self.cfg.campaigns
+        self.effect_mult = np.array([c.effect for c in campaigns], dtype=float)
+        self.effect_until = np.full((len(campaigns), n), -1, dtype=np.int32) if campaigns else None
+        self.last_complaint_day = np.full(n, np.iinfo(np.int32).min // 2, dtype=np.int32) if campaigns else None
+        self._opened: dict[int, list[np.ndarray]] = defaultdict(list)
 
     def complaint_events(self, day: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """(customers, log-hazard change) pairs scheduled for the end of ``day``; read-only."""
@@ -151,6 +158,16 @@ class Simulation:
             self._week_rates = self.rates(day, slice(None))
         return self._week_rates
 
+    def effect_factor(self, day: int, idx: np.ndarray, until: np.ndarray | None = None) -> np.ndarray:
+        """Churn hazard multiplier of customers ``idx`` on ``day`` from the campaigns' contacts (1 without);
+        ``until`` (campaigns x len(idx)) overrides the state, for the truth of a contact not made yet."""
+        until = self.effect_until[:, idx] if until is None else until
+        factor = np.ones(len(idx))
+        for c, mult in enumerate(self.effect_mult):
+            if mult != 1.0:
+                factor *= np.where(until[c] > day, mult, 1.0)
+        return factor
+
     def gap_term(self, gap: np.ndarray) -> np.ndarray:
         c = self.cfg.churn
         return c.gap_per_30_days / 30.0 * np.minimum(gap, c.gap_cap_days)
@@ -170,6 +187,8 @@ class Simulation:
         base_eta = r["base_eta"][existing]
         gap_term = self.gap_term(day - self.last_order_day[existing])
         hazard = np.minimum(np.exp(base_eta + gap_term + self.complaint_term[existing]), c.max_daily_hazard)
+        if self.effect_until is not None:
+            hazard *= self.effect_factor(day, existing)
         churned = rng.random(len(existing)) < hazard
         if churned.any():
             gone = existing[churned]
@@ -241,6 +260,8 @@ class Simulation:
         # 4. end of day: complaint events scheduled for today change the churn hazard from tomorrow
         for cust, delta in self._calendar.pop(day, []):
             np.add.at(self.complaint_term, cust, delta)
+        for cust in self._opened.pop(day, []):
+            self.last_complaint_day[cust] = day
 
     def _sessions(self, day, cust, stage, bought, fixed_start, sink) -> np.ndarray:
         """Emit the page views of one session per visitor; return the order second of the buyers' sessions."""
@@ -340,6 +361,9 @@ class Simulation:
         sink.complaints.append(
             (complaint_no, cust, open_day, open_sec, channel, category, severity, resolved_us)
         )
+        if self.last_complaint_day is not None:
+            for d in np.unique(open_day):
+                self._opened[int(d)].append(cust[open_day == d])
         sev = severity.astype(float)
         # Churn log-hazard changes, applied at the end of each day (see step 4).
         self._schedule(open_day, cust, (c.complaint_30d + c.open_complaint) * sev)

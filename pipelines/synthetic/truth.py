@@ -44,40 +44,8 @@ def week_truth(sim: Simulation, day: int, block: int = 16_384, pool: ThreadPoolE
     convert_driver = np.full(n, NO_CONVERT_DRIVER, dtype=np.int8)
     idx = np.flatnonzero(sim.alive[:n])
     if len(idx):
-        # Complaint hazard changes already scheduled inside the window (from orders placed before today).
-        pos = np.full(sim.n, -1, dtype=np.int64)
-        pos[idx] = np.arange(len(idx))
-        events = []
-        for d in range(CHURN_HORIZON_DAYS):
-            for cust, delta in sim.complaint_events(day + d):
-                p = pos[cust]
-                keep = p >= 0
-                events.append((p[keep], np.full(keep.sum(), d), delta[keep]))
-        ev_pos = np.concatenate([e[0] for e in events]) if events else np.zeros(0, np.int64)
-        ev_day = np.concatenate([e[1] for e in events]) if events else np.zeros(0, np.int64)
-        ev_delta = np.concatenate([e[2] for e in events]) if events else np.zeros(0)
-        order = np.argsort(ev_pos, kind="stable")
-        ev_pos, ev_day, ev_delta = ev_pos[order], ev_day[order], ev_delta[order]
-
-        starts = list(range(0, len(idx), block))
-        results = {}
-
-        def run(s: int) -> None:
-            sub = idx[s : s + block]
-            lo, hi = np.searchsorted(ev_pos, [s, s + len(sub)])
-            results[s] = _truth_block(sim, day, sub, ev_pos[lo:hi] - s, ev_day[lo:hi], ev_delta[lo:hi])
-
-        if pool is not None and len(starts) > 1:
-            list(pool.map(run, starts))
-        else:
-            for s in starts:
-                run(s)
-        for s in starts:
-            sl = slice(s, s + block)
-            pc_, pv_, cd_ = results[s]
-            p_churn[idx[sl]] = pc_
-            p_convert[idx[sl]] = pv_
-            churn_driver[idx[sl]] = cd_
+        pc_, pv_, cd_ = _truth_of(sim, day, idx, block, pool)
+        p_churn[idx], p_convert[idx], churn_driver[idx] = pc_, pv_, cd_
         stage = sim.stage[idx]
         # Interested: browse_depth for deep browsers, recent_visit for short frequent visits.
         conv = np.select(
@@ -89,7 +57,53 @@ def week_truth(sim: Simulation, day: int, block: int = 16_384, pool: ThreadPoolE
     return p_churn, p_convert, churn_driver, convert_driver
 
 
-def _truth_block(sim: Simulation, day, sub, ev_pos, ev_day, ev_delta):
+def contact_truth(sim: Simulation, day: int, customers: np.ndarray, until: np.ndarray) -> np.ndarray:
+    """Exact p_churn at the start of ``day`` of ``customers`` (numbers) had the campaigns' effects lasted
+    until ``until`` (campaigns x customers): the truth of a contact before it is made. Churned: 1."""
+    out = np.ones(len(customers))
+    alive = sim.alive[customers]
+    if alive.any():
+        out[alive] = _truth_of(sim, day, customers[alive], until=until[:, alive])[0]
+    return out
+
+
+def _truth_of(sim: Simulation, day: int, idx: np.ndarray, block: int = 16_384,
+              pool: ThreadPoolExecutor | None = None, until: np.ndarray | None = None):
+    """p_churn, p_convert and the churn driver of alive customers ``idx`` (ascending) at the start of ``day``."""
+    # Complaint hazard changes already scheduled inside the window (from orders placed before today).
+    pos = np.full(sim.n, -1, dtype=np.int64)
+    pos[idx] = np.arange(len(idx))
+    events = []
+    for d in range(CHURN_HORIZON_DAYS):
+        for cust, delta in sim.complaint_events(day + d):
+            p = pos[cust]
+            keep = p >= 0
+            events.append((p[keep], np.full(keep.sum(), d), delta[keep]))
+    ev_pos = np.concatenate([e[0] for e in events]) if events else np.zeros(0, np.int64)
+    ev_day = np.concatenate([e[1] for e in events]) if events else np.zeros(0, np.int64)
+    ev_delta = np.concatenate([e[2] for e in events]) if events else np.zeros(0)
+    order = np.argsort(ev_pos, kind="stable")
+    ev_pos, ev_day, ev_delta = ev_pos[order], ev_day[order], ev_delta[order]
+
+    starts = list(range(0, len(idx), block))
+    results = {}
+
+    def run(s: int) -> None:
+        sub = idx[s : s + block]
+        lo, hi = np.searchsorted(ev_pos, [s, s + len(sub)])
+        sub_until = None if until is None else until[:, s : s + block]
+        results[s] = _truth_block(sim, day, sub, ev_pos[lo:hi] - s, ev_day[lo:hi], ev_delta[lo:hi], sub_until)
+
+    if pool is not None and len(starts) > 1:
+        list(pool.map(run, starts))
+    else:
+        for s in starts:
+            run(s)
+    parts = [results[s] for s in starts]
+    return tuple(np.concatenate([part[i] for part in parts]) for i in range(3))
+
+
+def _truth_block(sim: Simulation, day, sub, ev_pos, ev_day, ev_delta, until=None):
     """Forward recursion over the 60 days after ``day`` along the no-order path, for customers ``sub``.
 
     ``mass[s]`` is P(alive, in stage s, no order yet). Each day mirrors ``Simulation.step``: churn hazard,
@@ -149,6 +163,8 @@ def _truth_block(sim: Simulation, day, sub, ev_pos, ev_day, ev_delta):
         tmp += comp
         np.exp(tmp, out=tmp)
         np.minimum(tmp, f32(c.max_daily_hazard), out=tmp)
+        if sim.effect_until is not None:  # the campaigns' contacts, as in Simulation.step
+            tmp *= sim.effect_factor(u, sub, until).astype(f32)
         np.subtract(f32(1.0), tmp, out=tmp)
         mass *= tmp
         # stage moves

@@ -43,7 +43,7 @@ def _timestamps(us: np.ndarray) -> pa.Array:
 
 
 _DICTIONARY_COLUMNS = {"page_type", "product_id", "channel", "category", "region", "acquisition_channel"}
-_DICTIONARY_COLUMNS |= {"churn_driver", "convert_driver", "as_of", "severity"}
+_DICTIONARY_COLUMNS |= {"churn_driver", "convert_driver", "as_of", "severity", "action_rule", "list_as_of", "group"}
 
 
 class TableWriter:
@@ -109,6 +109,26 @@ SCHEMAS = {
             ("resolved_at", _TS),
         ]
     ),
+    "contacts": pa.schema(
+        [
+            ("contact_id", pa.string()),
+            ("customer_id", pa.string()),
+            ("contacted_at", _TS),
+            ("action_rule", pa.string()),
+            ("list_as_of", _TS),
+            ("channel", pa.string()),
+        ]
+    ),
+    "campaign_truth": pa.schema(
+        [
+            ("customer_id", pa.string()),
+            ("as_of", _TS),
+            ("action_rule", pa.string()),
+            ("group", pa.string()),
+            ("p_churn_untreated", pa.float64()),  # P(no order in 60 days) without the contact
+            ("p_churn_treated", pa.float64()),  # ... with it
+        ]
+    ),
     "ground_truth": pa.schema(
         [
             ("customer_id", pa.string()),
@@ -122,11 +142,17 @@ SCHEMAS = {
 }
 
 
-def export_files(out: Path, fmt: str, anomalies: bool = False) -> dict[str, Path]:
-    """Where a run writes each table in ``out``; the ground truth (and the anomaly labels) always Parquet."""
+def export_files(out: Path, fmt: str, anomalies: bool = False, campaigns: bool = False) -> dict[str, Path]:
+    """Where a run writes each table in ``out``; the ground truth (and the anomaly labels, the campaigns'
+    truth) always Parquet. Contacts only when the shop runs campaigns."""
     ext = "parquet" if fmt == "parquet" else "csv"
     files = {name: out / f"{name}.{ext}" for name in TABLE_FILES}
     files["ground_truth"] = out / GROUND_TRUTH_FILE
+    if campaigns:
+        from pipelines.synthetic.campaigns import CAMPAIGN_TRUTH_FILE
+
+        files["contacts"] = out / f"contacts.{ext}"
+        files["campaign_truth"] = out / CAMPAIGN_TRUTH_FILE
     if anomalies:
         from pipelines.synthetic.anomalies import ANOMALIES_FILE
 
@@ -144,7 +170,15 @@ class RawExport:
             name: TableWriter(temps[name], SCHEMAS[name], fmt)
             for name in ("orders", "page_views", "complaints")
         }
-        self.truth_writer = TableWriter(temps["ground_truth"], SCHEMAS["ground_truth"], "parquet")
+        truth_schema = SCHEMAS["ground_truth"]
+        if "contacts" in temps:  # with campaigns: also the risk had no contact acted (a model of untreated behaviour)
+            truth_schema = truth_schema.append(pa.field("p_churn_untreated", pa.float64()))
+        self.truth_writer = TableWriter(temps["ground_truth"], truth_schema, "parquet")
+        if "contacts" in temps:
+            self.writers["contacts"] = TableWriter(temps["contacts"], SCHEMAS["contacts"], fmt)
+            self.campaign_writer = TableWriter(temps["campaign_truth"], SCHEMAS["campaign_truth"], "parquet")
+        else:
+            self.campaign_writer = None
         accounts = sim.n if anomalies is None else anomalies.accounts
         width = max(sim.id_width, len(str(accounts)))
         self.customer_ids = _ids("C", np.arange(1, accounts + 1), width)
@@ -164,6 +198,8 @@ class RawExport:
         rows = {"customers": self.customer_rows}
         rows.update({name: w.rows for name, w in self.writers.items()})
         rows["ground_truth"] = self.truth_writer.rows
+        if self.campaign_writer is not None:
+            rows["campaign_truth"] = self.campaign_writer.rows
         if self.label_writer is not None:
             rows["anomalies"] = self.label_writer.rows
         return rows
@@ -259,16 +295,45 @@ class RawExport:
         sink.orders.clear()
         sink.complaints.clear()
 
-    def write_truth(self, day: int, p_churn, p_convert, churn_driver, convert_driver) -> None:
+    def write_truth(self, day: int, p_churn, p_convert, churn_driver, convert_driver, p_churn_untreated=None) -> None:
         n = len(p_churn)
-        self.truth_writer.write(
+        columns = {
+            "customer_id": self.customer_ids.slice(0, n),
+            "as_of": _timestamps(np.full(n, self._us(day, 0))),
+            "p_churn": pa.array(p_churn),
+            "p_convert": pa.array(p_convert),
+            "churn_driver": pc.take(pa.array(CHURN_DRIVERS), pa.array(churn_driver)),
+            "convert_driver": pc.take(pa.array(CONVERT_DRIVERS), pa.array(convert_driver)),
+        }
+        if p_churn_untreated is not None:
+            columns["p_churn_untreated"] = pa.array(p_churn_untreated)
+        self.truth_writer.write(columns)
+
+    def write_contacts(self, day: int, numbers, cust, sec, rule: str, channel: str) -> None:
+        """One campaign's contacts of ``day``: the CRM's export (contacted customers only)."""
+        n = len(cust)
+        self.writers["contacts"].write(
             {
-                "customer_id": self.customer_ids.slice(0, n),
+                "contact_id": _ids("M", np.asarray(numbers) + 1, 9),
+                "customer_id": self._cust(cust),
+                "contacted_at": _timestamps(self._us(np.full(n, day), sec)),
+                "action_rule": pa.array([rule] * n, type=pa.string()),
+                "list_as_of": _timestamps(np.full(n, self._us(day, 0))),
+                "channel": pa.array([channel] * n, type=pa.string()),
+            }
+        )
+
+    def write_campaign_truth(self, day: int, cust, rule: str, group, untreated, treated) -> None:
+        """One campaign's list of ``day``: every listed customer, the group, both exact probabilities."""
+        n = len(cust)
+        self.campaign_writer.write(
+            {
+                "customer_id": self._cust(cust),
                 "as_of": _timestamps(np.full(n, self._us(day, 0))),
-                "p_churn": pa.array(p_churn),
-                "p_convert": pa.array(p_convert),
-                "churn_driver": pc.take(pa.array(CHURN_DRIVERS), pa.array(churn_driver)),
-                "convert_driver": pc.take(pa.array(CONVERT_DRIVERS), pa.array(convert_driver)),
+                "action_rule": pa.array([rule] * n, type=pa.string()),
+                "group": pa.array(np.asarray(group, dtype=object), type=pa.string()),
+                "p_churn_untreated": pa.array(np.asarray(untreated, dtype=float)),
+                "p_churn_treated": pa.array(np.asarray(treated, dtype=float)),
             }
         )
 
@@ -297,6 +362,8 @@ class RawExport:
         for w in self.writers.values():
             w.close()
         self.truth_writer.close()
+        if self.campaign_writer is not None:
+            self.campaign_writer.close()
         if self.label_writer is not None:
             self.label_writer.close()
 
@@ -305,7 +372,7 @@ class RawExport:
 def raw_export(sim: Simulation, out: Path, fmt: str, anomalies=None) -> Iterator[RawExport]:
     """A ``RawExport`` into ``out``: its files replace the earlier ones only when the block ends well.
     ``anomalies``: an ``anomalies.Injector`` (--anomalies), which adds its labels file."""
-    files = export_files(out, fmt, anomalies is not None)
+    files = export_files(out, fmt, anomalies is not None, bool(sim.cfg.campaigns))
     with ExitStack() as stack:
         temps = {name: stack.enter_context(atomic_path(path)) for name, path in files.items()}
         export = RawExport(sim, files, temps, fmt, anomalies)

@@ -74,3 +74,52 @@ def test_training_set_has_model_columns_only_as_float(trained_home):
     assert all(str(t) == "float64" for t in X.dtypes)
     assert "customer_id" not in X.columns
     assert len(X) == len(ts.y("train")) and set(np.unique(ts.y("train"))) == {0, 1}
+
+
+# ---- labels after actions (no Feast: label rows only) ---------------------------------------------------
+def test_rows_an_earlier_contact_acts_on_are_left_out_and_no_contacts_change_nothing(tmp_path):
+    """weight 0 for a row whose customer was contacted from a list made by its cutoff, less than one
+    horizon before it; a contact from a later list (chosen by what the customer did after the cutoff)
+    leaves the row in; without a contacts table the rows are exactly those of before."""
+    from core.events import EventStore
+    from core.specs import ActiveBuyersLabels, Cutoffs, Split
+    from training.labels import label_rows
+
+    start = pd.Timestamp("2026-01-05", tz="UTC")  # a Monday
+    orders = [(f"c{i}", start + pd.Timedelta(days=int(d))) for i in range(40) for d in range(0, 400, 9 + i % 5)]
+    frame = pd.DataFrame([(f"o{k}", c, t, 10.0) for k, (c, t) in enumerate(orders)],
+                         columns=["order_id", "customer_id", "ordered_at", "amount"])
+    labels = ActiveBuyersLabels(kind="active_buyers", horizon_days=60)
+    cutoffs, split = Cutoffs(anchor=start.date()), Split(validation_cutoffs=2, train_cutoffs=6)
+    plain = EventStore(tmp_path / "plain")
+    plain.replace_months({"orders": frame})
+    _, before = label_rows(plain, labels, cutoffs, split)
+
+    test_cutoff = before[before["split"] == "test"]["event_timestamp"].iloc[0]
+    list_day = test_cutoff - pd.Timedelta(days=14)  # a list two weeks before the test cutoff
+    contacts = pd.DataFrame({
+        "contact_id": ["k1", "k2", "k3"], "customer_id": ["c1", "c2", "c3"],
+        "contacted_at": [list_day + pd.Timedelta(hours=10), test_cutoff + pd.Timedelta(days=7, hours=10),
+                         test_cutoff - pd.Timedelta(days=61)],
+        "action_rule": ["retention_offer"] * 3,
+        "list_as_of": [list_day, test_cutoff + pd.Timedelta(days=7), test_cutoff - pd.Timedelta(days=61, hours=0)],
+    })
+    contacts["contacted_at"] = contacts["contacted_at"].astype("datetime64[us, UTC]")
+    contacts["list_as_of"] = contacts["list_as_of"].astype("datetime64[us, UTC]")
+    touched = EventStore(tmp_path / "touched")
+    touched.replace_months({"orders": frame, "contacts": contacts},
+                           {"families": {"orders": "present", "contacts": "present"}})
+    _, after = label_rows(touched, labels, cutoffs, split)
+
+    key = ["customer_id", "event_timestamp"]
+    gone = before.merge(after[key], on=key, how="left", indicator=True)
+    gone = gone[gone["_merge"] == "left_only"]
+    # c1: every cutoff from its list day to one horizon after it; c2 (a later list) and c3 (too long
+    # before the test cutoff, but acting on earlier ones) as the rule says.
+    c1 = before[(before["customer_id"] == "c1") & (before["event_timestamp"] >= list_day)
+                & (before["event_timestamp"] < list_day + pd.Timedelta(days=60))]
+    assert len(c1) and set(map(tuple, gone[gone["customer_id"] == "c1"][key].to_numpy())) == set(map(tuple, c1[key].to_numpy()))
+    assert not ((gone["customer_id"] == "c2") & (gone["event_timestamp"] <= test_cutoff)).any()
+    assert not ((gone["customer_id"] == "c3") & (gone["event_timestamp"] == test_cutoff)).any()
+    assert set(gone["customer_id"]) <= {"c1", "c2", "c3"}
+    assert len(after) == len(before) - len(gone) and len(gone) > 0
