@@ -17,6 +17,7 @@ FULL = [
     ["bench.bench_features", "--customers", "1000000", "--entity-rows", "500000"],
     ["bench.bench_training"],
     ["bench.bench_score", "--customers", "1000000"],
+    ["bench.bench_scale", "--customers", "1000000"],
     ["bench.bench_serving", "--seconds", "10"],
 ]
 QUICK = [
@@ -25,6 +26,7 @@ QUICK = [
     ["bench.bench_features", "--customers", "50000", "--entity-rows", "50000"],
     ["bench.bench_training", "--rows", "20000", "--trials", "5"],
     ["bench.bench_score", "--customers", "50000"],
+    ["bench.bench_scale", "--customers", "20000"],
     ["bench.bench_serving", "--seconds", "3"],
 ]
 

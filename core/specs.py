@@ -230,6 +230,11 @@ class ModelSpec(StrictModel):
     shap_sample_rows: int = Field(2000, ge=10, description="rows explained for the SHAP summary plot")
     baseline: Baseline
     ground_truth: GroundTruth | None = Field(None, description="generated data only: the oracle columns")
+    reasons_from: str | None = Field(
+        None,
+        description="the configs/reasons.yaml model section whose causes and feature-to-cause map this model "
+        "uses when reasons.yaml has no section of its own (e.g. churn for another retention model)",
+    )
     _source: Path | None = PrivateAttr(None)  # the file the spec was read from (set by the loader)
 
     @field_validator("needs")

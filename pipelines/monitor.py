@@ -7,7 +7,8 @@ Three signals, each against thresholds in ``configs/monitor.yaml``:
 - score drift: PSI of the champion's probabilities on the latest snapshot against its probabilities on
   that same reference sample (same model on both sides, so only the customers changed);
 - realised performance: ROC AUC of every earlier scores file whose labels have matured (the label window
-  after its as-of date lies inside the event data), over time.
+  after its as-of date lies inside the event data), over time; for a regression model (the value model)
+  its normalised Gini, top-10% capture, MAE and mean bias against the realised amounts instead.
 
 The verdict says ``retrain`` when any signal crosses its threshold. ``monitor()`` writes an HTML report
 with PNG plots to ``data/reports/`` and logs the aggregate metrics (never a customer id) to MLflow.
@@ -45,6 +46,12 @@ class Thresholds(StrictModel):
     max_auc_drop: float = Field(
         0.05, ge=0, lt=1, description="retrain when realised AUC falls this far below the holdout AUC"
     )
+    # A binary model's Gini is 2 AUC - 1: these mirror the AUC thresholds above for the value model.
+    min_realised_gini: float = Field(
+        0.3, gt=-1, lt=1, description="regression: retrain when the latest realised normalised Gini is lower")
+    max_gini_drop: float = Field(
+        0.1, ge=0, lt=2, description="regression: retrain when realised normalised Gini falls this far below "
+                                     "the holdout's")
 
 
 class MonitorConfig(StrictModel):
@@ -122,15 +129,32 @@ def auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = Non
 
 
 # ---- verdict -------------------------------------------------------------------------------------------
+REALISED_BINARY = ["as_of", "rows", "positives", "auc", "auc_untreated"]
+REALISED_AMOUNTS = ["as_of", "rows", "positives", "normalized_gini", "capture_top10", "mae", "mean_bias",
+                    "mean_predicted", "mean_realised"]
+
+
 @dataclass
 class ModelSignals:
     model: str
     version: str | None = None
-    holdout_auc: float | None = None
+    holdout_auc: float | None = None  # binary: holdout AUC; regression: the holdout's normalised Gini
     drift: pd.DataFrame = field(default_factory=pd.DataFrame)  # feature, psi, means
     score_psi: float | None = None
-    realised: pd.DataFrame = field(default_factory=pd.DataFrame)  # as_of, rows, positives, auc
+    realised: pd.DataFrame = field(default_factory=pd.DataFrame)  # REALISED_BINARY or REALISED_AMOUNTS
     notes: list[str] = field(default_factory=list)
+    task: str = "binary"
+
+    @property
+    def realised_metric(self) -> str:
+        """The realised column the verdict reads: ``auc`` (binary) or ``normalized_gini`` (regression)."""
+        return "auc" if self.task == "binary" else "normalized_gini"
+
+    def matured(self) -> pd.DataFrame:
+        """Realised rows with a value (immature or too-small dates dropped), oldest first."""
+        if self.realised.empty or self.realised_metric not in self.realised.columns:
+            return self.realised.iloc[0:0]
+        return self.realised.dropna(subset=[self.realised_metric]).sort_values("as_of")
 
 
 @dataclass
@@ -156,9 +180,11 @@ def verdict(signals: list[ModelSignals], thresholds: Thresholds) -> Verdict:
                 why.append(f"{s.model}: {len(drifted)} feature(s) with PSI > {thresholds.feature_psi} ({top})")
         if s.score_psi is not None and s.score_psi > thresholds.score_psi:
             why.append(f"{s.model}: score PSI {s.score_psi:.2f} > {thresholds.score_psi}")
-        matured = s.realised.dropna(subset=["auc"]) if not s.realised.empty else s.realised
-        if not matured.empty:
-            latest = matured.sort_values("as_of").iloc[-1]
+        matured = s.matured()
+        if not matured.empty and s.task != "binary":
+            why += _amount_reasons(s, matured.iloc[-1], thresholds)
+        elif not matured.empty:
+            latest = matured.iloc[-1]
             # The untreated view when the list had control groups: treated outcomes measure the action.
             honest = latest.get("auc_untreated")
             value, which = (honest, "untreated") if honest is not None and not np.isnan(honest) else (latest["auc"], "all rows")
@@ -173,6 +199,17 @@ def verdict(signals: list[ModelSignals], thresholds: Thresholds) -> Verdict:
                     f"below the holdout AUC {s.holdout_auc:.3f}"
                 )
     return Verdict(retrain=bool(why), reasons=why)
+
+
+def _amount_reasons(s: ModelSignals, latest, thresholds: Thresholds) -> list[str]:
+    value = latest["normalized_gini"]
+    if value < thresholds.min_realised_gini:
+        return [f"{s.model}: realised normalised Gini {value:.3f} on {latest['as_of']:%Y-%m-%d} "
+                f"< {thresholds.min_realised_gini}"]
+    if s.holdout_auc is not None and s.holdout_auc - value > thresholds.max_gini_drop:
+        return [f"{s.model}: realised normalised Gini {value:.3f} is {s.holdout_auc - value:.3f} below the "
+                f"holdout's {s.holdout_auc:.3f}"]
+    return []
 
 
 # ---- the report ------------------------------------------------------------------------------------------
@@ -202,23 +239,28 @@ def _plots(signals: list[ModelSignals], score_hists: dict, out_dir: Path) -> dic
         if s.model in score_hists:
             ref, cur = score_hists[s.model]
             fig, ax = plt.subplots(figsize=(6, 3))
-            bins = np.linspace(0, 1, 41)
+            if s.task == "binary":
+                bins = np.linspace(0, 1, 41)
+            else:  # amounts: a long tail; the range up to the 99th percentile of both sides
+                top = float(np.nanpercentile(np.r_[ref, cur], 99)) or 1.0
+                bins = np.linspace(0, top, 41)
             ax.hist(ref, bins=bins, alpha=0.6, density=True, label="training set")
             ax.hist(cur, bins=bins, alpha=0.6, density=True, label="latest scores")
-            ax.set_xlabel(f"{s.model} probability")
+            ax.set_xlabel(f"{s.model} {'probability' if s.task == 'binary' else 'predicted amount'}")
             ax.legend()
             ax.set_title(f"{s.model}: score distribution (PSI {s.score_psi:.3f})")
             files[f"{s.model}_scores"] = save(fig, f"{s.model}_scores.png")
-        matured = s.realised.dropna(subset=["auc"]) if not s.realised.empty else s.realised
+        matured = s.matured()
         if not matured.empty:
+            metric = "ROC AUC" if s.task == "binary" else "normalised Gini"
             fig, ax = plt.subplots(figsize=(6, 3))
-            ax.plot(matured["as_of"], matured["auc"], marker="o", label="realised AUC")
+            ax.plot(matured["as_of"], matured[s.realised_metric], marker="o", label=f"realised {metric}")
             if s.holdout_auc is not None:
-                ax.axhline(s.holdout_auc, color="grey", ls="--", lw=1, label="holdout AUC")
-            ax.set_ylim(0.4, 1.0)
-            ax.set_ylabel("ROC AUC")
+                ax.axhline(s.holdout_auc, color="grey", ls="--", lw=1, label=f"holdout {metric}")
+            ax.set_ylim(0.4 if s.task == "binary" else min(0.0, float(matured[s.realised_metric].min())), 1.0)
+            ax.set_ylabel(metric)
             ax.legend()
-            ax.set_title(f"{s.model}: realised AUC of matured scores")
+            ax.set_title(f"{s.model}: realised {metric} of matured scores")
             fig.autofmt_xdate()
             files[f"{s.model}_auc"] = save(fig, f"{s.model}_realised_auc.png")
     return files
@@ -261,7 +303,8 @@ def write_report(signals: list[ModelSignals], result_verdict: Verdict, snapshot_
             parts.append(f"<img src='{plots[s.model + '_scores']}'>")
         parts.append("<h3>Realised performance</h3>")
         if s.holdout_auc is not None:
-            parts.append(f"<p>Holdout AUC at training: {s.holdout_auc:.4f}</p>")
+            metric = "AUC" if s.task == "binary" else "normalised Gini"
+            parts.append(f"<p>Holdout {metric} at training: {s.holdout_auc:.4f}</p>")
         if f"{s.model}_auc" in plots:
             parts.append(f"<img src='{plots[s.model + '_auc']}'>")
         parts.append(_table(s.realised))
@@ -293,9 +336,12 @@ class MonitorResult:
                     out[f"{s.model}_psi_{r.feature}"] = float(r.psi)
             if s.score_psi is not None:
                 out[f"{s.model}_score_psi"] = float(s.score_psi)
-            matured = s.realised.dropna(subset=["auc"]) if not s.realised.empty else s.realised
-            if not matured.empty:
-                out[f"{s.model}_realised_auc_latest"] = float(matured.sort_values("as_of")["auc"].iloc[-1])
+            matured = s.matured()
+            if not matured.empty and s.task == "binary":
+                out[f"{s.model}_realised_auc_latest"] = float(matured["auc"].iloc[-1])
+            elif not matured.empty:
+                for key in ("normalized_gini", "capture_top10", "mae", "mean_bias"):
+                    out[f"{s.model}_realised_{key}_latest"] = float(matured[key].iloc[-1])
         return out
 
 
@@ -316,44 +362,60 @@ def eligible_ids(store, as_of: pd.Timestamp, model: str) -> pd.Series:
     return realised_labels(store, as_of, model)["customer_id"]
 
 
-def _realised_auc(model: str, dates: list[str], paths, store, cfg: MonitorConfig) -> tuple[pd.DataFrame, str]:
-    """AUC per scored as-of whose label window has closed inside the data; plus a note when none has."""
+def _matured_scores(model: str, dates: list[str], paths, store):
+    """(as_of, the scores file's rows joined to the realised labels) for every scored as-of of ``model``
+    whose label window has closed inside the data; plus the spec and the data end."""
     import pyarrow.parquet as pq
 
     from core.settings import SCORES_FILE
     from core.specs import load_spec
-    from serving.actions import untreated_weights
+    from serving.actions import prediction_column
     from training.labels import data_end
 
-    training_cfg = load_spec(model)
-    if training_cfg.task != "binary":
-        # Realised AUC is a binary model's measure; a value model's realised error is not computed yet.
-        return pd.DataFrame(columns=["as_of", "rows", "positives", "auc", "auc_untreated"]), (
-            f"realised performance is measured for binary models; {model} is a {training_cfg.task} model")
-    horizon = pd.Timedelta(days=training_cfg.labels.horizon_days)
-    end = data_end(store, training_cfg.cutoffs)
-    rows = []
+    spec = load_spec(model)
+    horizon = pd.Timedelta(days=spec.labels.horizon_days)
+    end = data_end(store, spec.cutoffs)
+    column = prediction_column(model, spec.task)
+    out = []
     for as_of_text in dates:
         as_of = pd.Timestamp(as_of_text, tz="UTC")
         if as_of + horizon > end:
             continue  # labels not matured yet
         scores_file = paths.scores / as_of_text / SCORES_FILE
-        if f"{model}_probability" not in pq.read_schema(scores_file).names:
-            continue  # the model was not scored on that date
         names = pq.read_schema(scores_file).names
-        columns = ["customer_id", f"{model}_probability", *[c for c in ("group", "action_rule") if c in names]]
+        if column not in names:
+            continue  # the model was not scored on that date
+        columns = ["customer_id", column, *[c for c in ("group", "action_rule") if c in names]]
         scores = pd.read_parquet(scores_file, columns=columns)
         joined = scores.merge(realised_labels(store, as_of, model), on="customer_id")  # eligible only
+        out.append((as_of, joined.rename(columns={column: "prediction"})))
+    return out, spec, end
+
+
+def _realised(model: str, dates: list[str], paths, store, cfg: MonitorConfig) -> tuple[pd.DataFrame, str]:
+    """Realised performance per scored as-of whose label window has closed inside the data (AUC for a
+    binary model, see ``_realised_amounts`` for a regression); plus a note when none has one."""
+    from training.labels import contacted_rows, untreated_weights
+
+    matured, spec, end = _matured_scores(model, dates, paths, store)
+    if spec.task != "binary":
+        return _realised_amounts(matured, spec, end, cfg)
+    rows = []
+    for as_of, joined in matured:
         positives = int(joined["label"].sum())
         negatives = len(joined) - positives
         value = untreated = float("nan")
         if min(positives, negatives) >= cfg.min_positives_for_auc:
-            y, p = joined["label"].to_numpy(), joined[f"{model}_probability"].to_numpy()
+            y, p = joined["label"].to_numpy(), joined["prediction"].to_numpy()
             value = auc(y, p)
             # Actions that work make treated customers leave less than scored: their outcomes say how
             # well the action did, not the model. The untreated view drops them and lets the rule's
-            # control group stand in (inverse probability weights).
+            # control group stand in (inverse probability weights); it also drops customers an earlier
+            # list's contact still acts on (within one horizon before this list: the rule training
+            # applies to its labels, training.labels.contacted_rows), whose outcome is no cleaner.
             weights = untreated_weights(joined)
+            stamped = joined[["customer_id"]].assign(event_timestamp=as_of)
+            weights[contacted_rows(store, stamped, spec.labels.horizon_days)] = 0.0
             kept = weights > 0
             if len(np.unique(y[kept])) == 2:
                 untreated = auc(y[kept], p[kept], weights[kept])
@@ -362,8 +424,34 @@ def _realised_auc(model: str, dates: list[str], paths, store, cfg: MonitorConfig
     note = ""
     if not rows or all(np.isnan(r["auc"]) for r in rows):
         note = (f"no matured scores with enough outcomes yet: labels of a score mature "
-                f"{training_cfg.labels.horizon_days} days after its as-of (data ends {end:%Y-%m-%d})")
-    return pd.DataFrame(rows, columns=["as_of", "rows", "positives", "auc", "auc_untreated"]), note
+                f"{spec.labels.horizon_days} days after its as-of (data ends {end:%Y-%m-%d})")
+    return pd.DataFrame(rows, columns=REALISED_BINARY), note
+
+
+def _realised_amounts(matured, spec, end, cfg: MonitorConfig) -> tuple[pd.DataFrame, str]:
+    """A regression model's realised error per matured as-of: normalised Gini and top-10% capture of the
+    realised amounts by the scored prediction, MAE and mean bias (predicted - realised), on the customers
+    its label would include. Needs ``min_positives_for_auc`` buyers (amount > 0) and as many non-buyers.
+    Treated customers are not separated out: an action changes their spend, so the error includes it."""
+    from training.metrics import regression_metrics
+
+    rows = []
+    for as_of, joined in matured:
+        y, pred = joined["label"].to_numpy(dtype=np.float64), joined["prediction"].to_numpy(dtype=np.float64)
+        buyers = int((y > 0).sum())
+        entry = {"as_of": as_of, "rows": len(joined), "positives": buyers, "mean_predicted": float(np.mean(pred)),
+                 "mean_realised": float(np.mean(y))} if len(y) else {"as_of": as_of, "rows": 0, "positives": 0}
+        if min(buyers, len(y) - buyers) >= cfg.min_positives_for_auc:
+            m = regression_metrics(y, pred)
+            entry.update(normalized_gini=m["normalized_gini"], capture_top10=m["top_decile_capture"], mae=m["mae"],
+                         mean_bias=m["mean_bias"])
+        rows.append(entry)
+    frame = pd.DataFrame(rows, columns=REALISED_AMOUNTS)
+    note = ""
+    if frame["normalized_gini"].isna().all():
+        note = (f"no matured scores with enough outcomes yet: amounts of a score mature "
+                f"{spec.labels.horizon_days} days after its as-of (data ends {end:%Y-%m-%d})")
+    return frame, note
 
 
 def monitor(cfg: MonitorConfig | None = None, log_to_mlflow: bool = True, as_of: str | None = None) -> MonitorResult:
@@ -403,7 +491,8 @@ def monitor(cfg: MonitorConfig | None = None, log_to_mlflow: bool = True, as_of:
     scored = [m for m in model_names() if any(c.startswith(f"{m}__") for c in snapshot.columns)]
     for name in scored:
         loaded = load_model_version(name, alias="champion")
-        sig = ModelSignals(model=name, version=str(loaded.version), holdout_auc=_holdout_auc(name))
+        sig = ModelSignals(model=name, version=str(loaded.version), holdout_auc=_holdout_score(name, loaded.task),
+                           task=loaded.task)
         reference = reference_sample(loaded)
         features = list(loaded.feature_names)
         prefix = f"{name}__"
@@ -420,7 +509,7 @@ def monitor(cfg: MonitorConfig | None = None, log_to_mlflow: bool = True, as_of:
             cur_scores = loaded.predict(current[features].astype("float64"))
             sig.score_psi = psi(ref_scores, cur_scores, cfg.psi_bins)
             score_hists[name] = (ref_scores, cur_scores)
-        sig.realised, note = _realised_auc(name, dates, paths, store, cfg)
+        sig.realised, note = _realised(name, dates, paths, store, cfg)
         if note:
             sig.notes.append(note)
         signals.append(sig)
@@ -436,14 +525,20 @@ def monitor(cfg: MonitorConfig | None = None, log_to_mlflow: bool = True, as_of:
     return result
 
 
-def _holdout_auc(name: str) -> float | None:
+def _holdout_score(name: str, task: str = "binary") -> float | None:
+    """The champion's holdout AUC (binary) or holdout normalised Gini (regression: the holdout score
+    when the spec's promotion metric was normalized_gini); None when the tag is missing."""
+    from training.champion import TAG_HOLDOUT_AUC, TAG_HOLDOUT_METRIC, TAG_HOLDOUT_SCORE
     from training.tracking import client
 
     try:
-        version = client().get_model_version_by_alias(name, "champion")
-        value = version.tags.get("holdout_auc")
-        return float(value) if value is not None else None
-    except Exception:  # an older registry without the tag: the AUC-drop check is skipped
+        tags = client().get_model_version_by_alias(name, "champion").tags
+        if task == "binary":
+            value = tags.get(TAG_HOLDOUT_AUC)
+        else:
+            value = tags.get(TAG_HOLDOUT_SCORE) if tags.get(TAG_HOLDOUT_METRIC) == "normalized_gini" else None
+        return float(value) if value not in (None, "") else None
+    except Exception:  # an older registry without the tag: the drop check is skipped
         return None
 
 

@@ -20,6 +20,9 @@ from pydantic import Field, model_validator
 from core.config import StrictModel, config_path, load_config
 from core.errors import ConfigError
 
+# The groups and the untreated view live in training: training labels need them too (imports go down).
+from training.labels import CONTROL, TREATMENT, untreated_weights  # noqa: F401
+
 log = logging.getLogger("propensity.actions")
 
 LAYERS = ("activity", "value", "intent", "risk")
@@ -127,8 +130,21 @@ class DefaultAction(StrictModel):
     queue: str = "none"
 
 
+class RaySettings(StrictModel):
+    """Batch scoring on Ray (``engine: ray``): a cluster when RAY_ADDRESS is set, else a Ray started on
+    this machine for the run (loopback only, no dashboard, no usage stats)."""
+
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray; null: every core of this machine")
+    workers: int | None = Field(
+        None, ge=1, description="scoring workers (Ray actors, each loads the models once); null: one per "
+        "cpus_per_worker CPUs of the cluster"
+    )
+    cpus_per_worker: int = Field(1, ge=1, description="CPUs (LightGBM threads) per worker")
+    batch_rows: int = Field(50_000, ge=1, description="customers per Ray Data batch")
+
+
 class ScoringSettings(StrictModel):
-    """Who is scored and how much explanation the CRM gets."""
+    """Who is scored and how much explanation the CRM gets, and on which engine."""
 
     active_days: int = Field(365, gt=0, description="active = any event in this many days before as_of")
     count_signup_as_activity: bool = Field(True, description="a sign-up inside the window counts as an event")
@@ -137,6 +153,10 @@ class ScoringSettings(StrictModel):
     keep_feature_snapshot: bool = Field(
         True, description="keep the model inputs beside the scores (monitoring reads them for drift)"
     )
+    engine: Literal["local", "ray"] = Field(
+        "local", description="local: this process (the fastest on one machine); ray: Ray Data batches"
+    )
+    ray: RaySettings = RaySettings()
 
 
 class LostRule(StrictModel):
@@ -384,7 +404,6 @@ def check_models(config: ActionsConfig, known_models: Iterable[str]) -> None:
 TAG_SEPARATOR = ";"
 LOST_RULE = "lost"
 IN_QUEUE, OVER_CAPACITY = "in queue", "over capacity"
-TREATMENT, CONTROL = "treatment", "control"
 
 
 def control_draw(customer_ids, as_of) -> np.ndarray:
@@ -398,25 +417,6 @@ def control_draw(customer_ids, as_of) -> np.ndarray:
         digest = hashlib.sha256(f"{cid}|{day}".encode("utf-8", "surrogatepass")).digest()
         out[i] = int.from_bytes(digest[:8], "big") / 2.0**64
     return out
-
-
-def untreated_weights(scores: pd.DataFrame) -> np.ndarray:
-    """Weights that make a scored list look as if nobody had been treated: a rule's treated rows get 0
-    (the action changed their outcome), its control rows stand in for them with weight n_rule / n_control
-    (inverse probability of being held out), every row without a rule keeps 1. Without group columns
-    (lists scored before control groups existed) every row weighs 1."""
-    weights = np.ones(len(scores))
-    if "group" not in scores.columns or "action_rule" not in scores.columns:
-        return weights
-    group = scores["group"].to_numpy()
-    rule = scores["action_rule"].to_numpy()
-    for name in {r for r in rule if r}:
-        in_rule = rule == name
-        control = in_rule & (group == CONTROL)
-        weights[in_rule & (group == TREATMENT)] = 0.0
-        if control.any():
-            weights[control] = in_rule.sum() / control.sum()
-    return weights
 
 
 def assign_groups(frame: pd.DataFrame, actions: pd.DataFrame, config: ActionsConfig, as_of) -> pd.DataFrame:

@@ -252,21 +252,19 @@ def predict_and_tag(
     cfg: ActionsConfig,
     bands: dict[str, Any],
     times: StageTimes,
+    engine: Any = None,
 ) -> pd.DataFrame:
     """Probabilities, bands, segments, layers and actions; the frame also carries every feature column
-    (rules may test any of them)."""
-    from training.reasons import band
-
+    (rules may test any of them). ``engine`` (serving.ray_engine) runs ``predict_columns`` in batches
+    elsewhere; the layers and actions stay here: quantile layers and queue capacities need everyone."""
     n = len(customer_ids)
     frame = wide_frame(features)
     frame["customer_id"] = customer_ids.to_numpy()
     frame["as_of"] = as_of
     with times.stage(f"predict ({len(models)} models)", n):
-        for name, model in models.items():
-            p = model.predict(features[name])
-            frame[prediction_column(name, model.task)] = p
-            frame[f"{name}_band"] = band(p, model.bands(bands[name]))
-            frame[f"{name}_model_version"] = str(model.version)
+        predicted = engine.predict(features, bands) if engine is not None else predict_columns(models, features, bands)
+        for column, values in predicted.items():
+            frame[column] = values
     ranges = {name: model.feature_ranges for name, model in models.items()}
     tags = load_tags_config()
     previous, due = previous_tags(as_of, tags)
@@ -276,6 +274,20 @@ def predict_and_tag(
         decided = decide(frame, cfg, skipped_models(models), ranges, tags, previous, due, history)
         frame = pd.concat([frame, decided], axis=1)
     return frame
+
+
+def predict_columns(models: dict[str, Any], features: dict[str, pd.DataFrame], bands: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Each model's number, band and version for the rows of ``features`` (row by row: any split of the
+    rows gives the same values; both engines call this)."""
+    from training.reasons import band
+
+    out: dict[str, np.ndarray] = {}
+    for name, model in models.items():
+        p = model.predict(features[name])
+        out[prediction_column(name, model.task)] = p
+        out[f"{name}_band"] = band(p, model.bands(bands[name]))
+        out[f"{name}_model_version"] = np.full(len(p), str(model.version), dtype=object)
+    return out
 
 
 def contact_history(as_of: pd.Timestamp, lookback_days: int) -> pd.DataFrame:
@@ -350,8 +362,28 @@ def distinct_rows(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def add_reasons(frame: pd.DataFrame, models: dict[str, Any], features: dict[str, pd.DataFrame],
-                cfg: ActionsConfig, times: StageTimes) -> pd.DataFrame:
-    """Plain-language reasons (and JSON) for every customer whose action is not the default.
+                cfg: ActionsConfig, times: StageTimes, engine: Any = None) -> pd.DataFrame:
+    """Plain-language reasons (and JSON) for every customer whose action is not the default, from the
+    model the customer's rule names (``explain_rows``; ``engine`` runs it in batches elsewhere)."""
+    reasons = np.full(len(frame), "", dtype=object)
+    reasons_json = np.full(len(frame), "[]", dtype=object)
+    rows = np.flatnonzero(frame["action"].to_numpy() != cfg.default.action)
+    explain_with = frame["explain"].to_numpy()[rows]
+    if engine is not None:
+        reasons[rows], reasons_json[rows] = engine.explain(features, rows, explain_with, times)
+    else:
+        reasons[rows], reasons_json[rows] = explain_rows(
+            models, features, rows, explain_with, cfg.scoring.top_k, cfg.scoring.lang, times)
+    frame["reasons"] = reasons
+    frame["reasons_json"] = reasons_json
+    return frame
+
+
+def explain_rows(models: dict[str, Any], features: dict[str, pd.DataFrame], rows: np.ndarray,
+                 explain_with: np.ndarray, top_k: int, lang: str, times: StageTimes, templates=None,
+                 progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Reasons and their JSON for ``rows`` (positions in ``features``), each from the model in
+    ``explain_with`` (aligned with ``rows``); both engines call this.
 
     Two timed stages: exact TreeSHAP (LightGBM ``pred_contrib``, the slow part, in chunks for a progress
     bar and flat memory; LightGBM spreads each chunk's rows over the cores itself) and the text, built
@@ -361,21 +393,19 @@ def add_reasons(frame: pd.DataFrame, models: dict[str, Any], features: dict[str,
 
     from training.reasons import explain_table, load_templates
 
-    templates = load_templates()
-    reasons = np.full(len(frame), "", dtype=object)
-    reasons_json = np.full(len(frame), "[]", dtype=object)
-    flagged = frame["action"].to_numpy() != cfg.default.action
-    explain_with = frame["explain"].to_numpy()
-    selected = {name: np.flatnonzero(flagged & (explain_with == name)) for name in models}
-    n_flagged = int(sum(rows.size for rows in selected.values()))
+    templates = templates or load_templates()
+    reasons = np.full(len(rows), "", dtype=object)
+    reasons_json = np.full(len(rows), "[]", dtype=object)
+    mine = {name: np.flatnonzero(explain_with == name) for name in models}  # positions within rows
+    n_flagged = int(sum(m.size for m in mine.values()))
 
     chunk = 50_000
     contributions: dict[str, np.ndarray] = {}
     with times.stage("reasons: SHAP", n_flagged), \
-            Progress(transient=True, disable=n_flagged < 2 * chunk) as bar:
+            Progress(transient=True, disable=not progress or n_flagged < 2 * chunk) as bar:
         task = bar.add_task("TreeSHAP for customers with an action", total=n_flagged)
         for name, model in models.items():
-            X = model.matrix(features[name].iloc[selected[name]])
+            X = model.matrix(features[name].iloc[rows[mine[name]]])
             # TreeSHAP once per distinct input row: real logs repeat rows (a one-order customer last seen
             # N days ago looks like every other one), and equal inputs have equal contributions.
             distinct, back = distinct_rows(X)
@@ -388,16 +418,14 @@ def add_reasons(frame: pd.DataFrame, models: dict[str, Any], features: dict[str,
             contributions[name] = (np.concatenate(parts) if parts else np.empty((0, width)))[back]
     with times.stage("reasons: text + JSON", n_flagged):
         for name, model in models.items():
-            rows = selected[name]
-            if rows.size == 0:
+            at = mine[name]
+            if at.size == 0:
                 continue
-            reasons[rows], reasons_json[rows] = explain_table(
-                contributions[name], features[name].iloc[rows], list(model.feature_names), name,
-                cfg.scoring.top_k, cfg.scoring.lang, templates,
+            reasons[at], reasons_json[at] = explain_table(
+                contributions[name], features[name].iloc[rows[at]], list(model.feature_names), name,
+                top_k, lang, templates,
             )
-    frame["reasons"] = reasons
-    frame["reasons_json"] = reasons_json
-    return frame
+    return reasons, reasons_json
 
 
 def feature_snapshot(frame: pd.DataFrame, models: dict[str, Any], features: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -454,12 +482,31 @@ def refresh_latest(paths=None) -> Path | None:
 
 
 # ---- the command --------------------------------------------------------------------------------------
-def score(as_of: Any = None, cfg: ActionsConfig | None = None, models: dict[str, Any] | None = None) -> ScoreResult:
+ENGINES = ("local", "ray")
+
+
+@contextmanager
+def _engine(name: str, cfg: ActionsConfig, models: dict[str, Any], times: StageTimes) -> Iterator[Any]:
+    """None for the local engine (this process); for ray, serving.ray_engine's runner, started here."""
+    if name == "local":
+        yield None
+        return
+    from serving.ray_engine import RayEngine
+
+    with RayEngine(cfg.scoring.ray, models, cfg.scoring.top_k, cfg.scoring.lang, times) as runner:
+        yield runner
+
+
+def score(as_of: Any = None, cfg: ActionsConfig | None = None, models: dict[str, Any] | None = None,
+          engine: str | None = None) -> ScoreResult:
     """Score every active customer at ``as_of`` (default: the latest feature build) with the champion of
-    every model the data supports (or ``models``)."""
+    every model the data supports (or ``models``), on ``engine`` (default: actions.yaml scoring.engine)."""
     from core.settings import project_paths
 
     cfg = cfg or load_actions_config()
+    engine = engine or cfg.scoring.engine
+    if engine not in ENGINES:
+        raise PropensityError(f"--engine: {engine!r} is not one of {', '.join(ENGINES)}")
     paths = project_paths()
     as_of = as_of_timestamp(as_of) if as_of is not None else default_as_of()
     check_as_of_covered(as_of)
@@ -477,8 +524,9 @@ def score(as_of: Any = None, cfg: ActionsConfig | None = None, models: dict[str,
         )
     with times.stage("features (offline)", len(ids)):
         features = retrieve_features(ids, as_of, models)
-    frame = predict_and_tag(ids, as_of, models, features, cfg, load_bands(list(models)), times)
-    frame = add_reasons(frame, models, features, cfg, times)
+    with _engine(engine, cfg, models, times) as runner:
+        frame = predict_and_tag(ids, as_of, models, features, cfg, load_bands(list(models)), times, runner)
+        frame = add_reasons(frame, models, features, cfg, times, runner)
     check_not_degenerate(frame, models)
     with times.stage("write", len(frame)):
         snapshot = feature_snapshot(frame, models, features) if cfg.scoring.keep_feature_snapshot else None

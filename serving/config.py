@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from core.config import StrictModel, config_path, load_config
 
@@ -50,6 +50,40 @@ def load_serving_config(path: str | Path | None = None) -> ServingConfig:
     return load_config(Path(path) if path else config_path("serving.yaml"), ServingConfig)
 
 
+# ---------------------------------------------------------------------------------------------- staff page
+LabelKind = Literal["ui", "model", "band", "level", "layer", "segment", "stage", "queue", "action",
+                    "queue_status", "group", "tag", "feature", "cause", "direction"]
+
+
+class LabelText(StrictModel):
+    """One key's display name per language; a language left out falls back to a humanised key."""
+
+    en: str | None = Field(None, min_length=1)
+    zh: str | None = Field(None, min_length=1)
+
+
+class StaffPageConfig(StrictModel):
+    """configs/staff_page.yaml: paging of the staff page's list and the display names it shows."""
+
+    page_size: int = Field(25, ge=1, description="rows per page when the page does not ask")
+    max_page_size: int = Field(100, ge=1, description="a larger page_size is a 400")
+    labels: dict[LabelKind, dict[str, LabelText]] = Field(
+        default_factory=dict, description="kind -> key -> {en, zh}: what the page shows instead of the key"
+    )
+
+    @model_validator(mode="after")
+    def _page_fits(self) -> StaffPageConfig:
+        if self.page_size > self.max_page_size:
+            raise ValueError(f"page_size {self.page_size} is above max_page_size {self.max_page_size}")
+        return self
+
+
+def load_staff_page_config(path: str | Path | None = None) -> StaffPageConfig:
+    """configs/staff_page.yaml; the code defaults (no labels: humanised keys) when the file is absent."""
+    path = Path(path) if path else config_path("staff_page.yaml")
+    return load_config(path, StaffPageConfig) if path.is_file() else StaffPageConfig()
+
+
 def served_models(config: ServingConfig) -> list[str]:
     """The models to serve: the config's list (each must have a spec), or every spec whose ``alias`` exists
     in the registry (a model the data could not support was never trained, so it has none). When the
@@ -84,7 +118,7 @@ def _has_alias(mlflow_client: Any, name: str, alias: str) -> bool:
 
 def validate_serving_setup() -> ServingConfig:
     """Check every file the workers read at start-up, before any worker starts: serving.yaml, the model
-    specs, reasons.yaml, actions.yaml, features.yaml, and that the registry database is readable.
+    specs, reasons.yaml, actions.yaml, features.yaml, staff_page.yaml, and that the registry database is readable.
 
     A bad file raises ConfigError naming the file and the field (`propensity serve` exits 2 with it)
     instead of every worker failing in its start-up, being restarted and failing again. A corrupt
@@ -102,6 +136,7 @@ def validate_serving_setup() -> ServingConfig:
     load_templates()
     load_actions_config()
     load_features_config()
+    load_staff_page_config()
     try:
         check_registry_db()
     except RegistryUnavailable as exc:

@@ -96,9 +96,37 @@ class Readiness(BaseModel):
 
 
 class Flagged(BaseModel):
+    """One page of the follow-up list (serving.staff): the latest batch scores' rows in work queues."""
+
     models: list[str]
-    scores: list[dict[str, Any]] = Field(description="high-band rows of the latest batch scores")
-    recent: list[dict[str, Any]] = Field(description="high-band answers of recent API calls, newest first")
+    filters: dict[str, str | None]
+    page: int
+    page_size: int
+    lang: Literal["en", "zh"]
+    as_of: str | None = Field(description="the scores' date; null without batch scores")
+    queues: dict[str, int] = Field(description="customers per work queue (all filters but the queue ignored)")
+    total: int = Field(ge=0, description="customers matching the filters")
+    pages: int = Field(ge=0)
+    rows: list[dict[str, Any]] = Field(description="customer_id, action_rule, queue, queue_status, priority, "
+                                       "value_at_risk, segment, stage, tags, scores, headline {cause, evidence}")
+    recent: list[dict[str, Any]] = Field(description="high-band customers of recent API calls, newest first (id, rule, queue)")
+
+
+class StaffCustomer(BaseModel):
+    models: list[str]
+    lang: Literal["en", "zh"]
+    found: bool = Field(description="false when the latest batch scores do not hold the customer")
+    customer: dict[str, Any] | None = Field(description="the row of the list plus as_of, layers and causes (each "
+                                            "with its facts: feature, value, contribution, direction, sentence)")
+    error: str | None = Field(None, description="only when found is false")
+
+
+class Labels(BaseModel):
+    lang: Literal["en", "zh"]
+    labels: dict[str, dict[str, str]] = Field(description="kind -> key -> display name")
+    choices: dict[str, list[str]] = Field(description="the values each filter of the list accepts")
+    page_size: int
+    max_page_size: int
 
 
 def _json(ref: str) -> dict[str, Any]:
@@ -117,7 +145,8 @@ AUTH = (401, "no or wrong X-API-Key")
 
 def _schemas(config: ServingConfig, served: Sequence[str], features: Sequence[str]) -> dict[str, Any]:
     schemas: dict[str, Any] = {}
-    for model in (PredictRequest, PredictFeaturesRequest, PredictResponse, Error, Health, Readiness, Flagged):
+    for model in (PredictRequest, PredictFeaturesRequest, PredictResponse, Error, Health, Readiness, Flagged,
+                  StaffCustomer, Labels):
         schema = model.model_json_schema(ref_template=REF)
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -145,11 +174,39 @@ def _schemas(config: ServingConfig, served: Sequence[str], features: Sequence[st
     return schemas
 
 
+BAD_QUERY = (400, "a query parameter is unknown, repeated or out of range; `field` names it")
+LANG = {"type": "string", "enum": ["en", "zh"]}
+
+
+def _text() -> dict[str, Any]:
+    return {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": r"\S"}
+
+
+def _query(name: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema}
+
+
+def _list_parameters(choices: dict[str, list[str]], max_page_size: int) -> list[dict[str, Any]]:
+    """The list's filters (each one of this config's values; a filter with none is left out), the id
+    search, paging and language."""
+    from serving.staff import MAX_PAGE
+
+    params = [_query(name, {"type": "string", "enum": list(values)}) for name, values in choices.items() if values]
+    return [
+        *params, _query("q", _text()),
+        _query("page", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}),
+        _query("page_size", {"type": "integer", "minimum": 1, "maximum": max_page_size}),
+        _query("lang", LANG),
+    ]
+
+
 def openapi_document(
-    config: ServingConfig, served: Sequence[str], features: Sequence[str] = (), version: str = "1"
+    config: ServingConfig, served: Sequence[str], features: Sequence[str] = (), version: str = "1",
+    staff_choices: dict[str, list[str]] | None = None, max_page_size: int = 100,
 ) -> dict[str, Any]:
     """The document for this config and these served models; ``features``: the loaded models' feature
-    names (rows of /predict_features), unknown while no model is loaded."""
+    names (rows of /predict_features), unknown while no model is loaded; ``staff_choices``: the values
+    of the staff list's filters (serving.staff.filter_choices)."""
     too_large = (413, f"more than {config.max_batch_size} entries, or a body over {config.max_body_bytes} bytes")
     invalid = (422, "malformed body; `field` names the first bad field")
     unavailable = (503, "online store or models unavailable; retry shortly")
@@ -177,10 +234,24 @@ def openapi_document(
                 "responses": _responses("PredictResponse", AUTH, too_large, invalid, unavailable),
             }},
             "/ui/api/flagged": {"get": {
-                "summary": "Flagged customers for the staff page",
+                "summary": "One page of a queue's follow-up list, sorted by priority (the staff page)",
                 "operationId": "flagged",
                 **secured,
-                "responses": _responses("Flagged", AUTH),
+                "parameters": _list_parameters(staff_choices or {}, max_page_size),
+                "responses": _responses("Flagged", AUTH, BAD_QUERY),
+            }},
+            "/ui/api/customer": {"get": {
+                "summary": "One customer of the latest batch scores with the reasons by cause",
+                "operationId": "staff_customer",
+                **secured,
+                "parameters": [_query("id", _text(), required=True), _query("lang", LANG)],
+                "responses": _responses("StaffCustomer", AUTH, BAD_QUERY),
+            }},
+            "/ui/labels": {"get": {
+                "summary": "Display names of the staff page in a language (no key needed)",
+                "operationId": "staff_labels",
+                "parameters": [_query("lang", LANG)],
+                "responses": _responses("Labels", BAD_QUERY),
             }},
             "/healthz": {"get": {
                 "summary": "Alive, with the served model versions (no key needed)",

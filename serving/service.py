@@ -7,7 +7,9 @@ Routes (a Starlette app mounted into the BentoML service, so status codes are ou
 - GET  /healthz           alive, with the model versions in the body (open, no key)
 - GET  /readyz            200 only with every model loaded, the online store answering and an API key
                           configured (or allow_no_api_key), else 503
-- GET  /ui                the staff page; its data comes from GET /ui/api/flagged (key required)
+- GET  /ui                the staff page; its data: GET /ui/api/flagged (one page of a queue's list) and
+                          GET /ui/api/customer (one customer's detail), key required; GET /ui/labels
+                          (display names per language, open)
 - GET  /docs.json         the OpenAPI document (serving.openapi); GET /metrics (serving.metrics)
 
 Data routes need the X-API-Key header (401 without). Bodies are read with a size limit and fully checked
@@ -44,6 +46,7 @@ from serving.predictor import Predictor
 from serving.privacy import ForgottenIds
 from serving.registry import ModelRegistry
 from serving.requests import PredictFeaturesRequest, PredictRequest, decode_json, parse_request
+from serving.staff import StaffLists, vocabulary
 
 log = logging.getLogger("propensity.serving")
 
@@ -102,6 +105,22 @@ class MicroBatcher:
         for (_, future), answer in zip(batch, answers, strict=True):
             if not future.done():
                 future.set_result(answer)
+
+
+def staff_lists(models: list[str]) -> StaffLists:
+    """The staff page's reader of the latest scores, with every config its names come from."""
+    from core.specs import model_names
+    from features.catalog import SERVICES
+    from features.retrieval import model_feature_names
+    from features.settings import load_features_config
+    from serving.actions import load_actions_config, load_tags_config
+    from serving.config import load_staff_page_config
+    from training.reasons import load_templates
+
+    actions, templates = load_actions_config(), load_templates()
+    features = [f for service in SERVICES for f in model_feature_names(service)]
+    vocab = vocabulary(actions, load_tags_config(), load_features_config(), templates, model_names(), features)
+    return StaffLists(vocab, templates, load_staff_page_config(), list(models), actions.scoring.lang)
 
 
 # ---------------------------------------------------------------------------------------------- routes
@@ -169,10 +188,31 @@ async def predict_features(request: Request) -> Response:
 
 
 async def flagged(request: Request) -> Response:
+    """One page of the follow-up list: ?queue&action&segment&stage&tag&q&page&page_size&lang (400 on a
+    bad one, naming it)."""
     async def handle(svc: PropensityService) -> Response:
-        return JSONResponse(await asyncio.to_thread(svc.flagged_customers))
+        return JSONResponse(await asyncio.to_thread(svc.flagged_customers, request.query_params.multi_items()))
 
     return await _guarded(request, handle)
+
+
+async def ui_customer(request: Request) -> Response:
+    """One customer of the latest scores with the reasons by cause: ?id&lang (found: false when not scored)."""
+    async def handle(svc: PropensityService) -> Response:
+        return JSONResponse(await asyncio.to_thread(svc.staff_customer, request.query_params.multi_items()))
+
+    return await _guarded(request, handle)
+
+
+async def ui_labels(request: Request) -> Response:
+    """Display names in ?lang (open: the page needs them before the key is entered; they hold no data)."""
+    svc = _service()
+    if svc is None:
+        return JSONResponse({"error": "service is starting"}, status_code=503)
+    try:
+        return JSONResponse(svc.staff_labels(request.query_params.multi_items()))
+    except ServingError as exc:
+        return _error(exc)
 
 
 async def ui_page(_: Request) -> Response:
@@ -186,6 +226,8 @@ api = Starlette(
         Route("/ui", ui_page, methods=["GET"]),
         Route("/ui/", ui_page, methods=["GET"]),
         Route("/ui/api/flagged", flagged, methods=["GET"]),
+        Route("/ui/api/customer", ui_customer, methods=["GET"]),
+        Route("/ui/labels", ui_labels, methods=["GET"]),
     ]
 )
 
@@ -199,6 +241,8 @@ ROUTES: dict[str, tuple[str, ...]] = {
     "/ui": GET,
     "/ui/": GET,
     "/ui/api/flagged": GET,
+    "/ui/api/customer": GET,
+    "/ui/labels": GET,
     "/healthz": GET,
     "/readyz": GET,
     "/livez": GET,
@@ -309,7 +353,7 @@ class PropensityService:
         self.forgotten = ForgottenIds()
         self.apply_forgotten()
         self.registry.start_polling(self.config.reload_poll_seconds, also=[self.apply_forgotten])
-        self._scores_cache: tuple[float, list[dict[str, Any]]] | None = None
+        self.staff = staff_lists(self.registry.names)
         self._openapi: tuple[tuple, dict[str, Any]] | None = None
 
     def apply_forgotten(self) -> None:
@@ -338,7 +382,11 @@ class PropensityService:
         key = tuple(sorted(current.versions().items())) if current else ()
         if self._openapi is None or self._openapi[0] != key:
             features = list(dict.fromkeys(f for m in current.models.values() for f in m.feature_names)) if current else []
-            self._openapi = (key, openapi_document(self.config, self.registry.names, features))
+            from serving.staff import filter_choices
+
+            self._openapi = (key, openapi_document(self.config, self.registry.names, features,
+                                                   staff_choices=filter_choices(self.staff.vocab),
+                                                   max_page_size=self.staff.config.max_page_size))
         return self._openapi[1]
 
     def __is_ready__(self) -> bool:
@@ -349,38 +397,34 @@ class PropensityService:
         self.registry.stop()
         metrics.process_exit()
 
-    def flagged_customers(self) -> dict[str, Any]:
-        """Flagged customers for the staff page: latest batch scores plus recent API calls."""
-        return {"models": self.predictor.registry.names, "scores": self._latest_scores(),
-                "recent": self.predictor.recent.list()}
+    def flagged_customers(self, params: list[tuple[str, str]]) -> dict[str, Any]:
+        """One page of the staff list (serving.staff) and the newest recent API calls, compact."""
+        from serving.staff import parse_list_query
 
-    def _latest_scores(self, limit: int = 500) -> list[dict[str, Any]]:
-        import json
+        query = parse_list_query(params, self.staff.vocab, self.staff.config, self.config.default_lang)
+        page = self.staff.page(query)
+        # Recent API calls (at most ui_recent_calls): who was looked up lately, id and decision only.
+        page["recent"] = [
+            {"customer_id": r["customer_id"], "seen_at": r.get("seen_at"),
+             "action_rule": (r.get("decision") or {}).get("action_rule"),
+             "queue": (r.get("decision") or {}).get("queue")}
+            for r in self.predictor.recent.list()
+        ]
+        return page
 
-        import numpy as np
-        import pandas as pd
+    def staff_customer(self, params: list[tuple[str, str]]) -> dict[str, Any]:
+        from serving.staff import parse_customer_query
 
-        from core.settings import project_paths
+        customer_id, lang = parse_customer_query(params, self.config.default_lang)
+        return self.staff.customer(customer_id, lang)
 
-        path = project_paths().latest_scores
-        if not path.exists():
-            return []
-        mtime = path.stat().st_mtime
-        if self._scores_cache and self._scores_cache[0] == mtime:
-            return self._scores_cache[1]
-        frame = pd.read_parquet(path)
-        models = [m for m in self.predictor.registry.names if f"{m}_band" in frame.columns]
-        if not models:
-            return []
-        high = np.logical_or.reduce([frame[f"{m}_band"].eq("high").to_numpy() for m in models])
-        # Most likely first, whichever model flagged the customer.
-        top = frame[[f"{m}_probability" for m in models]].where(
-            np.column_stack([frame[f"{m}_band"].eq("high") for m in models])).max(axis=1)
-        frame = frame.assign(_top=top)[high].sort_values("_top", ascending=False).drop(columns="_top").head(limit)
-        # NaN is not JSON; to_json handles it, then back to Python objects for the response.
-        rows = json.loads(frame.to_json(orient="records", date_format="iso"))
-        self._scores_cache = (mtime, rows)
-        return rows
+    def staff_labels(self, params: list[tuple[str, str]]) -> dict[str, Any]:
+        from serving.staff import filter_choices, labels, parse_labels_query
+
+        lang = parse_labels_query(params, self.config.default_lang)
+        return {"lang": lang, "labels": labels(self.staff.config, self.staff.vocab, lang),
+                "choices": filter_choices(self.staff.vocab), "page_size": self.staff.config.page_size,
+                "max_page_size": self.staff.config.max_page_size}
 
 
 PropensityService.add_asgi_middleware(EdgeMiddleware)

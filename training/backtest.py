@@ -15,6 +15,13 @@ For each model the data supports:
    resamples shared by every scorer, so the model-minus-baseline differences are paired), lift and capture
    in the top 10% and 20%, and the model's calibration by decile.
 
+A regression model (the value model: spend over the label's horizon) is measured by normalised Gini
+and top-10% spend capture (same bootstrap, paired differences) against the spend over the same length
+before D, the spec's baseline feature, RFM, and BG/NBD x Gamma-Gamma fitted on the orders before D. When
+the run holds both the stakes' risk model (churn) and the value model, the report adds the value-at-risk
+check: ranked by P(churn) x value, how much of the revenue actually lost (the last year's spend of the
+customers who then churn) the top 10% hold, against the top 10% by P(churn) alone.
+
 Output: ``data/reports/backtest-<D>/`` (report.json, index.html, PNGs; no customer ids) and one run in
 the MLflow experiment ``backtest`` holding the headline metrics and that folder.
 """
@@ -51,6 +58,12 @@ RFM = "rfm"
 BGNBD_EXPECTED = "bgnbd_expected"
 BGNBD_ALIVE = "bgnbd_p_alive"
 ORACLE = "oracle"
+PAST_SPEND = "past_spend"
+BTYD_SPEND = "bgnbd_gamma_gamma"
+# Scorers of a regression model that are amounts over the label's horizon (their MAE means something).
+AMOUNT_SCORERS = (MODEL, PAST_SPEND, BTYD_SPEND, ORACLE)
+# "Revenue lost" in the value-at-risk check: the spend of the year before D of a customer who then churns.
+LOST_SPEND_DAYS = 365
 
 
 # ---- metrics over bootstrap resamples ---------------------------------------------------------------
@@ -139,6 +152,83 @@ def bootstrap(y: np.ndarray, scores: dict[str, np.ndarray], resamples: int = DEF
     return out
 
 
+def _lorenz(y: np.ndarray, score: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weight and amount per distinct score value (ties form one group), highest score first, per row of
+    ``weights``: the steps of the cumulative-share curve."""
+    order = np.argsort(-score, kind="stable")
+    s = score[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    w = weights[:, order]
+    return np.add.reduceat(w, starts, axis=1), np.add.reduceat(w * y[order], starts, axis=1)
+
+
+def _gini_of(W: np.ndarray, V: np.ndarray) -> np.ndarray:
+    # A tie group of weight W holding V, after C of the total: its positions hold C + k V / (W Y) on
+    # average over the orders within the tie (k = 1..W), so ties count as a random order, not input order.
+    N, Y = W.sum(axis=1), V.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = V / Y[:, None]
+        before = np.cumsum(share, axis=1) - share
+        total = (W * before + share * (W + 1.0) / 2.0).sum(axis=1)
+        return np.where(Y > 0, total / N - (N + 1.0) / (2.0 * N), np.nan)
+
+
+def weighted_normalized_gini(y: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Normalised Gini of amounts ``y`` ranked by ``score`` under each row of ``weights`` (shape (k, n)):
+    the Gini of the ranking over the Gini of the perfect ranking (by ``y``). Without ties and with unit
+    weights it equals ``training.metrics.normalized_gini``; tied scores count as a random order."""
+    y = np.asarray(y, dtype=np.float64)
+    score = np.asarray(score, dtype=np.float64)
+    weights = np.atleast_2d(weights)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _gini_of(*_lorenz(y, score, weights)) / _gini_of(*_lorenz(y, y, weights))
+
+
+def weighted_top_capture(y: np.ndarray, score: np.ndarray, weights: np.ndarray, fraction: float = 0.1) -> np.ndarray:
+    """Share of the total ``y`` held by the top ``fraction`` of (weighted) rows by ``score``, per row of
+    ``weights``; a tie across the cut contributes pro rata. Equals ``training.metrics.top_capture``
+    without ties and with unit weights."""
+    y = np.asarray(y, dtype=np.float64)
+    W, V = _lorenz(y, np.asarray(score, dtype=np.float64), np.atleast_2d(weights))
+    out = np.empty(len(W))
+    for i, (w, v) in enumerate(zip(W, V, strict=True)):
+        n, total = w.sum(), v.sum()
+        k = max(1.0, float(np.round(n * fraction)))
+        out[i] = np.interp(k, np.r_[0.0, np.cumsum(w)], np.r_[0.0, np.cumsum(v)]) / total if total > 0 else np.nan
+    return out
+
+
+def bootstrap_amounts(y: np.ndarray, scores: dict[str, np.ndarray], resamples: int = DEFAULT_RESAMPLES,
+                      seed: int = DEFAULT_SEED, reference: str = MODEL, fraction: float = TOP_FRACTIONS[0],
+                      progress: bool = False) -> dict[str, dict]:
+    """Normalised Gini and top-``fraction`` capture of amounts ``y`` for every scorer with percentile
+    95% intervals, and (reference - scorer) for both with paired intervals, on one set of resamples."""
+    y = np.asarray(y, dtype=np.float64)
+    pct = int(round(fraction * 100))
+    ones = np.ones((1, len(y)))
+    draws = {name: {"gini": [], "capture": []} for name in scores}
+    with _bar(progress, "bootstrap", resamples) as advance:
+        for weights in resample_counts(len(y), resamples, seed):
+            for name, s in scores.items():
+                draws[name]["gini"].append(weighted_normalized_gini(y, s, weights))
+                draws[name]["capture"].append(weighted_top_capture(y, s, weights, fraction))
+            advance(len(weights))
+    draws = {n: {k: np.concatenate(v) for k, v in d.items()} for n, d in draws.items()}
+    point = {n: {"gini": float(weighted_normalized_gini(y, s, ones)[0]),
+                 "capture": float(weighted_top_capture(y, s, ones, fraction)[0])} for n, s in scores.items()}
+    out = {}
+    for name in scores:
+        entry = {"normalized_gini": point[name]["gini"], "normalized_gini_ci": percentile_interval(draws[name]["gini"]),
+                 f"capture_top{pct}": point[name]["capture"],
+                 f"capture_top{pct}_ci": percentile_interval(draws[name]["capture"])}
+        if reference in scores and name != reference:
+            for key, metric in (("gini", "normalized_gini"), ("capture", f"capture_top{pct}")):
+                entry[f"{metric}_diff"] = point[reference][key] - point[name][key]
+                entry[f"{metric}_diff_ci"] = percentile_interval(draws[reference][key] - draws[name][key])
+        out[name] = entry
+    return out
+
+
 def top_stats(y: np.ndarray, score: np.ndarray) -> dict[str, float]:
     """Lift and capture (share of all positives) in the top 10% and 20% by score."""
     from training.metrics import top_fraction_stats
@@ -203,21 +293,58 @@ def _utc(day: date) -> pd.Timestamp:
 
 def rfm_summary(store: EventStore, as_of: date) -> pd.DataFrame:
     """Per customer with an order before ``as_of``: frequency (repeat purchase days), recency (days from
-    the first to the last purchase day) and T (days from the first purchase day to ``as_of``). Orders are
-    counted per UTC day, as BG/NBD's continuous time has no meaning for two orders an hour apart."""
+    the first to the last purchase day), T (days from the first purchase day to ``as_of``) and
+    monetary_value (mean spend of the repeat purchase days, 0 without one: Gamma-Gamma's input, the first
+    purchase left out as in Fader, Hardie and Lee). Orders are counted per UTC day, as BG/NBD's continuous
+    time has no meaning for two orders an hour apart."""
     if not store.has("orders"):
         raise DataError(f"no orders in the event store {store.root}: run `propensity ingest` first")
     cutoff = _utc(as_of).isoformat()
     df = _connect().execute(f"""
         WITH days AS (
-            SELECT DISTINCT CAST(customer_id AS VARCHAR) AS customer_id, date_trunc('day', ordered_at) AS day
+            SELECT CAST(customer_id AS VARCHAR) AS customer_id, date_trunc('day', ordered_at) AS day,
+                   sum(amount) AS spend
             FROM read_parquet('{store.glob("orders")}') WHERE ordered_at < TIMESTAMPTZ '{cutoff}'
+            GROUP BY ALL
         )
         SELECT customer_id, count(*) - 1 AS frequency, date_diff('day', min(day), max(day)) AS recency,
-               date_diff('day', min(day), TIMESTAMPTZ '{cutoff}') AS "T"
+               date_diff('day', min(day), TIMESTAMPTZ '{cutoff}') AS "T",
+               CASE WHEN count(*) > 1 THEN (sum(spend) - arg_min(spend, day)) / (count(*) - 1) ELSE 0 END
+                   AS monetary_value
         FROM days GROUP BY customer_id ORDER BY customer_id
     """).df()
-    return df.astype({"customer_id": str, "frequency": "float64", "recency": "float64", "T": "float64"})
+    return df.astype({"customer_id": str, "frequency": "float64", "recency": "float64", "T": "float64",
+                      "monetary_value": "float64"})
+
+
+def spend_before(store: EventStore, as_of: date, days: int, customer_ids: pd.Series) -> np.ndarray:
+    """Each customer's order amounts summed over the ``days`` days before ``as_of`` (0 without an order)."""
+    cutoff = _utc(as_of)
+    since = cutoff - pd.Timedelta(days=days)
+    df = _connect().execute(f"""
+        SELECT CAST(customer_id AS VARCHAR) AS customer_id, sum(amount) AS spend
+        FROM read_parquet('{store.glob("orders")}')
+        WHERE ordered_at >= TIMESTAMPTZ '{since.isoformat()}' AND ordered_at < TIMESTAMPTZ '{cutoff.isoformat()}'
+        GROUP BY 1
+    """).df()
+    rows = pd.DataFrame({"customer_id": customer_ids.astype(str).to_numpy()})
+    return rows.merge(df, on="customer_id", how="left")["spend"].fillna(0.0).to_numpy(dtype=np.float64)
+
+
+def btyd_spend_scores(store: EventStore, as_of: date, horizon_days: int, customer_ids: pd.Series):
+    """BG/NBD x Gamma-Gamma fitted on every customer's orders before ``as_of``: for ``customer_ids`` the
+    expected spend in the next ``horizon_days`` (expected purchases x expected value per purchase; NaN
+    for a customer with no order before ``as_of``). Returns (BG/NBD, Gamma-Gamma, expected spend)."""
+    from training import btyd
+
+    summary = rfm_summary(store, as_of)
+    bg = btyd.fit(summary["frequency"], summary["recency"], summary["T"])
+    gg = btyd.fit_gamma_gamma(summary["frequency"], summary["monetary_value"])
+    purchases = bg.expected_purchases(horizon_days, summary["frequency"], summary["recency"], summary["T"])
+    summary["expected_spend"] = purchases * gg.expected_value(summary["frequency"], summary["monetary_value"])
+    rows = pd.DataFrame({"customer_id": customer_ids.astype(str).to_numpy()})
+    rows = rows.merge(summary[["customer_id", "expected_spend"]], on="customer_id", how="left")
+    return bg, gg, rows["expected_spend"].to_numpy()
 
 
 def bgnbd_scores(store: EventStore, as_of: date, horizon_days: int, customer_ids: pd.Series):
@@ -280,9 +407,13 @@ class ModelBacktest:
     oracle: dict
     seconds: dict[str, float] = field(default_factory=dict)
     plots: dict[str, str] = field(default_factory=dict)
+    task: str = "binary"
+    gamma_gamma: dict = field(default_factory=dict)  # regression: the spend-per-purchase fit
+    # What the value-at-risk check needs from this run (rows, features, model); never in the report.
+    scored: dict = field(default_factory=dict, repr=False)
 
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "scored"}
 
 
 def _labels_at(store: EventStore, spec: ModelSpec, as_of: date) -> pd.DataFrame:
@@ -348,8 +479,7 @@ def backtest_model(spec: ModelSpec, as_of: date, *, trials: int | None = None, t
     """Train ``spec`` on the history before ``as_of`` (unregistered), score its population at ``as_of``
     against what happened next, next to the baselines on the same customers."""
     from features.exact import exact_historical_features
-    from training.champion import LoadedModel
-    from training.evaluate import _baselines
+    from training.champion import TAG_TASK, LoadedModel
     from training.tracking import client as mlflow_client
     from training.train import train_model
 
@@ -376,11 +506,56 @@ def backtest_model(spec: ModelSpec, as_of: date, *, trials: int | None = None, t
     feats = exact_historical_features(rows[["customer_id", "event_timestamp"]], spec.feature_service)
     feats = feats.reset_index(drop=True)
     model = LoadedModel(spec.name, "backtest", result.booster, list(result.booster.feature_name()),
-                        spec.feature_service, result.calibration)
-    p_model = model.predict_proba(feats)
-    one_feature, rfm = _baselines(spec.baseline, feats)
+                        spec.feature_service, result.calibration, tags={TAG_TASK: spec.task})
+    prediction = model.predict(feats)
     seconds["score"] = time.perf_counter() - started
 
+    measure = _measure_binary if spec.task == "binary" else _measure_amounts
+    out = measure(spec, as_of, store, rows, y, feats, prediction, resamples, seed, progress, ground_truth, seconds)
+    training = {
+        "run_id": result.run_id, "data_end": f"{as_of - timedelta(days=1)}",
+        "trials_in_study": result.trials_in_study, "optuna_study": result.study_name,
+        "test_cutoff": result.lineage.get("test_cutoffs", [None])[0],
+        "train_cutoffs": _span(result.lineage.get("train_cutoffs", [])),
+        "validation_cutoffs": _span(result.lineage.get("validation_cutoffs", [])),
+        "train_rows": result.lineage.get("train_rows"),
+        "internal_test_roc_auc": result.test_metrics.get("roc_auc"),
+        "internal_test_metric": spec.promotion.metric,
+        "internal_test_score": result.test_metrics.get(spec.promotion.metric),
+        "registered": False,
+    }
+    out.training = training
+    out.seconds = seconds
+    out.scored = {"rows": rows, "features": feats, "model": model, "prediction": prediction}
+    return out
+
+
+def _with_oracle(spec, as_of, rows, ground_truth, scores: dict, y: np.ndarray, binary: bool) -> dict:
+    """Add the oracle to ``scores`` when every row has a truth; otherwise note its coverage (and its own
+    metric on the covered rows, outside the paired bootstrap)."""
+    oracle_p, oracle_note = _oracle(spec, as_of, rows, ground_truth)
+    if oracle_p is None:
+        return oracle_note
+    if np.isfinite(oracle_p).all():
+        scores[ORACLE] = oracle_p
+        return oracle_note
+    have = np.isfinite(oracle_p)
+    oracle_note["covered_rows"] = int(have.sum())
+    if binary and have.sum() >= 2 and 0 < y[have].mean() < 1:
+        oracle_note["roc_auc_on_covered_rows"] = float(
+            weighted_auc(y[have], oracle_p[have], np.ones((1, int(have.sum()))))[0])
+    elif not binary and have.sum() >= 2 and y[have].sum() > 0:
+        oracle_note["normalized_gini_on_covered_rows"] = float(
+            weighted_normalized_gini(y[have], oracle_p[have], np.ones((1, int(have.sum()))))[0])
+    return oracle_note
+
+
+def _measure_binary(spec, as_of, store, rows, y, feats, p_model, resamples, seed, progress, ground_truth,
+                    seconds) -> ModelBacktest:
+    from training.evaluate import _baselines
+    from training.metrics import expected_calibration_error
+
+    one_feature, rfm = _baselines(spec.baseline, feats)
     started = time.perf_counter()
     bg, p_alive, expected = bgnbd_scores(store, as_of, spec.labels.horizon_days, rows["customer_id"])
     # Oriented like the label: fewer expected purchases means more likely "no order".
@@ -389,16 +564,7 @@ def backtest_model(spec: ModelSpec, as_of: date, *, trials: int | None = None, t
 
     scores = {MODEL: p_model, BASELINE: one_feature, RFM: rfm,
               BGNBD_EXPECTED: sign * _fill_low(expected), BGNBD_ALIVE: sign * _fill_low(p_alive)}
-    oracle_p, oracle_note = _oracle(spec, as_of, rows, ground_truth)
-    if oracle_p is not None:
-        if np.isfinite(oracle_p).all():
-            scores[ORACLE] = oracle_p
-        else:  # not every row has a truth: the oracle is scored on its own rows, outside the paired bootstrap
-            have = np.isfinite(oracle_p)
-            oracle_note["covered_rows"] = int(have.sum())
-            if have.sum() >= 2 and 0 < y[have].mean() < 1:
-                oracle_note["roc_auc_on_covered_rows"] = float(
-                    weighted_auc(y[have], oracle_p[have], np.ones((1, int(have.sum()))))[0])
+    oracle_note = _with_oracle(spec, as_of, rows, ground_truth, scores, y, binary=True)
 
     started = time.perf_counter()
     stats = bootstrap(y, scores, resamples, seed, progress=progress)
@@ -408,26 +574,134 @@ def backtest_model(spec: ModelSpec, as_of: date, *, trials: int | None = None, t
     seconds["bootstrap"] = time.perf_counter() - started
 
     calibration = calibration_table(y, p_model)
-    from training.metrics import expected_calibration_error
-
     stats[MODEL]["brier"] = float(np.mean((p_model - y) ** 2))
     stats[MODEL]["ece"] = expected_calibration_error(y, p_model)
-    training = {
-        "run_id": result.run_id, "data_end": f"{as_of - timedelta(days=1)}",
-        "trials_in_study": result.trials_in_study, "optuna_study": result.study_name,
-        "test_cutoff": result.lineage.get("test_cutoffs", [None])[0],
-        "train_cutoffs": _span(result.lineage.get("train_cutoffs", [])),
-        "validation_cutoffs": _span(result.lineage.get("validation_cutoffs", [])),
-        "train_rows": result.lineage.get("train_rows"), "internal_test_roc_auc": result.test_metrics.get("roc_auc"),
-        "registered": False,
-    }
     bg_note = {**bg.params(), "horizon_days": spec.labels.horizon_days,
                "rows_without_orders": int((~np.isfinite(expected)).sum()),
                "time_unit": "day", "fitted_on": f"every customer with an order before {as_of}"}
     log.info("%s at %s: %d rows, model AUC %.4f [%.4f, %.4f]", spec.name, as_of, len(rows),
              stats[MODEL]["roc_auc"], *stats[MODEL]["roc_auc_ci"])
     return ModelBacktest(spec.name, f"{as_of}", len(rows), int(y.sum()), float(y.mean()), _population(spec),
-                         training, stats, calibration, bg_note, oracle_note, seconds)
+                         {}, stats, calibration, bg_note, oracle_note, task="binary")
+
+
+def _measure_amounts(spec, as_of, store, rows, y, feats, value, resamples, seed, progress, ground_truth,
+                     seconds) -> ModelBacktest:
+    """A regression model (spend over the label's horizon): normalised Gini and top-10% capture with
+    paired bootstrap intervals against past spend over the same length, the spec's baseline feature,
+    RFM and BG/NBD x Gamma-Gamma; MAE for the scorers that are amounts over the horizon."""
+    horizon = spec.labels.horizon_days
+    need = [spec.baseline.feature, "r_score", "f_score", "m_score"]
+    missing = [c for c in need if c not in feats.columns]
+    if missing:
+        raise DataError(f"{spec.name}: feature retrieval lacks baseline column(s) {', '.join(missing)}")
+    sign = 1.0 if spec.baseline.higher_means_positive else -1.0
+    baseline = sign * pd.to_numeric(feats[spec.baseline.feature], errors="coerce").fillna(0.0).to_numpy()
+    # A high RFM score is a recent, frequent, big spender: more future spend (unlike churn's orientation).
+    rfm = sum(pd.to_numeric(feats[c], errors="coerce").fillna(0) for c in ("r_score", "f_score", "m_score")).to_numpy()
+    past = spend_before(store, as_of, horizon, rows["customer_id"])
+
+    started = time.perf_counter()
+    bg, gg, expected = btyd_spend_scores(store, as_of, horizon, rows["customer_id"])
+    seconds["bgnbd_gamma_gamma"] = time.perf_counter() - started
+
+    # No order before D: nothing to extrapolate, the BTYD spend is 0.
+    scores = {MODEL: np.asarray(value, dtype=np.float64), PAST_SPEND: past, BASELINE: baseline,
+              RFM: np.asarray(rfm, dtype=np.float64), BTYD_SPEND: np.where(np.isfinite(expected), expected, 0.0)}
+    oracle_note = _with_oracle(spec, as_of, rows, ground_truth, scores, y, binary=False)
+
+    started = time.perf_counter()
+    stats = bootstrap_amounts(y, scores, resamples, seed, progress=progress)
+    for name, s in scores.items():
+        if name in AMOUNT_SCORERS:
+            stats[name]["mae"] = float(np.mean(np.abs(s - y)))
+            stats[name]["mean_predicted"] = float(np.mean(s))
+        stats[name]["label"] = _scorer_label(name, spec)
+    seconds["bootstrap"] = time.perf_counter() - started
+
+    bg_note = {**bg.params(), "horizon_days": horizon, "rows_without_orders": int((~np.isfinite(expected)).sum()),
+               "time_unit": "day", "fitted_on": f"every customer with an order before {as_of}"}
+    gg_note = {**gg.params(), "mean_value_per_purchase_day": gg.mean_value,
+               "fitted_on": f"customers with a repeat purchase day of positive spend before {as_of}"}
+    log.info("%s at %s: %d rows, model normalised Gini %.4f [%.4f, %.4f]", spec.name, as_of, len(rows),
+             stats[MODEL]["normalized_gini"], *stats[MODEL]["normalized_gini_ci"])
+    return ModelBacktest(spec.name, f"{as_of}", len(rows), int((y > 0).sum()), float((y > 0).mean()),
+                         _population(spec), {}, stats, calibration_table(y, scores[MODEL]), bg_note, oracle_note,
+                         task="regression", gamma_gamma=gg_note)
+
+
+# ---- value at risk: the churn and the value model on the same date ----------------------------------
+def value_at_risk_check(risk: ModelBacktest, value: ModelBacktest, *, resamples: int = DEFAULT_RESAMPLES,
+                        seed: int = DEFAULT_SEED, fraction: float = TOP_FRACTIONS[0],
+                        lost_days: int = LOST_SPEND_DAYS, progress: bool = False) -> dict:
+    """Ranked by value_at_risk = P(churn) x value, how much of the revenue actually lost do the top
+    ``fraction`` of the risk model's population hold, against the top ``fraction`` by P(churn) alone?
+
+    Revenue lost by a customer = the spend of the ``lost_days`` before D when the churn label is 1 (the
+    customer then churned), else 0. Both models were backtested at the same D (trained before it); the
+    value model scores the risk model's population with its own features at D. Also shown: P(churn) x
+    past spend over the value horizon (stakes without a value model), P(churn) x value / P(stays) (the
+    spend expected if the customer stays) and the value alone."""
+    from features.exact import exact_historical_features
+
+    if risk.task != "binary" or value.task != "regression":
+        raise PropensityError(f"value at risk needs a binary risk model and a regression value model, got "
+                              f"{risk.model} ({risk.task}) and {value.model} ({value.task})")
+    if risk.as_of != value.as_of:
+        raise PropensityError(f"value at risk needs both models at one date: {risk.as_of} != {value.as_of}")
+    as_of = date.fromisoformat(risk.as_of)
+    rows = risk.scored["rows"]
+    p_churn = np.asarray(risk.scored["prediction"], dtype=np.float64)
+    vmodel = value.scored["model"]
+    if vmodel.feature_service == risk.scored["model"].feature_service:
+        feats = risk.scored["features"]
+    else:
+        feats = exact_historical_features(rows[["customer_id", "event_timestamp"]], vmodel.feature_service)
+        feats = feats.reset_index(drop=True)
+    predicted_value = vmodel.predict(feats)
+    store = EventStore(project_paths().events)
+    churned = rows["label"].to_numpy(dtype=np.float64)
+    last_year = spend_before(store, as_of, lost_days, rows["customer_id"])
+    lost = churned * np.maximum(last_year, 0.0)
+    past = spend_before(store, as_of, value.bgnbd["horizon_days"], rows["customer_id"])
+    # The value model's prediction already discounts a likely churner's spend; dividing by P(stays)
+    # gives the spend expected should the customer stay, the stake a retention call can save.
+    if_retained = predicted_value / np.clip(1.0 - p_churn, 1e-6, None)
+    rankings = {"value_at_risk": p_churn * predicted_value, "churn_probability": p_churn,
+                "churn_x_past_spend": p_churn * past, "churn_x_value_if_retained": p_churn * if_retained,
+                "value": predicted_value}
+    pct = int(round(fraction * 100))
+    ones = np.ones((1, len(lost)))
+    point = {n: float(weighted_top_capture(lost, s, ones, fraction)[0]) for n, s in rankings.items()}
+    draws = {n: [] for n in rankings}
+    with _bar(progress, "bootstrap (value at risk)", resamples) as advance:
+        for weights in resample_counts(len(lost), resamples, seed):
+            for n, s in rankings.items():
+                draws[n].append(weighted_top_capture(lost, s, weights, fraction))
+            advance(len(weights))
+    draws = {n: np.concatenate(d) for n, d in draws.items()}
+    base = "churn_probability"
+    out_rankings = {}
+    for n in rankings:
+        entry = {f"lost_capture_top{pct}": point[n], f"lost_capture_top{pct}_ci": percentile_interval(draws[n])}
+        if n != base:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                entry["ratio_to_churn_probability"] = point[n] / point[base]
+                entry["ratio_to_churn_probability_ci"] = percentile_interval(draws[n] / draws[base])
+        out_rankings[n] = entry
+    ratio = out_rankings["value_at_risk"]["ratio_to_churn_probability"]
+    total_lost = float(lost.sum())
+    log.info("value at risk at %s: top %d%% by P(churn) x value hold %.1f%% of the revenue lost, by P(churn) "
+             "alone %.1f%%: ratio %.2f [%.2f, %.2f]", risk.as_of, pct, 100 * point["value_at_risk"],
+             100 * point[base], ratio, *out_rankings["value_at_risk"]["ratio_to_churn_probability_ci"])
+    return {
+        "as_of": risk.as_of, "risk_model": risk.model, "value_model": value.model, "rows": int(len(lost)),
+        "churned": int(churned.sum()), "revenue_lost_total": total_lost,
+        "revenue_lost_definition": f"spend in the {lost_days} days before {risk.as_of} of the customers whose "
+                                   f"{risk.model} label is 1 (they then churned)",
+        "top_fraction": fraction, "rankings": out_rankings, "ratio": ratio,
+        "goal": "ratio >= 2", "meets_goal": bool(ratio >= 2.0),
+    }
 
 
 def _span(cutoffs: list[str]) -> str:
@@ -442,6 +716,8 @@ def _scorer_label(name: str, spec: ModelSpec) -> str:
         BGNBD_EXPECTED: f"BG/NBD expected purchases in {spec.labels.horizon_days} days",
         BGNBD_ALIVE: "BG/NBD P(alive)",
         ORACLE: f"oracle ({spec.ground_truth.probability if spec.ground_truth else '-'})",
+        PAST_SPEND: f"spend in the {spec.labels.horizon_days} days before the date",
+        BTYD_SPEND: f"BG/NBD x Gamma-Gamma expected spend in {spec.labels.horizon_days} days",
     }[name]
 
 
@@ -461,6 +737,7 @@ class BacktestReport:
     folder: Path | None = None
     run_id: str | None = None
     seconds: float = 0.0
+    value_at_risk: dict | None = None  # the check of value_at_risk_check, or why there is none
 
     def as_dict(self) -> dict:
         return {
@@ -468,16 +745,18 @@ class BacktestReport:
             "bootstrap": "customers resampled with replacement; percentile 95% intervals; one set of resamples "
                          "shared by every scorer, so differences are paired",
             "skipped": self.skipped, "seconds": round(self.seconds, 1), "mlflow_run_id": self.run_id,
-            "models": [m.as_dict() for m in self.models],
+            "models": [m.as_dict() for m in self.models], "value_at_risk": self.value_at_risk,
         }
 
 
 def run_backtest(as_of: date, models: list[str] | None = None, *, trials: int | None = None,
                  timeout: float | None = None, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,
-                 progress: bool = True, storage: str | None = None) -> BacktestReport:
+                 progress: bool = True, storage: str | None = None,
+                 stakes: tuple[str, str] | None = None) -> BacktestReport:
     """Backtest ``models`` (default: every model the event store supports) at ``as_of``; write the report
     folder and log it to MLflow. A named model that cannot be backtested is an error; an unnamed one whose
-    labels at ``as_of`` have not matured is skipped with the reason."""
+    labels at ``as_of`` have not matured is skipped with the reason. ``stakes`` = (risk model, value model)
+    (configs/actions.yaml ``stakes``): when both were backtested, the report adds the value-at-risk check."""
     from core.specs import load_spec, specs_for_data
 
     started = time.perf_counter()
@@ -488,15 +767,9 @@ def run_backtest(as_of: date, models: list[str] | None = None, *, trials: int | 
             if name in skipped:
                 raise PropensityError(f"{name}: {skipped[name]}")
             specs[name] = usable.get(name) or load_spec(name)
-            if specs[name].task != "binary":
-                raise PropensityError(f"{name}: backtests measure binary models (AUC, lift, calibration); "
-                                      f"{name} is a {specs[name].task} model")
         skipped = {}
     else:
-        # The report's measures (AUC, PR AUC, lift, calibration) are a binary model's.
-        specs = {n: s for n, s in usable.items() if s.task == "binary"}
-        skipped.update({n: f"a {s.task} model: backtests measure binary models" for n, s in usable.items()
-                        if s.task != "binary"})
+        specs = dict(usable)
     store = EventStore(project_paths().events)
     results = []
     for name, spec in specs.items():
@@ -507,12 +780,20 @@ def run_backtest(as_of: date, models: list[str] | None = None, *, trials: int | 
                 log.warning("%s", exc)
                 skipped[name] = str(exc)
                 continue
-        results.append(backtest_model(spec, as_of, trials=trials, timeout=timeout, resamples=resamples, seed=seed,
-                                      progress=progress, storage=storage))
+        try:
+            results.append(backtest_model(spec, as_of, trials=trials, timeout=timeout, resamples=resamples,
+                                          seed=seed, progress=progress, storage=storage))
+        except NotEnoughDataError as exc:
+            if models:
+                raise
+            # e.g. a 180-day value label whose training cutoffs would all lie before the data starts
+            log.warning("%s", exc)
+            skipped[name] = str(exc)
     if not results:
         raise PropensityError(f"no model could be backtested at {as_of}: "
                               + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
     report = BacktestReport(f"{as_of}", results, skipped, resamples, seed)
+    report.value_at_risk = _value_at_risk_section(results, stakes, resamples, seed, progress)
     report.folder = project_paths().reports / f"backtest-{as_of}"
     report.seconds = time.perf_counter() - started
     _write_folder(report)
@@ -524,15 +805,34 @@ def run_backtest(as_of: date, models: list[str] | None = None, *, trials: int | 
     return report
 
 
+def _value_at_risk_section(results: list[ModelBacktest], stakes: tuple[str, str] | None, resamples: int,
+                           seed: int, progress: bool) -> dict | None:
+    if stakes is None:
+        return None
+    risk_name, value_name = stakes
+    by_name = {m.model: m for m in results}
+    absent = [n for n in stakes if n not in by_name]
+    if absent:
+        return {"available": False,
+                "reason": f"needs both {risk_name} and {value_name} backtested in this run ({', '.join(absent)} not)"}
+    return {"available": True, **value_at_risk_check(by_name[risk_name], by_name[value_name], resamples=resamples,
+                                                     seed=seed, progress=progress)}
+
+
 def _write_folder(report: BacktestReport) -> None:
     from core.io import atomic_path
 
     with atomic_path(report.folder) as tmp:
         tmp.mkdir(parents=True)
         for m in report.models:
-            m.plots = {"reliability": f"{m.model}_reliability.png", "auc": f"{m.model}_auc.png"}
-            reliability_plot(m, tmp / m.plots["reliability"])
-            auc_plot(m, tmp / m.plots["auc"])
+            if m.task == "binary":
+                m.plots = {"reliability": f"{m.model}_reliability.png", "auc": f"{m.model}_auc.png"}
+                reliability_plot(m, tmp / m.plots["reliability"])
+                auc_plot(m, tmp / m.plots["auc"])
+            else:
+                m.plots = {"deciles": f"{m.model}_deciles.png", "gini": f"{m.model}_gini.png"}
+                decile_plot(m, tmp / m.plots["deciles"])
+                auc_plot(m, tmp / m.plots["gini"], metric="normalized_gini")
         import json
 
         (tmp / "report.json").write_text(json.dumps(report.as_dict(), indent=2, default=str), encoding="utf-8")
@@ -556,12 +856,21 @@ def _log_to_mlflow(report: BacktestReport) -> str:
             metrics[f"{m.model}.label_rate"] = m.label_rate
             for scorer, s in m.scorers.items():
                 for key in ("roc_auc", "pr_auc", "auc_diff", "lift_top10", "capture_top10", "lift_top20",
-                            "capture_top20", "brier", "ece"):
+                            "capture_top20", "brier", "ece", "normalized_gini", "normalized_gini_diff",
+                            "capture_top10_diff", "mae"):
                     if key in s and np.isfinite(s[key]):
                         metrics[f"{m.model}.{scorer}.{key}"] = s[key]
-                for key in ("roc_auc_ci", "pr_auc_ci", "auc_diff_ci"):
+                for key in ("roc_auc_ci", "pr_auc_ci", "auc_diff_ci", "normalized_gini_ci", "normalized_gini_diff_ci",
+                            "capture_top10_ci", "capture_top10_diff_ci"):
                     if key in s:
                         metrics[f"{m.model}.{scorer}.{key}_lo"], metrics[f"{m.model}.{scorer}.{key}_hi"] = s[key]
+        var = report.value_at_risk
+        if var and var.get("available"):
+            metrics["value_at_risk.ratio"] = var["ratio"]
+            lo, hi = var["rankings"]["value_at_risk"]["ratio_to_churn_probability_ci"]
+            metrics["value_at_risk.ratio_ci_lo"], metrics["value_at_risk.ratio_ci_hi"] = lo, hi
+            for name, r in var["rankings"].items():
+                metrics[f"value_at_risk.{name}.lost_capture_top10"] = r["lost_capture_top10"]
         mlflow.log_metrics(metrics)
         mlflow.log_artifacts(str(report.folder), "report")
         return run.info.run_id
@@ -594,19 +903,37 @@ def reliability_plot(m: ModelBacktest, path: Path) -> Path:
     return path
 
 
-def auc_plot(m: ModelBacktest, path: Path) -> Path:
-    """ROC AUC of each scorer with its bootstrap 95% interval."""
+def decile_plot(m: ModelBacktest, path: Path) -> Path:
+    """A regression model: mean predicted against mean realised amount per decile of the prediction."""
+    plt = _pyplot()
+    table = m.calibration
+    fig, ax = plt.subplots(figsize=(5, 5))
+    top = max([1e-3, *(r["mean_predicted"] for r in table), *(r["observed_rate"] for r in table)]) * 1.05
+    ax.plot([0, top], [0, top], "--", color="grey", label="predicted = realised")
+    ax.plot([r["mean_predicted"] for r in table], [r["observed_rate"] for r in table], "o-", label="model (deciles)")
+    ax.set(xlabel="mean predicted amount", ylabel="mean realised amount after the as-of date",
+           title=f"{m.model}: deciles at {m.as_of}", xlim=(0, top), ylim=(0, top))
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def auc_plot(m: ModelBacktest, path: Path, metric: str = "roc_auc") -> Path:
+    """``metric`` (ROC AUC, or a regression's normalised Gini) of each scorer with its bootstrap 95% interval."""
     plt = _pyplot()
     names = list(m.scorers)
-    auc = [m.scorers[n]["roc_auc"] for n in names]
-    lo = [m.scorers[n]["roc_auc"] - m.scorers[n]["roc_auc_ci"][0] for n in names]
-    hi = [m.scorers[n]["roc_auc_ci"][1] - m.scorers[n]["roc_auc"] for n in names]
+    auc = [m.scorers[n][metric] for n in names]
+    lo = [m.scorers[n][metric] - m.scorers[n][f"{metric}_ci"][0] for n in names]
+    hi = [m.scorers[n][f"{metric}_ci"][1] - m.scorers[n][metric] for n in names]
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(names) + 1.5))
     ypos = np.arange(len(names))[::-1]
     ax.errorbar(auc, ypos, xerr=[lo, hi], fmt="o", capsize=4)
-    ax.axvline(0.5, color="grey", ls=":", lw=0.8)
+    ax.axvline(0.5 if metric == "roc_auc" else 0.0, color="grey", ls=":", lw=0.8)
     ax.set_yticks(ypos, [m.scorers[n]["label"] for n in names], fontsize=8)
-    ax.set(xlabel="ROC AUC (bootstrap 95% interval)", title=f"{m.model} at {m.as_of}: {m.rows} customers")
+    name = "ROC AUC" if metric == "roc_auc" else "normalised Gini"
+    ax.set(xlabel=f"{name} (bootstrap 95% interval)", title=f"{m.model} at {m.as_of}: {m.rows} customers")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -637,49 +964,121 @@ def render_html(report: BacktestReport) -> str:
         parts.append(f"<p class='note'>skipped {esc(name)}: {esc(reason)}</p>")
     for m in report.models:
         t = m.training
+        score = t.get("internal_test_score")
         parts += [
             f"<h2>{esc(m.model)}</h2>",
-            f"<p>{m.rows} customers, {m.positives} positive (rate {m.label_rate:.3f}); population "
-            f"{esc(m.population)}.<br>Trained on data through {esc(t['data_end'])}: train cutoffs "
-            f"{esc(t['train_cutoffs'])}, validation {esc(t['validation_cutoffs'])}, internal test cutoff "
-            f"{esc(str(t['test_cutoff']))} (AUC {t['internal_test_roc_auc']:.4f}); {t['trials_in_study']} trials "
-            f"in study; MLflow run {esc(t['run_id'])}.</p>",
-            "<table><tr><th>scorer</th><th>ROC AUC [95% CI]</th><th>PR AUC [95% CI]</th><th>lift@10%</th>"
-            "<th>capture@10%</th><th>lift@20%</th><th>capture@20%</th><th>model AUC minus this [95% CI]</th></tr>",
+            f"<p>{m.rows} customers, {m.positives} {'positive' if m.task == 'binary' else 'with a purchase'} "
+            f"(rate {m.label_rate:.3f}); population {esc(m.population)}.<br>Trained on data through "
+            f"{esc(t['data_end'])}: train cutoffs {esc(t['train_cutoffs'])}, validation {esc(t['validation_cutoffs'])}, "
+            f"internal test cutoff {esc(str(t['test_cutoff']))} ({esc(t.get('internal_test_metric', ''))} "
+            f"{'-' if score is None else f'{score:.4f}'}); {t['trials_in_study']} trials in study; MLflow run "
+            f"{esc(t['run_id'])}.</p>",
         ]
-        for s in m.scorers.values():
-            parts.append(
-                f"<tr><td>{esc(s['label'])}</td><td>{_ci(s['roc_auc'], s['roc_auc_ci'])}</td>"
-                f"<td>{_ci(s['pr_auc'], s['pr_auc_ci'])}</td><td>{s['lift_top10']:.2f}</td>"
-                f"<td>{s['capture_top10']:.1%}</td><td>{s['lift_top20']:.2f}</td><td>{s['capture_top20']:.1%}</td>"
-                f"<td>{_ci(s.get('auc_diff'), s.get('auc_diff_ci')) if 'auc_diff' in s else '-'}</td></tr>")
-        parts.append("</table>")
+        parts += _binary_tables(m) if m.task == "binary" else _amount_tables(m)
         o = m.oracle
         if o.get("available"):
+            covered = ""
+            if "roc_auc_on_covered_rows" in o:
+                covered = f" ROC AUC on the {o['covered_rows']} rows with a truth: {o['roc_auc_on_covered_rows']:.4f}."
+            elif "normalized_gini_on_covered_rows" in o:
+                covered = (f" Normalised Gini on the {o['covered_rows']} rows with a truth: "
+                           f"{o['normalized_gini_on_covered_rows']:.4f}.")
             parts.append(f"<p class='note'>Oracle: ground truth column {esc(o['column'])} at {esc(o['as_of'])} "
                          f"({o['days_before']} day(s) before the as-of date), coverage {o['coverage']:.1%}. "
-                         f"{esc(o.get('note', ''))}"
-                         + (f" ROC AUC on the {o['covered_rows']} rows with a truth: {o['roc_auc_on_covered_rows']:.4f}."
-                            if "roc_auc_on_covered_rows" in o else "") + "</p>")
+                         f"{esc(o.get('note', ''))}{covered}</p>")
         else:
             parts.append(f"<p class='note'>Oracle: {esc(o.get('reason', 'not available'))}.</p>")
         b = m.bgnbd
         parts.append(f"<p class='note'>BG/NBD (maximum likelihood, days): r={b['r']:.4g}, alpha={b['alpha']:.4g}, "
                      f"a={b['a']:.4g}, b={b['b']:.4g}, fitted on {b['customers']} customers "
                      f"({esc(b['fitted_on'])}); {b['rows_without_orders']} scored customers had no order before "
-                     "the date and rank as the least likely to buy.</p>")
-        model_stats = m.scorers[MODEL]
-        parts += [
-            f"<h3>Calibration (deciles of the predicted probability; Brier {model_stats['brier']:.4f}, "
-            f"ECE {model_stats['ece']:.4f})</h3>",
-            "<table><tr><th>decile</th><th>rows</th><th>mean predicted</th><th>observed rate</th>"
-            "<th>predicted range</th></tr>",
-        ]
-        for r in m.calibration:
-            parts.append(f"<tr><td>{r['bin']}</td><td>{r['rows']}</td><td>{r['mean_predicted']:.4f}</td>"
-                         f"<td>{r['observed_rate']:.4f}</td><td>{r['min_predicted']:.4f} - {r['max_predicted']:.4f}</td></tr>")
-        parts.append("</table>")
+                     "the date" + (" and rank as the least likely to buy." if m.task == "binary" else
+                                   " (expected spend 0).") + "</p>")
+        if m.gamma_gamma:
+            g = m.gamma_gamma
+            parts.append(f"<p class='note'>Gamma-Gamma (maximum likelihood): p={g['p']:.4g}, q={g['q']:.4g}, "
+                         f"gamma={g['gamma']:.4g}; mean value per purchase day {g['mean_value_per_purchase_day']:.4g}; "
+                         f"fitted on {g['customers']} customers ({esc(g['fitted_on'])}).</p>")
+        parts += _decile_table(m)
         for title, file in m.plots.items():
             parts.append(f"<img src='{esc(file)}' alt='{esc(m.model)} {esc(title)}' style='max-width:48%'>")
+    parts += _value_at_risk_html(report.value_at_risk)
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _binary_tables(m: ModelBacktest) -> list[str]:
+    esc = html.escape
+    parts = ["<table><tr><th>scorer</th><th>ROC AUC [95% CI]</th><th>PR AUC [95% CI]</th><th>lift@10%</th>"
+             "<th>capture@10%</th><th>lift@20%</th><th>capture@20%</th><th>model AUC minus this [95% CI]</th></tr>"]
+    for s in m.scorers.values():
+        parts.append(
+            f"<tr><td>{esc(s['label'])}</td><td>{_ci(s['roc_auc'], s['roc_auc_ci'])}</td>"
+            f"<td>{_ci(s['pr_auc'], s['pr_auc_ci'])}</td><td>{s['lift_top10']:.2f}</td>"
+            f"<td>{s['capture_top10']:.1%}</td><td>{s['lift_top20']:.2f}</td><td>{s['capture_top20']:.1%}</td>"
+            f"<td>{_ci(s.get('auc_diff'), s.get('auc_diff_ci')) if 'auc_diff' in s else '-'}</td></tr>")
+    parts.append("</table>")
+    return parts
+
+
+def _amount_tables(m: ModelBacktest) -> list[str]:
+    esc = html.escape
+    parts = ["<table><tr><th>scorer</th><th>normalised Gini [95% CI]</th><th>top-10% spend capture [95% CI]</th>"
+             "<th>model Gini minus this [95% CI]</th><th>model capture minus this [95% CI]</th><th>MAE</th>"
+             "<th>mean predicted</th></tr>"]
+    for s in m.scorers.values():
+        parts.append(
+            f"<tr><td>{esc(s['label'])}</td><td>{_ci(s['normalized_gini'], s['normalized_gini_ci'])}</td>"
+            f"<td>{_ci(s['capture_top10'], s['capture_top10_ci'])}</td>"
+            f"<td>{_ci(s.get('normalized_gini_diff'), s.get('normalized_gini_diff_ci')) if 'normalized_gini_diff' in s else '-'}</td>"
+            f"<td>{_ci(s.get('capture_top10_diff'), s.get('capture_top10_diff_ci')) if 'capture_top10_diff' in s else '-'}</td>"
+            f"<td>{_ci(s['mae'], None, 2) if 'mae' in s else '-'}</td>"
+            f"<td>{_ci(s['mean_predicted'], None, 2) if 'mean_predicted' in s else '-'}</td></tr>")
+    parts.append("</table>")
+    return parts
+
+
+def _decile_table(m: ModelBacktest) -> list[str]:
+    if m.task == "binary":
+        model_stats = m.scorers[MODEL]
+        head = (f"<h3>Calibration (deciles of the predicted probability; Brier {model_stats['brier']:.4f}, "
+                f"ECE {model_stats['ece']:.4f})</h3>")
+        cols, digits = ("mean predicted", "observed rate"), 4
+    else:
+        head = "<h3>Deciles of the predicted amount: mean predicted against mean realised</h3>"
+        cols, digits = ("mean predicted", "mean realised"), 2
+    parts = [head, f"<table><tr><th>decile</th><th>rows</th><th>{cols[0]}</th><th>{cols[1]}</th>"
+                   "<th>predicted range</th></tr>"]
+    for r in m.calibration:
+        parts.append(f"<tr><td>{r['bin']}</td><td>{r['rows']}</td><td>{r['mean_predicted']:.{digits}f}</td>"
+                     f"<td>{r['observed_rate']:.{digits}f}</td><td>{r['min_predicted']:.{digits}f} - "
+                     f"{r['max_predicted']:.{digits}f}</td></tr>")
+    parts.append("</table>")
+    return parts
+
+
+def _value_at_risk_html(var: dict | None) -> list[str]:
+    esc = html.escape
+    if var is None:
+        return []
+    if not var.get("available"):
+        return ["<h2>Value at risk</h2>", f"<p class='note'>Not computed: {esc(var['reason'])}.</p>"]
+    pct = int(round(var["top_fraction"] * 100))
+    parts = [
+        "<h2>Value at risk</h2>",
+        f"<p>{var['rows']} customers of the {esc(var['risk_model'])} population at {esc(var['as_of'])}, "
+        f"{var['churned']} of whom churned; revenue lost {var['revenue_lost_total']:,.2f} "
+        f"({esc(var['revenue_lost_definition'])}). Share of it held by the top {pct}% of each ranking; "
+        f"goal: P(churn) x value holds at least twice what P(churn) alone does. Ratio "
+        f"{_ci(var['ratio'], var['rankings']['value_at_risk']['ratio_to_churn_probability_ci'], 2)}"
+        f" ({'met' if var['meets_goal'] else 'not met'}).</p>",
+        f"<table><tr><th>ranking</th><th>revenue lost in the top {pct}% [95% CI]</th>"
+        "<th>ratio to P(churn) alone [95% CI]</th></tr>",
+    ]
+    for name, r in var["rankings"].items():
+        ratio = (_ci(r["ratio_to_churn_probability"], r["ratio_to_churn_probability_ci"], 2)
+                 if "ratio_to_churn_probability" in r else "-")
+        parts.append(f"<tr><td>{esc(name)}</td><td>{_ci(r[f'lost_capture_top{pct}'], r[f'lost_capture_top{pct}_ci'])}"
+                     f"</td><td>{ratio}</td></tr>")
+    parts.append("</table>")
+    return parts

@@ -45,7 +45,22 @@ class Evaluation:
     recency_auc: float
     rfm_auc: float
     flagged: int = 0  # rows in the model's high band (the spec's bands)
-    driver_agreement: float = float("nan")  # share of flagged rows whose top reason is the true driver
+    # Top cause = the generator's true driver on the flagged rows (truth "none" left out), with the
+    # ranking configs/reasons.yaml picks for this model (driver_method), and with today's SHAP alone.
+    driver_agreement: float = float("nan")
+    driver_method: str = ""
+    driver_agreement_snapshot: float = float("nan")
+    # The supervised ceiling: a classifier of the true driver from the same features, cross-validated,
+    # scored on the same flagged rows; and the agreement as a share of it.
+    driver_ceiling: float = float("nan")
+    driver_ceiling_ratio: float = float("nan")
+    # The feature ceiling (training.ceiling, with ``ceiling=True``): the model's learner trained on the
+    # true probabilities; the gap to the oracle splits into learning (model / ceiling) and information
+    # the features lack (ceiling / oracle).
+    ceiling_auc: float = float("nan")
+    ceiling_rows: int = 0
+    model_to_ceiling: float = float("nan")
+    ceiling_to_oracle: float = float("nan")
 
 
 def read_ground_truth(path=None, columns: tuple[str, ...] = ()) -> pd.DataFrame:
@@ -88,9 +103,10 @@ class SnapshotFeatures:
 
 
 def evaluate_model(name: str, alias: str = "champion", source: FeatureSource | None = None,
-                   ground_truth: pd.DataFrame | None = None) -> Evaluation:
+                   ground_truth: pd.DataFrame | None = None, ceiling: bool = False) -> Evaluation:
     """Score model ``name`` at ``alias`` on the latest matured ground-truth date, next to the oracle and
-    the baselines, on the same labelled rows."""
+    the baselines, on the same labelled rows; with ``ceiling`` also the feature ceiling (it trains a model
+    on up to five times the training rows: minutes, not seconds)."""
     from training.champion import load_model_version
 
     cfg = load_spec(name)
@@ -122,21 +138,97 @@ def evaluate_model(name: str, alias: str = "champion", source: FeatureSource | N
     recency, rfm = _baselines(cfg.baseline, feats)
     model_auc = auc(y, model.predict_proba(feats))
     oracle_auc = auc(y, rows[cfg.ground_truth.probability].to_numpy())
-    flagged, agreement = _driver_agreement(model, model.bands(cfg.bands), feats, rows[cfg.ground_truth.driver].to_numpy())
+    drivers = _driver_agreement(model, model.bands(cfg.bands), feats, rows, cfg.ground_truth.driver, as_of,
+                                source or SnapshotFeatures(), cfg.tuning.num_threads)
+    if ceiling:
+        from training.ceiling import feature_ceiling
+
+        c = feature_ceiling(cfg, model, gt, as_of, feats, y, source or SnapshotFeatures())
+        drivers.update(ceiling_auc=c.auc, ceiling_rows=c.rows, model_to_ceiling=model_auc / c.auc,
+                       ceiling_to_oracle=c.auc / oracle_auc)
     return Evaluation(name, model.version, alias, f"{as_of:%Y-%m-%d}", len(rows), float(y.mean()), model_auc,
-                      oracle_auc, model_auc / oracle_auc, auc(y, recency), auc(y, rfm), flagged, agreement)
+                      oracle_auc, model_auc / oracle_auc, auc(y, recency), auc(y, rfm), **drivers)
 
 
-def _driver_agreement(model, bands, feats: pd.DataFrame, true_drivers: np.ndarray) -> tuple[int, float]:
-    """How often the top reason shown for a flagged (high-band) row names the generator's true driver."""
-    from training.reasons import band, explain_model, load_templates, top_driver_agreement
+def _driver_agreement(model, bands, feats: pd.DataFrame, rows: pd.DataFrame, driver_column: str,
+                      as_of: pd.Timestamp, source, threads: int) -> dict:
+    """How often the top cause shown for a flagged (high-band) row is the generator's true driver, with
+    the configured ranking and with today's SHAP alone, next to the supervised ceiling on the same rows."""
+    from training.reasons import (
+        band,
+        cause_scale,
+        explain,
+        load_templates,
+        ranking_method,
+        top_driver_agreement,
+    )
 
-    high = band(model.predict_proba(feats), bands) == "high"
+    true_drivers = rows[driver_column].astype(str).to_numpy()
+    X = model.matrix(feats)
+    contributions = model.contributions(X)
+    high = band(model.from_contributions(contributions), bands) == "high"
     if not high.any():
-        return 0, float("nan")
+        return {"flagged": 0}
     templates = load_templates()
-    reasons = explain_model(model, feats[high].reset_index(drop=True), top_k=1, templates=templates)
-    return int(high.sum()), top_driver_agreement(reasons, list(true_drivers[high]), model.name, templates)
+    names = list(model.feature_names)
+    flagged = feats[high].reset_index(drop=True)
+    truth = list(true_drivers[high])
+    scale = cause_scale(contributions, model.name, names, templates)  # the evaluated population
+    history = None
+    if model.name in templates.ranking.history_models:
+        history = _history(model, flagged, rows.loc[high, "customer_id"].astype(str).to_numpy(), as_of, source,
+                           templates)
+    method = ranking_method(templates, model.name, history, scale)
+    chosen = explain(contributions[high], flagged, names, model.name, 1, templates=templates, history=history,
+                     scale=scale)
+    snapshot = explain(contributions[high], flagged, names, model.name, 1, templates=templates)
+    agreement = top_driver_agreement(chosen, truth)
+    ceiling = driver_ceiling(X, true_drivers, high, templates.ceiling, threads)
+    return {"flagged": int(high.sum()), "driver_agreement": agreement, "driver_method": method,
+            "driver_agreement_snapshot": top_driver_agreement(snapshot, truth), "driver_ceiling": ceiling,
+            "driver_ceiling_ratio": agreement / ceiling if ceiling > 0 else float("nan")}
+
+
+def _history(model, flagged: pd.DataFrame, ids, as_of: pd.Timestamp, source, templates):
+    """The flagged customers' weekly past: the feature store's snapshot dates before ``as_of`` (the last
+    ``ranking.history_weeks``), then today's features. None when the store has fewer than two."""
+    from features.build import built_dates
+    from training.reasons import history_of
+
+    dates = [pd.Timestamp(d, tz="UTC") for d in built_dates(project_paths().feature_sources)]
+    dates = [d for d in dates if d < as_of][-templates.ranking.history_weeks:]
+    if len(dates) < 2:
+        log.info("%s: fewer than 2 feature snapshots before %s: causes ranked from today's features",
+                 model.name, f"{as_of:%Y-%m-%d}")
+        return None
+    frames = []
+    for day in dates:
+        entity = pd.DataFrame({"customer_id": ids,
+                               "event_timestamp": pd.Series([day] * len(ids)).astype("datetime64[us, UTC]")})
+        frames.append(source.historical(entity, model.feature_service).reset_index(drop=True))
+    return history_of(model, [*frames, flagged], [*dates, as_of], templates)
+
+
+def driver_ceiling(X: np.ndarray, true_drivers: np.ndarray, high: np.ndarray, ceiling, threads: int) -> float:
+    """The supervised ceiling: a LightGBM multiclass classifier of the true driver from the same
+    features (rows with a driver), ``ceiling.folds``-fold cross-validated; its out-of-fold accuracy on
+    the flagged rows. What any attribution of these features could at best reach (a trained one,
+    unlike the cause map, which is never fitted to the drivers)."""
+    import lightgbm as lgb
+    from sklearn.model_selection import StratifiedKFold
+
+    has = true_drivers != "none"
+    classes, y = np.unique(true_drivers[has], return_inverse=True)
+    if len(classes) < 2 or np.bincount(y).min() < ceiling.folds or not high[has].any():
+        return float("nan")
+    Xd = X[has]
+    predicted = np.empty(len(y), dtype=np.int64)
+    params = {"objective": "multiclass", "num_class": len(classes), "learning_rate": ceiling.learning_rate,
+              "num_leaves": ceiling.num_leaves, "num_threads": threads, "verbose": -1, "seed": ceiling.seed}
+    for train, test in StratifiedKFold(ceiling.folds, shuffle=True, random_state=ceiling.seed).split(Xd, y):
+        booster = lgb.train(params, lgb.Dataset(Xd[train], y[train]), num_boost_round=ceiling.rounds)
+        predicted[test] = booster.predict(Xd[test]).argmax(axis=1)
+    return float((predicted == y)[high[has]].mean())
 
 
 def write_report(evaluations: list[Evaluation]) -> str:

@@ -1,44 +1,61 @@
-"""SHAP reasons and plain-language sentences, for the service and for batch scoring.
+"""Reasons by cause, in plain language, for the service, batch scoring and evaluation.
 
 Contributions come from LightGBM's own TreeSHAP (``Booster.predict(X, pred_contrib=True)``): the same
 numbers ``shap.TreeExplainer`` gives, without its 5 s import. Row layout: one column per feature, the last
 column is the base value, and base + contributions = the model's raw score (log-odds) for that row.
 
-Public API (batch scoring uses these too):
-- ``load_templates(path=None) -> ReasonTemplates``  (configs/reasons.yaml)
-- ``explain(contributions, features, feature_names, model_name, top_k, lang, templates)``: reasons for
-  every row, ranking vectorised in numpy
-- ``explain_model(model, features, top_k=5, lang="en", templates=None)``: same from a LoadedModel
-- ``explain_table(contributions, features, feature_names, model_name, top_k, lang, templates)``: the batch
-  form: per row the joined sentences and the reasons as JSON, formatted per (feature, template) group with
-  array operations (no Python call per reason)
+Every model feature belongs to one cause (``configs/reasons.yaml``, ``features.<f>.cause.<model>``): the
+contributions of a cause's features are summed, the causes are ranked, and each is shown as a headline
+with its one or two strongest facts ("Complaints (raises the churn risk): 3 complaints in the last 30
+days, 1 still open; last complaint 12 days ago"). Two rankings (docs/training.md, "Reasons by cause"):
+
+- ``snapshot``: today's features only (the API's hot path: one pred_contrib call);
+- ``history``: the customer's own weekly past (``History``): the week the risk rose most, and the cause
+  whose contribution rose most that week; its date goes into the top cause's line ("risk rose from 40%
+  to 95% in the week to 3 May 2026"). Needs past snapshots, so batch scoring and evaluate use it.
+
+The CRM text names only causes that raise the score, and in each only facts that raise it; the signed
+detail (every cause, raising or lowering, and its facts with their contributions) is in the JSON.
+
+Public API:
+- ``load_templates(path=None) -> ReasonTemplates``  (configs/reasons.yaml, checked)
+- ``explain(contributions, features, feature_names, model_name, top_k, lang, templates, history=None)``:
+  ``Reason`` objects (one per cause) for every row
+- ``explain_model(model, features, top_k=5, lang="en", templates=None, history=None)``: same from a
+  LoadedModel
+- ``explain_table(...)``: the batch form: per row the CRM text and the reasons as JSON
+- ``history_of(model, past, dates)``: a ``History`` from past feature frames
+- ``top_cause(...)``, ``top_driver_agreement(...)``: the top raising cause, checked against a truth
 - ``band(probabilities, thresholds)``: "high" / "medium" / "low" per probability
 """
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import string
-from collections.abc import Mapping
-from dataclasses import dataclass
-from json.encoder import encode_basestring  # json.dumps(str, ensure_ascii=False), in C
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from core.config import StrictModel, config_path, load_config
 from core.errors import ConfigError
 
 Lang = Literal["en", "zh"]
 LANGS: tuple[str, ...] = ("en", "zh")
+HISTORY_METHODS = ("largest_cause_rise", "largest_jump", "change_since_lowest")
+METHODS = ("shap_sum", "shap_z", *HISTORY_METHODS)
 
 
 # ---------------------------------------------------------------------------------------------- config
 class FeatureTemplate(StrictModel):
-    driver: dict[str, str] = Field(default_factory=dict, description="model name -> generator driver")
+    cause: dict[str, str] = Field(description="model name -> the cause this feature belongs to")
     en: str
     zh: str
     en_missing: str | None = None
@@ -46,29 +63,158 @@ class FeatureTemplate(StrictModel):
     label: str | None = None
 
 
-class ReasonTemplates(StrictModel):
-    unknown_value: dict[str, str] = Field(default_factory=lambda: {"en": "unknown", "zh": "未知"})
-    features: dict[str, FeatureTemplate]
+class LanguageText(StrictModel):
+    unknown: str = Field(description="a missing value in a fact")
+    line: str = Field(description="a cause line: {headline}, {direction}, {evidence}")
+    evidence_sep: str
+    cause_sep: str
+    rose: str = Field(description="when the risk rose: {before}, {after}, {date}")
+    date_format: str = Field(description="strftime format of {date}")
+    singular: dict[str, str] = Field(default_factory=dict, description="plural noun after 1 -> singular")
 
-    def driver_of(self, feature: str, model_name: str) -> str:
+
+class Words(StrictModel):
+    en: str
+    zh: str
+
+
+class ModelCauses(StrictModel):
+    raises: Words = Field(description="direction words of a cause that raises the score")
+    lowers: Words
+    nothing_raises: Words = Field(description="the CRM text of a row where no cause raises the score")
+    causes: dict[str, Words] = Field(description="cause name -> headline")
+
+
+class Ranking(StrictModel):
+    snapshot: Literal["shap_sum"] = Field(description="ranking from today's features alone (the API)")
+    history: Literal["largest_cause_rise", "largest_jump", "change_since_lowest"] = Field(
+        description="ranking from the customer's weekly past, for the models in history_models")
+    history_models: list[str] = Field(description="models ranked by their history when it is at hand")
+    history_weeks: int = Field(ge=1, le=104, description="weekly snapshots before today the history reads")
+    population: Literal["shap_z"] = Field(
+        description="ranking against the scored population, for the models in population_models")
+    population_models: list[str] = Field(description="models ranked against the population when at hand")
+    evidence: int = Field(ge=1, le=3, description="facts shown per cause")
+
+
+class Ceiling(StrictModel):
+    """The supervised ceiling `propensity evaluate` puts beside the agreement: a LightGBM multiclass
+    classifier of the true driver from the same features, cross-validated."""
+
+    folds: int = Field(ge=2, le=20)
+    rounds: int = Field(ge=10, le=5000)
+    learning_rate: float = Field(gt=0, le=1)
+    num_leaves: int = Field(ge=2, le=1024)
+    seed: int
+
+
+class ReasonTemplates(StrictModel):
+    languages: dict[str, LanguageText]
+    ranking: Ranking
+    ceiling: Ceiling
+    models: dict[str, ModelCauses]
+    features: dict[str, FeatureTemplate]
+    _maps: dict = PrivateAttr(default_factory=dict)
+    _source: str = PrivateAttr("configs/reasons.yaml")
+
+    def cause_of(self, feature: str, model_name: str) -> str | None:
         entry = self.features.get(feature)
-        return entry.driver.get(model_name, "none") if entry else "none"
+        return entry.cause.get(model_name) if entry else None
+
+    def cause_map(self, model_name: str, feature_names: Sequence[str]) -> CauseMap:
+        """The causes of ``model_name`` and the cause of each of its features (cached). A model without
+        a ``models:`` entry or a feature without a cause is an error that names it."""
+        key = (model_name, tuple(feature_names))
+        if key not in self._maps:
+            self._maps[key] = _build_cause_map(self, model_name, list(feature_names))
+        return self._maps[key]
+
+
+@dataclass(frozen=True)
+class CauseMap:
+    model: str
+    causes: tuple[str, ...]
+    of_feature: np.ndarray  # cause index per feature
+    onehot: np.ndarray  # features x causes, 1 where the feature belongs to the cause
+    cites: np.ndarray  # features x features: the fact of feature i already cites feature j
+
+
+def _build_cause_map(templates: ReasonTemplates, model_name: str, feature_names: list[str]) -> CauseMap:
+    source = templates._source
+    if model_name not in templates.models:
+        raise ConfigError(f"{source}: no models.{model_name} section: the causes of model {model_name!r} "
+                          f"are not declared (known: {', '.join(sorted(templates.models))}); add one, or set "
+                          f"reasons_from: <one of them> in the model's spec")
+    causes = tuple(templates.models[model_name].causes)
+    lacking = [f for f in feature_names if templates.cause_of(f, model_name) is None]
+    if lacking:
+        raise ConfigError(f"{source}: feature(s) {', '.join(lacking)} of model {model_name!r} have no cause: "
+                          f"add features.<feature>.cause.{model_name} (one of {', '.join(causes)})")
+    of_feature = np.array([causes.index(templates.cause_of(f, model_name)) for f in feature_names], dtype=np.int64)
+    onehot = np.zeros((len(feature_names), len(causes)))
+    onehot[np.arange(len(feature_names)), of_feature] = 1.0
+    cites = np.zeros((len(feature_names), len(feature_names)), dtype=bool)
+    position = {f: i for i, f in enumerate(feature_names)}
+    for i, f in enumerate(feature_names):
+        entry = templates.features[f]
+        for text in (entry.en, entry.zh):
+            for _, name, _, _ in string.Formatter().parse(text):
+                if name in position and name != f:
+                    cites[i, position[name]] = True
+    return CauseMap(model_name, causes, of_feature, onehot, cites)
 
 
 def load_templates(path: str | Path | None = None) -> ReasonTemplates:
-    """Load and check configs/reasons.yaml: every placeholder must be a feature name with a valid spec."""
+    """Load and check configs/reasons.yaml: every placeholder must be a feature name with a valid spec,
+    every language's texts must have their placeholders, and every cause a feature names must be declared."""
     path = Path(path) if path is not None else config_path("reasons.yaml")
     templates = load_config(path, ReasonTemplates)
+    templates._source = str(path)
+    _borrow_sections(templates)
+    for lang in LANGS:
+        if lang not in templates.languages:
+            raise ConfigError(f"{path}: languages.{lang} is missing (every language needs its texts)")
+    for lang, text in templates.languages.items():
+        for name, needs in (("line", {"headline", "direction", "evidence"}), ("rose", {"before", "after", "date"})):
+            got = {n for _, n, _, _ in string.Formatter().parse(getattr(text, name)) if n}
+            if got != needs:
+                raise ConfigError(f"{path}: languages.{lang}.{name}: needs exactly the placeholders "
+                                  f"{', '.join(sorted(needs))}; has {', '.join(sorted(got)) or 'none'}")
     for feature, entry in templates.features.items():
-        for field in ("en", "zh", "en_missing", "zh_missing"):
-            text = getattr(entry, field)
+        for model_name, cause in entry.cause.items():
+            if model_name not in templates.models:
+                raise ConfigError(f"{path}: features.{feature}.cause names model {model_name!r}, which has no "
+                                  f"models.{model_name} section")
+            if cause not in templates.models[model_name].causes:
+                raise ConfigError(f"{path}: features.{feature}.cause.{model_name}: unknown cause {cause!r} "
+                                  f"(models.{model_name}.causes: {', '.join(templates.models[model_name].causes)})")
+        for fld in ("en", "zh", "en_missing", "zh_missing"):
+            text = getattr(entry, fld)
             if text is None:
                 continue
             try:
                 _SentenceFormatter("?").vformat(text, (), _ProbeRow())
             except (ValueError, KeyError, IndexError) as exc:
-                raise ConfigError(f"{path}: features.{feature}.{field}: bad template {text!r}: {exc}") from exc
+                raise ConfigError(f"{path}: features.{feature}.{fld}: bad template {text!r}: {exc}") from exc
     return templates
+
+
+def _borrow_sections(templates: ReasonTemplates) -> None:
+    """A model spec with no section of its own in reasons.yaml but ``reasons_from: <model>`` gets that
+    model's causes and feature-to-cause map, so a new model stays one YAML file."""
+    from core.specs import load_specs
+
+    for name, spec in load_specs().items():
+        source = spec.reasons_from
+        if name in templates.models or source is None:
+            continue
+        if source not in templates.models:
+            raise ConfigError(f"{spec.config_file}: reasons_from {source!r} has no models.{source} section in "
+                              f"{templates._source} (known: {', '.join(sorted(templates.models))})")
+        templates.models[name] = templates.models[source]
+        for entry in templates.features.values():
+            if source in entry.cause:
+                entry.cause[name] = entry.cause[source]
 
 
 class _ProbeRow(dict):
@@ -78,7 +224,7 @@ class _ProbeRow(dict):
         return 1.0
 
 
-# ---------------------------------------------------------------------------------------------- sentences
+# ---------------------------------------------------------------------------------------------- facts
 class _SentenceFormatter(string.Formatter):
     """str.format that renders a missing value (None / NaN) as a word instead of failing on ``:.0f``."""
 
@@ -96,41 +242,104 @@ def _is_missing(value: Any) -> bool:
 
 
 def sentence(feature: str, row: dict[str, Any], lang: str, templates: ReasonTemplates) -> str:
-    """The plain-language sentence for ``feature`` of one row (values of other features may appear)."""
-    unknown = templates.unknown_value.get(lang, "unknown")
+    """The plain-language fact for ``feature`` of one row (values of other features may appear)."""
+    text = templates.languages[lang]
     entry = templates.features.get(feature)
     value = row.get(feature)
     if entry is None:
-        shown = unknown if _is_missing(value) else f"{value:g}" if isinstance(value, float) else str(value)
+        shown = text.unknown if _is_missing(value) else f"{value:g}" if isinstance(value, float) else str(value)
         return f"{feature.replace('_', ' ')}: {shown}"
     template = getattr(entry, lang)
     if _is_missing(value) and getattr(entry, f"{lang}_missing"):
         template = getattr(entry, f"{lang}_missing")
     try:
-        return _SentenceFormatter(unknown).vformat(template, (), row)
+        out = _SentenceFormatter(text.unknown).vformat(template, (), row)
     except KeyError as exc:
         # A template that names a feature this model does not have: say so rather than fail a request.
         return f"{(entry.label or feature).replace('_', ' ')}: {value} (template needs {exc.args[0]})"
+    return str(_singular(np.array([out], dtype=object), text.singular)[0])
 
 
-# ---------------------------------------------------------------------------------------------- reasons
+def _singular(sentences: np.ndarray, singular: Mapping[str, str]) -> np.ndarray:
+    """"1 complaints" -> "1 complaint": a plural noun right after the number 1 (not 1.5, not 21)."""
+    if not singular or sentences.size == 0:
+        return sentences
+    nouns = sorted(singular, key=len, reverse=True)  # "product pages" before "pages"
+    pattern = re.compile(r"(?<![\d.,])1 (" + "|".join(re.escape(n) for n in nouns) + r")\b")
+    out = sentences.copy()
+    for i in np.flatnonzero(["1 " in s for s in sentences.tolist()]):  # the regex only where it can match
+        out[i] = pattern.sub(lambda m: "1 " + singular[m.group(1)], out[i])
+    return out
+
+
+def _format_date(day: pd.Timestamp, text: LanguageText) -> str:
+    return day.strftime(text.date_format)
+
+
+# ---------------------------------------------------------------------------------------------- history
 @dataclass(frozen=True)
-class Reason:
-    feature: str
-    value: float | None
-    contribution: float
-    direction: Literal["raises", "lowers"]
-    sentence: str
+class History:
+    """The explained customers' own weekly past, row-aligned with the explained rows: per date (oldest
+    first, today last) the raw score, the probability and each cause's summed contribution."""
 
-    def to_dict(self) -> dict[str, Any]:
-        # Spelled out: dataclasses.asdict deep-copies every field, a quarter of the reasons' cost.
-        return {
-            "feature": self.feature,
-            "value": self.value,
-            "contribution": self.contribution,
-            "direction": self.direction,
-            "sentence": self.sentence,
-        }
+    dates: list[pd.Timestamp]
+    raw: np.ndarray  # dates x rows, log-odds
+    probabilities: np.ndarray  # dates x rows
+    cause_sums: np.ndarray  # dates x rows x causes
+    present: np.ndarray  # dates x rows: the customer had any feature at that date (had joined)
+    causes: tuple[str, ...]
+
+
+def history_of(model: Any, frames: Sequence[pd.DataFrame], dates: Sequence[Any],
+               templates: ReasonTemplates | None = None) -> History:
+    """A ``History`` from the features of the same customers (same row order) at ``dates`` (oldest first;
+    the last is today). One pred_contrib call per date; only cause sums are kept (memory: dates x rows x
+    causes)."""
+    if len(frames) != len(dates) or len(frames) < 2:
+        raise ValueError(f"history_of: {len(frames)} feature frames for {len(dates)} dates (need >= 2, equal)")
+    templates = templates or load_templates()
+    cmap = templates.cause_map(model.name, model.feature_names)
+    raws, probs, sums, present = [], [], [], []
+    for frame in frames:
+        X = model.matrix(frame)
+        contrib = model.contributions(X)
+        raws.append(contrib.sum(axis=1))
+        probs.append(model.from_contributions(contrib) if hasattr(model, "from_contributions")
+                     else model.predict_proba(X))
+        sums.append(contrib[:, :-1] @ cmap.onehot)
+        present.append(np.isfinite(X).any(axis=1))
+    return History([pd.Timestamp(d) for d in dates], np.stack(raws), np.stack(probs), np.stack(sums),
+                   np.stack(present), cmap.causes)
+
+
+@dataclass(frozen=True)
+class CauseScale:
+    """Mean and spread of each cause's summed contribution over a reference population (the scored
+    customers): ``shap_z`` ranks a cause by how unusual it is for this customer, not by its size."""
+
+    causes: tuple[str, ...]
+    mean: np.ndarray
+    std: np.ndarray
+
+
+def cause_scale(contributions: np.ndarray, model_name: str, feature_names: Sequence[str],
+                templates: ReasonTemplates | None = None) -> CauseScale:
+    """A ``CauseScale`` from the contributions of a reference population (pred_contrib rows)."""
+    templates = templates or load_templates()
+    cmap = templates.cause_map(model_name, feature_names)
+    sums = contributions[:, :-1] @ cmap.onehot
+    return CauseScale(cmap.causes, sums.mean(axis=0), sums.std(axis=0))
+
+
+def ranking_method(templates: ReasonTemplates, model_name: str, history: History | None,
+                   scale: CauseScale | None) -> str:
+    """The ranking used for a model given what is at hand (configs/reasons.yaml ``ranking``)."""
+    r = templates.ranking
+    if history is not None and model_name in r.history_models:
+        return r.history
+    if scale is not None and model_name in r.population_models:
+        return r.population
+    return r.snapshot
 
 
 def rank_contributions(contributions: np.ndarray, top_k: int) -> np.ndarray:
@@ -151,9 +360,62 @@ def rank_contributions(contributions: np.ndarray, top_k: int) -> np.ndarray:
     return np.take_along_axis(candidates, order, axis=1)
 
 
-def _ranked_cells(contributions, features, feature_names, model_name, top_k, lang, templates):
-    """Checks shared by ``explain`` and ``explain_table``; returns the feature columns as arrays, the
-    templates, and each row's top-k feature indices with their contributions."""
+def _rank_scores(sums: np.ndarray, method: str, history: History | None,
+                 scale: CauseScale | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per row and cause the ranking score, and per row and cause the index into ``history.dates`` of the
+    week its contribution rose (-1: not known). ``sums`` are today's summed contributions per cause."""
+    rose = np.full(sums.shape, -1, dtype=np.int64)
+    if method == "shap_sum":
+        return sums, rose
+    if method == "shap_z":
+        if scale is None or scale.mean.shape != (sums.shape[1],):
+            raise ValueError("shap_z needs a CauseScale of the same causes")
+        return (sums - scale.mean) / np.where(scale.std > 0, scale.std, 1.0), rose
+    if history is None:
+        raise ValueError(f"ranking {method!r} needs the customers' History")
+    if history.cause_sums.shape[1:] != sums.shape:
+        raise ValueError(f"history covers {history.cause_sums.shape[1:]} rows x causes; the rows explained "
+                         f"have {sums.shape}")
+    past = history.cause_sums
+    both = (history.present[1:] & history.present[:-1])[:, :, None]
+    if method == "largest_cause_rise":
+        # Each cause's largest week-on-week rise over the customer's past: an event that raised the risk
+        # months ago (a complaint before the customer went quiet) still counts after its features faded.
+        rises = np.where(both, np.diff(past, axis=0), -np.inf)
+        week = rises.argmax(axis=0)
+        score = np.take_along_axis(rises, week[None], axis=0)[0]
+        return score, np.where(score > 0, week + 1, -1)
+    if method == "largest_jump":
+        # The week the raw score rose most, and how much each cause rose that week.
+        jumps = np.diff(history.raw, axis=0)
+        jumps[~both[:, :, 0]] = -np.inf
+        week = jumps.argmax(axis=0)
+        rows = np.arange(len(sums))
+        rise = jumps[week, rows]
+        score = past[week + 1, rows] - past[week, rows]
+        rose[:] = np.where(rise > 0, week + 1, -1)[:, None]
+        return np.where((rise > 0)[:, None], score, sums), rose
+    if method == "change_since_lowest":
+        raw = np.where(history.present, history.raw, np.inf)
+        low = raw.argmin(axis=0)
+        return sums - past[low, np.arange(len(sums))], rose
+    raise ValueError(f"unknown ranking method {method!r} ({', '.join(METHODS)})")
+
+
+@dataclass
+class _Ranked:
+    cmap: CauseMap
+    sums: np.ndarray  # rows x causes: today's summed contribution per cause
+    order: np.ndarray  # rows x causes: cause indices, raising causes first (by the ranking), then lowering
+    n_raising: np.ndarray  # rows: how many causes of ``order`` raise the score
+    n_kept: np.ndarray  # rows: raising + lowering (a cause with a zero sum is no reason)
+    evidence: np.ndarray  # rows x causes (order positions) x facts: feature index, -1 for none
+    rose: np.ndarray  # rows: index into history.dates of the week the risk rose (-1: none)
+    method: str
+    columns: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+
+def _rank(contributions, features, feature_names, model_name, lang, templates, history, scale=None) -> tuple[_Ranked, ReasonTemplates]:
     if lang not in LANGS:
         raise ValueError(f"lang must be one of {LANGS}, got {lang!r}")
     columns = (
@@ -166,11 +428,182 @@ def _ranked_cells(contributions, features, feature_names, model_name, top_k, lan
             f"({n_rows}, {len(feature_names) + 1}) for {model_name}"
         )
     templates = templates or load_templates()
-    top = rank_contributions(contributions, top_k)
-    top_values = np.take_along_axis(contributions[:, :-1], top, axis=1)
-    return columns, templates, top, top_values
+    cmap = templates.cause_map(model_name, feature_names)
+    shap_values = contributions[:, :-1]
+    sums = shap_values @ cmap.onehot
+    method = ranking_method(templates, model_name, history, scale)
+    score, rose_by_cause = _rank_scores(sums, method, history, scale)
+    raising = sums > 0
+    key = np.where(raising, score, -np.inf)
+    # A row whose history names no raising cause that rose falls back to today's contributions.
+    fallback = ~(key.max(axis=1, initial=-np.inf) > 0) if method in HISTORY_METHODS else np.zeros(len(sums), bool)
+    key[fallback] = np.where(raising[fallback], sums[fallback], -np.inf)
+    # Raising causes by the ranking (ties: larger contribution), then lowering ones, most lowering first.
+    primary = np.where(raising, -key, np.where(sums < 0, np.inf, np.nan))
+    order = np.lexsort((np.where(raising, -sums, sums), np.where(np.isnan(primary), np.inf, primary),
+                        np.where(raising, 0, np.where(sums < 0, 1, 2))), axis=1)
+    n_raising = raising.sum(axis=1)
+    n_kept = n_raising + (sums < 0).sum(axis=1)
+    evidence = _evidence(shap_values, sums, order, cmap, templates.ranking.evidence)
+    # The date the risk rose, for the top cause only, and only where the history ranked it.
+    rose = np.where(fallback, -1, rose_by_cause[np.arange(len(sums)), order[:, 0]]) if len(sums) else \
+        np.empty(0, dtype=np.int64)
+    return _Ranked(cmap, sums, order, n_raising, n_kept, evidence, rose, method, columns), templates
 
 
+def _evidence(shap_values: np.ndarray, sums: np.ndarray, order: np.ndarray, cmap: CauseMap, k: int) -> np.ndarray:
+    """The ``k`` strongest facts of each cause, in the cause's own direction: for a raising cause its
+    features with the largest positive contributions, for a lowering one the most negative. A fact whose
+    feature an earlier fact's sentence already cites is skipped (no "1 still open; 1 still open")."""
+    n, n_causes = sums.shape
+    out = np.full((n, n_causes, k), -1, dtype=np.int64)
+    sign = np.sign(sums)[:, cmap.of_feature]  # per row and feature: its cause's direction
+    strength = shap_values * sign  # > 0: the feature pushes the way its cause does
+    position = np.argsort(order, axis=1)  # cause index -> its place in ``order``
+    rows = np.arange(n)
+    for c in range(n_causes):
+        members = np.flatnonzero(cmap.of_feature == c)
+        if members.size == 0:
+            continue
+        vals = strength[:, members].copy()
+        vals[vals <= 0] = -np.inf
+        blocked = np.zeros_like(vals, dtype=bool)
+        for slot in range(k):
+            masked = np.where(blocked, -np.inf, vals)
+            pick = masked.argmax(axis=1)
+            ok = np.isfinite(masked[rows, pick])
+            out[rows[ok], position[ok, c], slot] = members[pick[ok]]
+            blocked[rows, pick] = True
+            blocked |= cmap.cites[members[pick]][:, members] & ok[:, None]
+    return out
+
+
+def _fact_sentences(ranked: _Ranked, feature_names: list[str], lang: str, templates: ReasonTemplates) -> np.ndarray:
+    """The sentence of every evidence cell (rows x causes x facts; "" where none), column-wise per feature."""
+    text = templates.languages[lang]
+    cells = ranked.evidence
+    sentences = np.full(cells.shape, "", dtype=object)
+    flat = cells.ravel()
+    numeric = _NumericColumns(ranked.columns)
+    per_row = cells.shape[1] * cells.shape[2]
+    for f_index, feature in enumerate(feature_names):
+        where = np.flatnonzero(flat == f_index)
+        if where.size == 0:
+            continue
+        rows = where // max(per_row, 1)
+        own = numeric.get(feature, rows)
+        missing = _missing_mask(own)
+        entry = templates.features.get(feature)
+        if entry is None:
+            sentences.ravel()[where] = _generic_sentences(feature, own, missing, text.unknown)
+            continue
+        template, missing_template = getattr(entry, lang), getattr(entry, f"{lang}_missing")
+        variants = [(missing, missing_template), (~missing, template)] if missing_template else [
+            (np.ones(where.size, dtype=bool), template)]
+        for mask, body in variants:
+            if mask.any():
+                sentences.ravel()[where[mask]] = _format_template(
+                    body, rows[mask], numeric, text.unknown, feature, entry.label, own[mask])
+    filled = flat >= 0
+    sentences.ravel()[filled] = _singular(sentences.ravel()[filled], text.singular)
+    return sentences
+
+
+def _percent(p: float) -> str:
+    return f"{p:.0%}"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    feature: str
+    value: float | None
+    contribution: float
+    sentence: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"feature": self.feature, "value": self.value, "contribution": self.contribution,
+                "sentence": self.sentence}
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One cause of one row's score. ``feature`` / ``value`` are its strongest fact, ``contribution`` the
+    cause's summed SHAP value (log-odds), ``sentence`` the whole cause line as the CRM shows it."""
+
+    feature: str
+    value: float | None
+    contribution: float
+    direction: Literal["raises", "lowers"]
+    sentence: str
+    cause: str = ""
+    headline: str = ""
+    evidence: tuple[Evidence, ...] = ()
+    rose: dict[str, Any] | None = None  # {"date": "YYYY-MM-DD", "before": p, "after": p} when known
+
+    def to_dict(self) -> dict[str, Any]:
+        # Spelled out: dataclasses.asdict deep-copies every field.
+        return {
+            "feature": self.feature,
+            "value": self.value,
+            "contribution": self.contribution,
+            "direction": self.direction,
+            "sentence": self.sentence,
+            "cause": self.cause,
+            "headline": self.headline,
+            "evidence": [e.to_dict() for e in self.evidence],
+            "rose": self.rose,
+        }
+
+
+def _reasons(contributions, features, feature_names, model_name, top_k, lang, templates, history,
+             scale=None) -> list[list[Reason]]:
+    ranked, templates = _rank(contributions, features, feature_names, model_name, lang, templates, history, scale)
+    facts = _fact_sentences(ranked, list(feature_names), lang, templates)
+    text = templates.languages[lang]
+    spec = templates.models[model_name]
+    headlines = [getattr(spec.causes[c], lang) for c in ranked.cmap.causes]
+    direction_words = {"raises": getattr(spec.raises, lang), "lowers": getattr(spec.lowers, lang)}
+    numeric = _NumericColumns(ranked.columns)
+    every = np.arange(len(ranked.sums))
+    values = {f: _plain_floats(numeric.get(f, every)) for f in dict.fromkeys(feature_names)}
+    shap_values = contributions[:, :-1].tolist()
+    out: list[list[Reason]] = []
+    for i in range(len(ranked.sums)):
+        row: list[Reason] = []
+        for pos in range(int(ranked.n_kept[i])):
+            c = int(ranked.order[i, pos])
+            direction = "raises" if ranked.sums[i, c] > 0 else "lowers"
+            evidence = []
+            for slot, f in enumerate(ranked.evidence[i, pos]):
+                if f < 0:
+                    continue
+                name = feature_names[f]
+                evidence.append(Evidence(name, values[name][i], shap_values[i][f], facts[i, pos, slot]))
+            parts = [e.sentence for e in evidence]
+            rose = None
+            if pos == 0 and direction == "raises" and history is not None and ranked.rose[i] >= 0:
+                w = int(ranked.rose[i])
+                before, after = float(history.probabilities[w - 1, i]), float(history.probabilities[w, i])
+                rose = {"date": f"{history.dates[w]:%Y-%m-%d}", "before": before, "after": after}
+                parts.append(text.rose.format(before=_percent(before), after=_percent(after),
+                                              date=_format_date(history.dates[w], text)))
+            line = text.line.format(headline=headlines[c], direction=direction_words[direction],
+                                    evidence=text.evidence_sep.join(parts))
+            first = evidence[0] if evidence else Evidence("", None, 0.0, "")
+            row.append(Reason(first.feature, first.value, float(ranked.sums[i, c]), direction, line,
+                              ranked.cmap.causes[c], headlines[c], tuple(evidence), rose))
+        out.append(row[:top_k] if top_k is not None else row)
+    return out
+
+
+def _plain_floats(values: np.ndarray) -> list[float | None]:
+    """A column as Python floats, None where missing or not a number (JSON-ready, cheap per element)."""
+    if values.dtype.kind != "f":
+        values = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    return [None if v != v else v for v in values.tolist()]
+
+
+# ---------------------------------------------------------------------------------------------- public
 def explain(
     contributions: np.ndarray,
     features: pd.DataFrame | Mapping[str, np.ndarray],
@@ -179,47 +612,20 @@ def explain(
     top_k: int = 5,
     lang: str = "en",
     templates: ReasonTemplates | None = None,
+    history: History | None = None,
+    scale: CauseScale | None = None,
 ) -> list[list[Reason]]:
-    """Top-k reasons for every row of ``features`` (aligned with ``contributions`` row for row).
+    """Up to ``top_k`` causes for every row of ``features`` (aligned with ``contributions`` row for row):
+    those that raise the score first, in ranked order, then those that lower it. A cause whose features
+    sum to zero is no reason and is dropped.
 
     ``features`` is a DataFrame or a mapping of column name -> array (the service's cheaper form).
-
     ``contributions`` is ``pred_contrib`` output: len(feature_names) + 1 columns, the last the base value.
-    Zero contributions (a feature the trees never used for this row) are not reasons and are dropped.
+    ``history`` (optional): the same rows' weekly past, for the history ranking and the date the risk
+    rose; ``scale`` (optional): the population's spread per cause, for ``shap_z``.
     """
-    columns, templates, top, top_values = _ranked_cells(
-        contributions, features, feature_names, model_name, top_k, lang, templates
-    )
-    names = np.asarray(feature_names)
-    out: list[list[Reason]] = []
-    for i, (idx, vals) in enumerate(zip(top, top_values, strict=True)):
-        # The whole row, so templates can cite any column (e.g. open complaints next to complaints).
-        row = {col: _plain(values[i]) for col, values in columns.items()}
-        reasons = []
-        for feature, contribution in zip(names[idx], vals, strict=True):
-            if contribution == 0.0:
-                continue
-            value = row.get(feature)
-            reasons.append(
-                Reason(
-                    feature=str(feature),
-                    value=None if _is_missing(value) else float(value),
-                    contribution=float(contribution),
-                    direction="raises" if contribution > 0 else "lowers",
-                    sentence=sentence(str(feature), row, lang, templates),
-                )
-            )
-        out.append(reasons)
-    return out
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars -> Python floats / str; missing -> None (JSON-ready, template-ready)."""
-    if value is None or (isinstance(value, float | np.floating) and np.isnan(value)):
-        return None
-    if isinstance(value, np.integer | np.floating | int | float) and not isinstance(value, bool):
-        return float(value)
-    return value
+    return _reasons(contributions, features, list(feature_names), model_name, top_k, lang, templates, history,
+                    scale)
 
 
 def explain_model(
@@ -228,6 +634,8 @@ def explain_model(
     top_k: int = 5,
     lang: str = "en",
     templates: ReasonTemplates | None = None,
+    history: History | None = None,
+    scale: CauseScale | None = None,
 ) -> list[list[Reason]]:
     """Reasons for every row of ``features`` from a ``training.champion.LoadedModel``.
 
@@ -237,10 +645,10 @@ def explain_model(
     if missing:
         raise ValueError(f"features for model {model.name} lack columns: {', '.join(missing)}")
     X = features[model.feature_names].to_numpy(dtype=np.float64)
-    return explain(model.contributions(X), features, list(model.feature_names), model.name, top_k, lang, templates)
+    return explain(model.contributions(X), features, list(model.feature_names), model.name, top_k, lang,
+                   templates, history, scale)
 
 
-# ---------------------------------------------------------------------------------------------- batch form
 def explain_table(
     contributions: np.ndarray,
     features: pd.DataFrame | Mapping[str, np.ndarray],
@@ -249,71 +657,59 @@ def explain_table(
     top_k: int = 5,
     lang: str = "en",
     templates: ReasonTemplates | None = None,
+    history: History | None = None,
+    scale: CauseScale | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Batch scoring's reasons: per row ``"; "``-joined sentences and a JSON list of reason objects.
+    """Batch scoring's reasons: per row the CRM text and the reasons as JSON.
 
-    Same reasons, sentences and JSON as ``explain`` + ``json.dumps([{"model": ..., **r.to_dict()}])``, but
-    built column-wise: the top-k cells are grouped by (feature, template) and each group's sentences are
-    made with array operations, so the cost per reason is a few array passes instead of Python calls.
+    The CRM text is the ``cause_sep``-joined lines of the causes that raise the score (up to ``top_k``),
+    each with only the facts that raise it. The JSON keeps the signed detail: every cause, raising or
+    lowering, with its contribution and its facts, as ``[{"model": ..., **Reason.to_dict()}]``.
     Returns two object arrays of strings, one element per row ("" and "[]" for a row with no reason).
     """
-    columns, templates, top, top_values = _ranked_cells(
-        contributions, features, feature_names, model_name, top_k, lang, templates
-    )
-    n_ranks = top.shape[1]
-    # Zero contributions sort last, so the kept cells of a row are a prefix of its ranks.
-    kept = top_values != 0.0
-    sentences = np.full(top.shape, "", dtype=object)
-    values_json = np.full(top.shape, "null", dtype=object)
-    numeric = _NumericColumns(columns)
-    unknown = templates.unknown_value.get(lang, "unknown")
-    for f_index, feature in enumerate(feature_names):
-        cells = np.flatnonzero((top == f_index).ravel() & kept.ravel())
-        if cells.size == 0:
-            continue
-        rows = cells // max(n_ranks, 1)
-        own = numeric.get(feature, rows)
-        missing = _missing_mask(own)
-        values_json.ravel()[cells] = _json_numbers(own, missing)
-        entry = templates.features.get(feature)
-        if entry is None:
-            sentences.ravel()[cells] = _generic_sentences(feature, own, missing, unknown)
-            continue
-        template = getattr(entry, lang)
-        missing_template = getattr(entry, f"{lang}_missing")
-        variants = [(missing, missing_template), (~missing, template)] if missing_template else [
-            (np.ones(cells.size, dtype=bool), template)]
-        for where, text in variants:
-            if where.any():
-                sentences.ravel()[cells[where]] = _format_template(
-                    text, rows[where], numeric, unknown, feature, entry.label, own[where])
-    # JSON per kept cell, then per row; str.format mapped over columns runs in C, one call per string.
-    model_json = encode_basestring(model_name).replace("{", "{{").replace("}", "}}")
-    cell_format = '{{"model": ' + model_json + ', "feature": {}, "value": {}, "contribution": {}, ' \
-        '"direction": {}, "sentence": {}}}'
-    flat_kept = kept.ravel()
-    kept_values = top_values.ravel()[flat_kept]
-    cell_json = np.full(top.shape, "", dtype=object)
-    cell_json.ravel()[flat_kept] = list(map(
-        cell_format.format,
-        np.asarray([encode_basestring(f) for f in feature_names], dtype=object)[top.ravel()[flat_kept]],
-        values_json.ravel()[flat_kept],
-        map(float.__repr__, kept_values.tolist()),
-        np.where(kept_values > 0, '"raises"', '"lowers"').astype(object),
-        map(encode_basestring, sentences.ravel()[flat_kept]),
-    ))
-    joined = np.full(len(top), "", dtype=object)
-    as_json = np.full(len(top), "[]", dtype=object)
-    n_kept = kept.sum(axis=1)
-    for count in range(1, n_ranks + 1):
-        rows = np.flatnonzero(n_kept == count)
-        if rows.size:
-            joined[rows] = list(map("; ".join(["{}"] * count).format, *sentences[rows, :count].T))
-            row_format = "[" + ", ".join(["{}"] * count) + "]"
-            as_json[rows] = list(map(row_format.format, *cell_json[rows, :count].T))
+    reasons = _reasons(contributions, features, list(feature_names), model_name, None, lang, templates,
+                       history, scale)
+    templates = templates or load_templates()
+    text = templates.languages[lang]
+    # A row flagged by a rule other than its score (a segment, the value) may have no raising cause:
+    # it says so rather than show nothing or a factor that lowers the score.
+    nothing = getattr(templates.models[model_name].nothing_raises, lang)
+    joined = np.array([text.cause_sep.join(r.sentence for r in raising) if raising else nothing if row else ""
+                       for row, raising in zip(reasons, _limit_raising(reasons, top_k), strict=True)],
+                      dtype=object)
+    as_json = np.array([json.dumps([{"model": model_name, **r.to_dict()} for r in row], ensure_ascii=False)
+                        for row in reasons], dtype=object)
     return joined, as_json
 
 
+def _limit_raising(reasons: list[list[Reason]], top_k: int) -> list[list[Reason]]:
+    return [[r for r in row if r.direction == "raises"][:top_k] for row in reasons]
+
+
+def top_cause(reasons: list[list[Reason]]) -> list[str]:
+    """Each row's top cause that raises the score ("none" when nothing raises it)."""
+    return [next((r.cause for r in row if r.direction == "raises"), "none") for row in reasons]
+
+
+def top_driver_agreement(
+    reasons: list[list[Reason]], true_drivers: Sequence[str], model_name: str = "",
+    templates: ReasonTemplates | None = None,
+) -> float:
+    """Share of rows whose top risk-raising cause is the generator's true driver.
+
+    Rows whose true driver is "none" are left out: there is nothing to agree with.
+    """
+    hits = total = 0
+    for cause, truth in zip(top_cause(reasons), true_drivers, strict=True):
+        if truth == "none":
+            continue
+        total += 1
+        hits += cause == truth
+    return hits / total if total else float("nan")
+
+
+
+# ---------------------------------------------------------------------------------------------- columns
 class _NumericColumns:
     """Feature columns as float64 (missing -> NaN) where they are numeric, converted once and on demand."""
 
@@ -384,24 +780,6 @@ def _json_numbers(values: np.ndarray, missing: np.ndarray) -> np.ndarray:
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
     shown = np.array([float.__repr__(v) for v in uniques.tolist()] + ["null"], dtype=object)
     return shown[codes]
-
-
-def top_driver_agreement(
-    reasons: list[list[Reason]], true_drivers: list[str], model_name: str, templates: ReasonTemplates
-) -> float:
-    """Share of rows whose top risk-raising reason belongs to the generator's true driver.
-
-    Rows whose true driver is "none" are left out: there is nothing to agree with.
-    """
-    hits = total = 0
-    for row_reasons, truth in zip(reasons, true_drivers, strict=True):
-        if truth == "none":
-            continue
-        total += 1
-        raising = [r for r in row_reasons if r.direction == "raises"]
-        if raising and templates.driver_of(raising[0].feature, model_name) == truth:
-            hits += 1
-    return hits / total if total else float("nan")
 
 
 # ---------------------------------------------------------------------------------------------- bands

@@ -98,6 +98,7 @@ def register(app: typer.Typer) -> None:
     def evaluate_cmd(
         model: str | None = typer.Argument(None, help="A spec name (default: every model with a ground-truth column)."),
         alias: str = typer.Option("champion", "--alias", help="Registry alias to evaluate (champion or challenger)."),
+        ceiling: bool = typer.Option(False, "--ceiling", help="Also train the feature ceiling (the model's learner on the generator's true probabilities, up to 5x the rows; minutes): model / ceiling and ceiling / oracle."),
     ) -> None:
         """Test AUC against the oracle AUC from the generator's ground truth, next to simple baselines."""
         from rich.console import Console
@@ -108,22 +109,27 @@ def register(app: typer.Typer) -> None:
 
         names = [_check_model(model)] if model else [n for n, s in load_specs().items() if s.ground_truth]
         gt = read_ground_truth()
-        results = [evaluate_model(n, alias, ground_truth=gt) for n in names]
+        results = [evaluate_model(n, alias, ground_truth=gt, ceiling=ceiling) for n in names]
         table = Table(title="model AUC vs oracle AUC (same rows and date; goal: ratio >= 0.97)")
         for col in ("model", "version", "as_of", "rows", "label rate", "model AUC", "oracle AUC", "ratio",
-                    "recency AUC", "RFM AUC", "flagged", "top reason = true driver"):
+                    "recency AUC", "RFM AUC", "flagged", "top cause = true driver", "ceiling", "of ceiling",
+                    *(("feature ceiling AUC", "model / ceiling", "ceiling / oracle") if ceiling else ())):
             table.add_column(col, no_wrap=True)
         for r in results:
             table.add_row(r.model, r.version, r.as_of, str(r.rows), f"{r.label_rate:.3f}", f"{r.model_auc:.4f}",
                           f"{r.oracle_auc:.4f}", f"{r.oracle_ratio:.3f}", f"{r.recency_auc:.4f}", f"{r.rfm_auc:.4f}",
-                          str(r.flagged), f"{r.driver_agreement:.1%}")
+                          str(r.flagged), f"{r.driver_agreement:.1%} ({r.driver_method})", f"{r.driver_ceiling:.1%}",
+                          f"{r.driver_ceiling_ratio:.0%}",
+                          *((f"{r.ceiling_auc:.4f} ({r.ceiling_rows} rows)", f"{r.model_to_ceiling:.3f}",
+                             f"{r.ceiling_to_oracle:.3f}") if ceiling else ()))
         # Wide enough for every figure: a cut-off AUC is worse than a line that wraps in a narrow terminal.
         console = Console()
-        Console(width=max(console.width, 160)).print(table)
+        Console(width=max(console.width, 200)).print(table)
         log.info("report written to %s", write_report(results))
 
     @app.command("backtest")
     def backtest_cmd(
+        models: list[str] | None = typer.Argument(None, help="Models to backtest (spec names), e.g. `value`; the same as --model. Default: every model the event store supports."),
         as_of: datetime = typer.Option(..., "--as-of", formats=["%Y-%m-%d"], help="Date D (YYYY-MM-DD, UTC midnight): train on the history before it, measure on what happened from it on; its labels must have matured."),
         model: list[str] | None = typer.Option(None, "--model", help="Model to backtest (a spec name; repeat for several). Default: every model the event store supports."),
         trials: int | None = typer.Option(None, "--trials", help="Optuna trials for each model's training (default from its YAML)."),
@@ -133,32 +139,68 @@ def register(app: typer.Typer) -> None:
         storage: str | None = typer.Option(None, "--storage", help="Optuna storage URL (default sqlite under mlruns/)."),
     ) -> None:
         """Train each model on the data before --as-of (never registered) and measure it on what happened
-        next, with bootstrap intervals, next to the baseline, RFM and BG/NBD on the same customers."""
+        next, with bootstrap intervals, next to its baselines on the same customers (binary: the baseline,
+        RFM and BG/NBD; value: past spend, RFM and BG/NBD x Gamma-Gamma). With the stakes' risk and value
+        models (configs/actions.yaml) in one run, also the value-at-risk check."""
         from rich.console import Console
         from rich.table import Table
 
+        from serving.actions import load_actions_config
         from training.backtest import run_backtest
 
-        names = [_check_model(m) for m in model] if model else None
+        wanted = [*(models or []), *(model or [])]
+        names = list(dict.fromkeys(_check_model(m) for m in wanted)) or None
+        stakes_cfg = load_actions_config().stakes
+        stakes = (stakes_cfg.risk_model, stakes_cfg.value_model) if stakes_cfg is not None else None
         report = run_backtest(as_of.date(), names, trials=trials, timeout=timeout, resamples=resamples, seed=seed,
-                              storage=storage)
-        table = Table(title=f"backtest at {report.as_of}: ROC AUC [95% CI] on the same customers "
-                            f"({report.resamples} bootstrap resamples)")
-        for col in ("model", "rows", "scorer", "ROC AUC [95% CI]", "PR AUC [95% CI]", "lift@10%", "capture@20%",
-                    "model minus this [95% CI]"):
-            table.add_column(col, no_wrap=True)
-        ci = lambda v, c: f"{v:.4f} [{c[0]:.4f}, {c[1]:.4f}]"  # noqa: E731
+                              storage=storage, stakes=stakes)
+        ci = lambda v, c, d=4: f"{v:.{d}f} [{c[0]:.{d}f}, {c[1]:.{d}f}]"  # noqa: E731
+        # Wide enough for every interval: a cut-off figure is worse than a line that wraps.
+        console = Console(width=max(Console().width, 160))
+        binary = [m for m in report.models if m.task == "binary"]
+        amounts = [m for m in report.models if m.task != "binary"]
+        if binary:
+            table = Table(title=f"backtest at {report.as_of}: ROC AUC [95% CI] on the same customers "
+                                f"({report.resamples} bootstrap resamples)")
+            for col in ("model", "rows", "scorer", "ROC AUC [95% CI]", "PR AUC [95% CI]", "lift@10%", "capture@20%",
+                        "model minus this [95% CI]"):
+                table.add_column(col, no_wrap=True)
+            for m in binary:
+                for i, (name, s) in enumerate(m.scorers.items()):
+                    diff = ci(s["auc_diff"], s["auc_diff_ci"]) if "auc_diff" in s else "-"
+                    table.add_row(m.model if i == 0 else "", str(m.rows) if i == 0 else "", name,
+                                  ci(s["roc_auc"], s["roc_auc_ci"]), ci(s["pr_auc"], s["pr_auc_ci"]),
+                                  f"{s['lift_top10']:.2f}", f"{s['capture_top20']:.1%}", diff)
+            console.print(table)
+        if amounts:
+            table = Table(title=f"backtest at {report.as_of}: normalised Gini and top-10% spend capture [95% CI] "
+                                f"on the same customers ({report.resamples} bootstrap resamples)")
+            for col in ("model", "rows", "scorer", "normalised Gini [95% CI]", "model minus this [95% CI]",
+                        "top-10% capture [95% CI]", "model minus this [95% CI]", "MAE"):
+                table.add_column(col, no_wrap=True)
+            for m in amounts:
+                for i, (name, s) in enumerate(m.scorers.items()):
+                    gdiff = ci(s["normalized_gini_diff"], s["normalized_gini_diff_ci"]) if "normalized_gini_diff" in s else "-"
+                    cdiff = ci(s["capture_top10_diff"], s["capture_top10_diff_ci"]) if "capture_top10_diff" in s else "-"
+                    table.add_row(m.model if i == 0 else "", str(m.rows) if i == 0 else "", name,
+                                  ci(s["normalized_gini"], s["normalized_gini_ci"]), gdiff,
+                                  ci(s["capture_top10"], s["capture_top10_ci"]), cdiff,
+                                  f"{s['mae']:.2f}" if "mae" in s else "-")
+            console.print(table)
         for m in report.models:
-            for i, (name, s) in enumerate(m.scorers.items()):
-                diff = ci(s["auc_diff"], s["auc_diff_ci"]) if "auc_diff" in s else "-"
-                table.add_row(m.model if i == 0 else "", str(m.rows) if i == 0 else "", name,
-                              ci(s["roc_auc"], s["roc_auc_ci"]), ci(s["pr_auc"], s["pr_auc_ci"]),
-                              f"{s['lift_top10']:.2f}", f"{s['capture_top20']:.1%}", diff)
             if m.oracle.get("available") and m.oracle.get("days_before"):
                 log.info("%s: oracle from the ground truth at %s, %d day(s) before %s", m.model, m.oracle["as_of"],
                          m.oracle["days_before"], report.as_of)
-        # Wide enough for every interval: a cut-off figure is worse than a line that wraps.
-        Console(width=max(Console().width, 160)).print(table)
+        var = report.value_at_risk
+        if var and var.get("available"):
+            r = var["rankings"]
+            log.info("value at risk: the top 10%% by P(%s) x value hold %.1f%% of the revenue lost, by P(%s) "
+                     "alone %.1f%%: ratio %s (goal >= 2: %s)", var["risk_model"], 100 * r["value_at_risk"]["lost_capture_top10"],
+                     var["risk_model"], 100 * r["churn_probability"]["lost_capture_top10"],
+                     ci(var["ratio"], r["value_at_risk"]["ratio_to_churn_probability_ci"], 2),
+                     "met" if var["meets_goal"] else "not met")
+        elif var:
+            log.info("value at risk not computed: %s", var["reason"])
         for name, reason in report.skipped.items():
             log.warning("skipped %s: %s", name, reason)
         log.info("report in %s (MLflow experiment 'backtest', run %s; %.0f s)", report.folder, report.run_id,

@@ -42,13 +42,14 @@ def register(app: typer.Typer) -> None:
     @app.command("score")
     def score_command(
         as_of: str = typer.Option(None, "--as-of", help="Score as of this date (YYYY-MM-DD, UTC midnight); default: the latest feature build."),
+        engine: str = typer.Option(None, "--engine", help="local or ray (Ray Data batches; RAY_ADDRESS for a cluster); default: configs/actions.yaml scoring.engine."),
     ) -> None:
         """Batch-score every active customer with the champion of every model the data supports into data/scores/<as_of>/ (Parquet + CSV) and latest.parquet."""
         from rich.table import Table
 
         from serving.batch import score
 
-        result = score(as_of)
+        result = score(as_of, engine=engine)
         versions = ", ".join(f"{name} v{version}" for name, version in result.model_versions.items())
         table = Table(title=f"scores at {result.as_of:%Y-%m-%d} ({versions})")
         for col in ("stage", "rows", "seconds", "rows/s"):
@@ -142,13 +143,14 @@ def _monitor_table(result):
     from rich.table import Table
 
     table = Table(title=f"monitoring at {result.snapshot_as_of}")
-    for col in ("model", "version", "max feature PSI", "drifted features", "score PSI", "latest realised AUC", "holdout AUC"):
+    for col in ("model", "version", "max feature PSI", "drifted features", "score PSI", "latest realised AUC / Gini",
+                "holdout AUC / Gini"):
         table.add_column(col)
     for s in result.signals:
         top = "-" if s.drift.empty else f"{s.drift['psi'].iloc[0]:.3f} ({s.drift['feature'].iloc[0]})"
         drifted = "-" if s.drift.empty else str(int((s.drift["psi"] > result.thresholds.feature_psi).sum()))
-        matured = s.realised.dropna(subset=["auc"]) if not s.realised.empty else s.realised
-        realised = "-" if matured.empty else f"{matured['auc'].iloc[-1]:.3f} ({matured['as_of'].iloc[-1]:%Y-%m-%d})"
+        matured, metric = s.matured(), s.realised_metric  # AUC, or a value model's normalised Gini
+        realised = "-" if matured.empty else f"{matured[metric].iloc[-1]:.3f} ({matured['as_of'].iloc[-1]:%Y-%m-%d})"
         table.add_row(s.model, str(s.version), top, drifted, "-" if s.score_psi is None else f"{s.score_psi:.3f}",
                       realised, "-" if s.holdout_auc is None else f"{s.holdout_auc:.3f}")
     return table

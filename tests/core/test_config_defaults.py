@@ -42,13 +42,14 @@ def _classes():
     from pipelines.monitor import MonitorConfig
     from pipelines.run import RunConfig
     from serving.actions import ActionsConfig
-    from serving.config import ServingConfig
+    from serving.config import ServingConfig, StaffPageConfig
 
     return {"features.yaml": FeaturesConfig, "serving.yaml": ServingConfig, "actions.yaml": ActionsConfig,
-            "monitor.yaml": MonitorConfig, "run.yaml": RunConfig}
+            "monitor.yaml": MonitorConfig, "run.yaml": RunConfig, "staff_page.yaml": StaffPageConfig}
 
 
-@pytest.mark.parametrize("name", ["features.yaml", "serving.yaml", "actions.yaml", "monitor.yaml", "run.yaml"])
+@pytest.mark.parametrize("name", ["features.yaml", "serving.yaml", "actions.yaml", "monitor.yaml", "run.yaml",
+                                  "staff_page.yaml"])
 def test_code_defaults_equal_the_shipped_yaml(name):
     raw = yaml.safe_load((CONFIGS / name).read_text())
     wrong = [f"{f}: code {d!r}, {name} {v!r}" for f, d, v in leaf_values(_classes()[name], raw) if d != v]

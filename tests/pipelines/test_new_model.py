@@ -24,6 +24,7 @@ def chain(tmp_path_factory):
                 baseline={"feature": "days_since_last_order", "higher_means_positive": False})
     spec["labels"].update(horizon_days=30, positive="order")
     spec["tuning"]["monotone"] = {"days_since_last_order": -1}
+    spec["reasons_from"] = "churn"  # the same features, so the same causes (configs/reasons.yaml)
     (configs / "models" / f"{NEW}.yaml").write_text(yaml.safe_dump(spec))
     from pipelines.run import run
 

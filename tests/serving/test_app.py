@@ -76,18 +76,22 @@ def test_ui_page_and_flagged_feed(client, app_home):
     import pandas as pd
 
     page = client.get("/ui")
-    assert page.status_code == 200 and "Flagged customers" in page.text and "<script" in page.text
+    assert page.status_code == 200 and "Follow-up lists" in page.text and "<script" in page.text
     assert "http" not in page.text.split("<script", 1)[1].split("fetch(", 1)[0]  # no external resources
     client.post("/predict", json={"customer_ids": [f"c{i:04d}" for i in range(50)]}, headers=KEY)
     scores = app_home[0] / "data" / "scores"
     scores.mkdir(parents=True)
+    # Listed: a rule's treatment group in a work queue, whatever the bands; not the default action.
     pd.DataFrame({
         "customer_id": ["x1", "x2"], "as_of": pd.to_datetime(["2026-10-31"] * 2, utc=True),
-        "churn_probability": [0.9, 0.1], "churn_band": ["high", "low"],
+        "churn_probability": [0.9, 0.95], "churn_band": ["high", "high"],
         "conversion_probability": [0.2, 0.1], "conversion_band": ["low", "low"],
-        "rfm_segment": ["at_risk", "champions"], "lifecycle_stage": ["at_risk", "active"],
-        "reasons": ["no order for 94 days", ""],
+        "rfm_segment": ["general_to_win_back", "important_value"], "lifecycle_stage": ["at_risk", "active"],
+        "reasons": ["no order for 94 days", ""], "reasons_json": ["[]", "[]"],
+        "action": ["Retention email with a personal offer", "no action"], "queue": ["marketing_retention", "none"],
+        "action_rule": ["retention_offer", ""], "group": ["treatment", ""], "priority": [12.0, None],
+        "queue_status": ["in queue", ""], "tags": ["", ""],
     }).to_parquet(scores / "latest.parquet")
     feed = client.get("/ui/api/flagged", headers=KEY).json()
-    assert [r["customer_id"] for r in feed["scores"]] == ["x1"]
-    assert feed["recent"] and all(r["found"] for r in feed["recent"])
+    assert [r["customer_id"] for r in feed["rows"]] == ["x1"] and feed["rows"][0]["queue"] == "marketing_retention"
+    assert feed["recent"] and {r["customer_id"] for r in feed["recent"]} <= {f"c{i:04d}" for i in range(50)}

@@ -104,12 +104,20 @@ def test_scores_have_the_contract_columns_bands_layers_actions_and_reasons(champ
     assert (out.loc[~flagged, "queue"] == "none").all() and (out.loc[~flagged, "reasons"] == "").all()
     # Every customer with an action gets plain-language reasons from the model the rule names.
     assert (out.loc[flagged, "reasons"].str.len() > 0).all()
+    from training.reasons import load_templates
+
+    templates = load_templates()
+    sep = templates.languages["en"].cause_sep
     for row in frame[flagged].itertuples():
         reasons = json.loads(row.reasons_json)
-        assert 1 <= len(reasons) <= cfg.scoring.top_k
-        assert {r["model"] for r in reasons} == {row.explain}
-        assert row.reasons.split("; ")[0] == reasons[0]["sentence"]
-        assert abs(reasons[0]["contribution"]) >= abs(reasons[-1]["contribution"])
+        assert len(reasons) >= 1 and {r["model"] for r in reasons} == {row.explain}
+        # The JSON keeps every signed cause, those that raise the score first; the CRM text only the
+        # raising ones (up to top_k), or a line saying nothing raises it.
+        directions = [r["direction"] for r in reasons]
+        assert directions == sorted(directions, key=lambda d: d != "raises")
+        raising = [r["sentence"] for r in reasons if r["direction"] == "raises"][: cfg.scoring.top_k]
+        nothing = templates.models[row.explain].nothing_raises.en
+        assert row.reasons == (sep.join(raising) if raising else nothing)
     sales = frame[frame["action_rule"] == "sales_follow_up"]
     assert (sales["layer_intent"] == "high").all() and (sales["orders_30d"] == 0).all()
     assert set(times.stages) == {"predict (2 models)", "layers + actions", "reasons: SHAP", "reasons: text + JSON"}
@@ -118,22 +126,24 @@ def test_scores_have_the_contract_columns_bands_layers_actions_and_reasons(champ
 
 @pytest.mark.parametrize("lang", ["en", "zh"])
 def test_batch_reasons_equal_the_services_reasons(lang):
-    """explain_table (column-wise, for batch) gives exactly explain's sentences and Reason.to_dict JSON: ties,
-    zero contributions, missing values with and without a missing-template, a feature without a template,
-    and a template citing a column the frame lacks (complaints_30d cites open_complaints)."""
+    """explain_table (batch) gives explain's causes: the CRM text is the raising causes' lines (up to
+    top_k), the JSON every signed cause as Reason.to_dict; ties, zero contributions, missing values with
+    and without a missing-template, and a template citing a column the frame lacks (complaints_30d cites
+    open_complaints)."""
     from training.reasons import explain, explain_table, load_templates
 
     templates = load_templates()
+    text = templates.languages[lang]
+    nothing = getattr(templates.models["churn"].nothing_raises, lang)
     rng = np.random.default_rng(3)
     n = 400
-    names = ["complaints_30d", "days_since_last_order", "orders_30d", "spend_365d", "not_templated", 'odd "name"']
+    names = ["complaints_30d", "days_since_last_order", "orders_30d", "spend_365d", "days_since_last_visit"]
     feats = pd.DataFrame({
         "complaints_30d": rng.poisson(1.0, n).astype(float),
         "days_since_last_order": np.where(rng.random(n) < 0.2, np.nan, rng.integers(0, 300, n).astype(float)),
         "orders_30d": np.where(rng.random(n) < 0.1, np.nan, rng.poisson(1.0, n).astype(float)),
         "spend_365d": rng.gamma(2.0, 200.0, n),
-        "not_templated": np.where(rng.random(n) < 0.1, np.nan, rng.normal(0, 3, n)),
-        'odd "name"': rng.poisson(2.0, n).astype(float),  # no template, and a name that needs JSON escaping
+        "days_since_last_visit": np.where(rng.random(n) < 0.1, np.nan, rng.integers(0, 90, n).astype(float)),
         "rfm_segment": rng.choice(["champions", "hibernating"], n),  # text columns ride along
     })
     contrib = np.round(rng.normal(0, 1, (n, len(names) + 1)), 2)  # rounding makes ties
@@ -141,13 +151,18 @@ def test_batch_reasons_equal_the_services_reasons(lang):
     contrib[:5, :-1] = 0.0  # rows with no reason at all
 
     for frame in (feats, feats.drop(columns="days_since_last_order")):
-        reference = explain(contrib, frame, names, "churn", 4, lang, templates)
+        reference = explain(contrib, frame, names, "churn", None, lang, templates)
         joined, as_json = explain_table(contrib, frame, names, "churn", 4, lang, templates)
-        assert joined.tolist() == ["; ".join(r.sentence for r in row) for row in reference]
+        expected = []
+        for row in reference:
+            raising = [r.sentence for r in row if r.direction == "raises"][:4]
+            expected.append(text.cause_sep.join(raising) if raising else nothing if row else "")
+        assert joined.tolist() == expected
         assert as_json.tolist() == [
             json.dumps([{"model": "churn", **r.to_dict()} for r in row], ensure_ascii=False) for row in reference
         ]
     assert joined[0] == "" and as_json[0] == "[]"
+    assert any(r.direction == "lowers" for row in reference for r in row)  # the JSON keeps them, the text not
     assert any("template needs" not in j and "unknown" not in j for j in joined)
 
 
@@ -265,6 +280,58 @@ def test_predict_and_score_give_the_same_decision_for_the_same_customer_and_date
         assert decision["as_of"] == f"{AS_OF:%Y-%m-%d}"
         compared += 1
     assert compared == len(ids) and (frame["action"] != "no action").any()
+
+
+def test_predict_and_score_give_the_same_value_stakes_and_priority(champions):
+    """With the value model among the champions: /predict and batch scoring give one customer on one date
+    the same predicted value, value band, value_at_risk = P(churn) x value, value_upside = P(convert) x
+    the expected order value, value layer and priority (both call serving.actions.decide)."""
+    from serving.config import load_serving_config
+    from serving.predictor import Predictor
+    from serving.registry import ModelRegistry
+    from serving.requests import PredictRequest
+    from training.champion import TAG_TASK, load_model_version, register_booster
+
+    train = _features(600, seed=1)
+    spend = (train["spend_365d"] * 0.4 * (train["days_since_last_order"].fillna(300) < 150)).to_numpy()
+    data = lgb.Dataset(train[CHURN].astype("float64"), label=spend, params={"verbose": -1})
+    booster = lgb.train({"objective": "tweedie", "num_leaves": 7, "verbose": -1, "num_threads": 1}, data,
+                        num_boost_round=20)
+    register_booster(booster, "value", bands={"high": 150.0, "medium": 60.0}, feature_service="churn_v1",
+                     alias="champion", extra_tags={TAG_TASK: "regression"})
+    models = {**champions, "value": load_model_version("value")}
+    assert models["value"].task == "regression"
+
+    cfg = load_actions_config()
+    feats = _features(150, seed=2)
+    feats["avg_order_value_365d"] = feats["spend_365d"] / feats["orders_365d"].clip(lower=1)
+    features = {"churn": feats, "value": feats,
+                "conversion": feats[["customer_id", "event_timestamp", *CONVERSION, "rfm_segment", "lifecycle_stage"]]}
+    frame = predict_and_tag(feats["customer_id"], AS_OF, models, features, cfg, load_bands(list(models)), StageTimes())
+    assert {"value", "value_at_risk", "value_upside", "value_value", "value_band"} <= set(frame.columns)
+    np.testing.assert_allclose(frame["value_at_risk"], frame["churn_probability"] * frame["value_value"])
+    assert frame["value_band"].nunique() > 1 and frame["priority"].notna().any()
+
+    table = feats.assign(found=True, as_of=AS_OF.timestamp())
+    registry = ModelRegistry(["churn", "conversion", "value"])
+    registry.load()
+    predictor = Predictor(load_serving_config(), registry,
+                          fetch_features=lambda ids, service: table.set_index("customer_id").loc[ids].reset_index())
+    ids = frame["customer_id"].tolist()
+    answer = predictor.predict(PredictRequest(customer_ids=ids))
+    by_id = frame.set_index("customer_id")
+    for result in answer["results"]:
+        row = by_id.loc[result["customer_id"]]
+        assert result["value"]["value"] == pytest.approx(row["value_value"], rel=1e-12)
+        assert result["value"]["band"] == row["value_band"]
+        decision = result["decision"]
+        for key in ("value", "value_at_risk", "value_upside", "priority"):
+            expected = row[key]
+            assert (decision[key] is None and np.isnan(expected)) or \
+                decision[key] == pytest.approx(expected, rel=1e-12), (result["customer_id"], key)
+        for key in ("layer_value", "action", "action_rule", "queue", "queue_status"):
+            assert decision[key] == row[key], (result["customer_id"], key)
+    assert len(answer["results"]) == len(ids)
 
 
 def test_empty_as_of_and_a_degenerate_list_are_refused(champions):

@@ -51,7 +51,12 @@ def test_predict_matches_the_registered_model(server):
     raw = server["boosters"]["churn"].predict(frame[model_feature_names("churn_v1")].to_numpy(), raw_score=True)
     assert answer["results"][0]["churn"]["probability"] == pytest.approx(1 / (1 + np.exp(-raw[0])), abs=1e-9)
     reasons = answer["results"][0]["churn"]["reasons"]
-    assert [abs(r["contribution"]) for r in reasons] == sorted((abs(r["contribution"]) for r in reasons), reverse=True)
+    # Causes that raise the risk first, then those that lower it; /predict ranks each by its summed SHAP.
+    directions = [r["direction"] for r in reasons]
+    assert directions == sorted(directions, key=lambda d: d != "raises")
+    for direction in ("raises", "lowers"):
+        sizes = [abs(r["contribution"]) for r in reasons if r["direction"] == direction]
+        assert sizes == sorted(sizes, reverse=True)
 
 
 def test_store_down_is_503_then_recovers(server):
@@ -203,17 +208,12 @@ def _chromium():
 
 
 def test_staff_page_in_headless_chromium(server):
-    import pandas as pd
+    """The page over the real server: key, a listed customer, a live answer, an unknown id (the list's
+    queues, paging, detail and Chinese: tests/serving/test_staff_page.py)."""
+    from tests.serving.test_staff_page import served_scores, write_scores
 
     playwright = pytest.importorskip("playwright.sync_api")
-    scores = server["home"] / "data" / "scores"
-    scores.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({
-        "customer_id": ["c003"], "as_of": pd.to_datetime(["2026-03-01"], utc=True),
-        "churn_probability": [0.91], "churn_band": ["high"], "conversion_probability": [0.1],
-        "conversion_band": ["low"], "rfm_segment": ["general_to_win_back"], "lifecycle_stage": ["at_risk"],
-        "reasons": ["no order for 94 days"],
-    }).to_parquet(scores / "latest.parquet")
+    write_scores(server["home"], served_scores(server["ids"]))
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=_chromium(),
@@ -229,17 +229,20 @@ def test_staff_page_in_headless_chromium(server):
             assert "wrong API key" in page.inner_text("#status")
             page.fill("#apikey", KEY)
             page.click("#keyform button")
-            page.wait_for_selector("tr.row[data-customer=c003]")
-            assert "no order for 94 days" in page.inner_text("#flagged")
+            listed = server["ids"][0]
+            page.wait_for_selector(f"tr.row[data-customer={listed}]")
+            assert "still open" in page.inner_text("#list")
             page.select_option("#lang", "zh")
-            page.fill("#search", "c004")
-            page.click("#searchform button")
-            page.wait_for_selector("div.model[data-model=churn] svg rect.contribution")
-            bars = page.locator("div.model[data-model=churn] rect.contribution").count()
+            page.wait_for_function("document.querySelector('#pageinfo').textContent.includes('第')")
+            page.fill("#f-q", server["ids"][-5])  # in no list: the live answer
+            page.click("#filters button")
+            page.wait_for_selector("#detail #live")
+            page.wait_for_selector("#detail svg rect.cause")
+            bars = page.locator("#detail rect.cause").count()
             assert 1 <= bars <= 8
-            assert page.locator("div.model[data-model=churn] li").count() == bars
-            page.fill("#search", "nobody")
-            page.click("#searchform button")
-            page.wait_for_selector("#detail >> text=not found")
+            assert page.locator("#detail li.fact").count() == bars
+            page.fill("#f-q", "nobody")
+            page.click("#filters button")
+            page.wait_for_selector("#detail >> text=未找到")
         finally:
             browser.close()

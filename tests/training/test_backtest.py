@@ -18,14 +18,18 @@ from core.settings import REPO_ROOT
 from training import btyd
 from training.backtest import (
     bootstrap,
+    bootstrap_amounts,
     calibration_table,
     history_spec,
     percentile_interval,
     resample_counts,
     rfm_summary,
+    spend_before,
     top_stats,
     weighted_auc,
     weighted_average_precision,
+    weighted_normalized_gini,
+    weighted_top_capture,
 )
 
 
@@ -101,6 +105,146 @@ def test_lift_capture_and_calibration_deciles():
     assert table[-1]["observed_rate"] == pytest.approx(outcome[900:].mean())
 
 
+# ---- amounts: normalised Gini and top capture -------------------------------------------------------
+def test_amount_metrics_equal_training_metrics_and_count_repeats_as_weights():
+    from training.metrics import normalized_gini, top_capture
+
+    rng = np.random.default_rng(4)
+    n = 500
+    y = np.where(rng.random(n) < 0.6, 0.0, rng.gamma(1.5, 100.0, n))
+    score = y * rng.lognormal(0, 1, n) + rng.random(n)  # continuous: no ties
+    ones = np.ones((1, n))
+    assert weighted_normalized_gini(y, score, ones)[0] == pytest.approx(normalized_gini(y, score), abs=1e-12)
+    assert weighted_top_capture(y, score, ones)[0] == pytest.approx(top_capture(y, score, 0.1), abs=1e-12)
+    # A bootstrap weight of k is the customer k times over (repeats tie only with themselves).
+    weights = next(resample_counts(n, 5, seed=2))
+    ginis, captures = weighted_normalized_gini(y, score, weights), weighted_top_capture(y, score, weights)
+    for w, g, c in zip(weights, ginis, captures, strict=True):
+        rep = w.astype(int)
+        assert g == pytest.approx(normalized_gini(np.repeat(y, rep), np.repeat(score, rep)), abs=1e-12)
+        assert c == pytest.approx(top_capture(np.repeat(y, rep), np.repeat(score, rep), 0.1), abs=1e-12)
+
+
+def test_amount_metrics_by_hand_and_ties_as_a_random_order():
+    y = np.array([0.0, 10.0, 30.0, 60.0])
+    ones = np.ones((1, 4))
+    # Perfect order 60, 30, 10, 0: cumulative shares 0.6, 0.9, 1, 1 -> Gini 0.875 - 0.625 = 0.25, normalised 1.
+    assert weighted_normalized_gini(y, y, ones)[0] == pytest.approx(1.0)
+    # Reversed: 0, 10, 30, 60 -> 0, 0.1, 0.4, 1 -> 0.375 - 0.625 = -0.25: normalised -1.
+    assert weighted_normalized_gini(y, -y, ones)[0] == pytest.approx(-1.0)
+    # One score for everyone is a random order: no ranking power, and the top 25% hold a quarter.
+    flat = np.zeros(4)
+    assert weighted_normalized_gini(y, flat, ones)[0] == pytest.approx(0.0, abs=1e-12)
+    assert weighted_top_capture(y, flat, ones, 0.25)[0] == pytest.approx(0.25)
+    # A tie across the cut counts pro rata: the top 2 of [60 | 30, 10 tied] hold 60 + (30 + 10) / 2.
+    assert weighted_top_capture(y, np.array([0.0, 1.0, 1.0, 2.0]), ones, 0.5)[0] == pytest.approx(80 / 100)
+
+
+def test_amount_bootstrap_intervals_and_paired_differences():
+    rng = np.random.default_rng(5)
+    n = 3000
+    y = np.where(rng.random(n) < 0.5, 0.0, rng.gamma(1.0, 200.0, n))
+    good = y + rng.gamma(1.0, 50.0, n)
+    scores = {"model": good, "same": good.copy(), "noise": rng.random(n)}
+    out = bootstrap_amounts(y, scores, resamples=300, seed=1)
+    for name, s in out.items():
+        assert s["normalized_gini_ci"][0] <= s["normalized_gini"] <= s["normalized_gini_ci"][1], name
+        assert s["capture_top10_ci"][0] <= s["capture_top10"] <= s["capture_top10_ci"][1], name
+    assert "normalized_gini_diff" not in out["model"]
+    assert out["same"]["normalized_gini_diff"] == 0 and out["same"]["normalized_gini_diff_ci"] == [0.0, 0.0]
+    assert out["noise"]["normalized_gini_ci"][0] < 0 < out["noise"]["normalized_gini_ci"][1]
+    assert out["noise"]["capture_top10_diff_ci"][0] > 0 and out["noise"]["normalized_gini_diff_ci"][0] > 0
+    assert out["noise"]["normalized_gini_diff"] == pytest.approx(
+        out["model"]["normalized_gini"] - out["noise"]["normalized_gini"])
+
+
+def test_value_at_risk_ranks_the_big_spenders_who_leave_first(project_home):
+    """Five small spenders at high churn risk, two big spenders at moderate risk who then churn: the
+    churn probability alone fills the top with the small ones, P(churn) x value with the big losses."""
+    from core.settings import project_paths
+    from training.backtest import ModelBacktest, value_at_risk_check
+
+    d = pd.Timestamp("2026-06-01", tz="UTC")
+    ids = [f"c{i}" for i in range(10)]
+    last_year = [1000.0, 900.0, 800.0, 700.0, 600.0] + [10.0] * 5
+    EventStore(project_paths().events).replace_months({"orders": pd.DataFrame({
+        "order_id": [f"o{i}" for i in range(10)], "customer_id": ids,
+        "ordered_at": [d - pd.Timedelta(days=100)] * 10, "amount": last_year})})
+    churned = [1, 1, 0, 0, 0, 1, 1, 1, 1, 1]
+    p_churn = np.array([0.5, 0.5, 0.2, 0.2, 0.2, 0.9, 0.9, 0.9, 0.9, 0.9])
+    feats = pd.DataFrame({"value": [500.0] * 5 + [5.0] * 5})
+
+    class Stub:  # a fitted model: its service and a prediction per row
+        feature_service = "churn_v1"
+
+        def predict(self, frame):
+            return frame["value"].to_numpy()
+
+    rows = pd.DataFrame({"customer_id": ids, "event_timestamp": d, "label": churned})
+    common = dict(as_of=f"{d.date()}", rows=10, positives=7, label_rate=0.7, population="", training={},
+                  scorers={}, calibration=[], oracle={})
+    risk = ModelBacktest("churn", **common, bgnbd={}, task="binary",
+                         scored={"rows": rows, "features": feats, "model": Stub(), "prediction": p_churn})
+    value = ModelBacktest("value", **common, bgnbd={"horizon_days": 30}, task="regression",
+                          scored={"rows": rows, "features": feats, "model": Stub(), "prediction": None})
+    out = value_at_risk_check(risk, value, resamples=50, seed=0, fraction=0.2)
+    lost = 1000 + 900 + 5 * 10
+    assert out["rows"] == 10 and out["churned"] == 7 and out["revenue_lost_total"] == pytest.approx(lost)
+    var, churn = out["rankings"]["value_at_risk"], out["rankings"]["churn_probability"]
+    assert var["lost_capture_top20"] == pytest.approx(1900 / lost)
+    # The top 2 by P(churn) are 2 of the 5 tied small spenders: pro rata, 2 x 10.
+    assert churn["lost_capture_top20"] == pytest.approx(20 / lost)
+    assert out["ratio"] == pytest.approx(95.0) and out["meets_goal"]
+    lo, hi = var["ratio_to_churn_probability_ci"]
+    assert lo <= hi and "ratio_to_churn_probability" not in churn
+    # Without a spend in the 30 days before D, P(churn) x past spend is a tie: a random order.
+    assert out["rankings"]["churn_x_past_spend"]["lost_capture_top20"] == pytest.approx(0.2)
+    with pytest.raises(Exception, match="binary risk model"):
+        value_at_risk_check(value, risk)
+
+
+# ---- Gamma-Gamma ------------------------------------------------------------------------------------
+def test_gamma_gamma_recovers_the_parameters_it_was_simulated_with():
+    truth = {"p": 6.25, "q": 3.74, "gamma": 15.44}  # the size of Fader and Hardie's CDNOW fit
+    x = np.random.default_rng(0).integers(1, 12, 20000).astype(float)
+    m = btyd.simulate_values(x, **truth, seed=2)
+    fitted = btyd.fit_gamma_gamma(x, m)
+    assert fitted.converged and fitted.customers == 20000
+    # p and gamma trade off against each other (a long ridge); q and the mean value are tight.
+    for name in ("p", "gamma"):
+        assert getattr(fitted, name) == pytest.approx(truth[name], rel=0.2), name
+    assert fitted.q == pytest.approx(truth["q"], rel=0.05)
+    mean = truth["p"] * truth["gamma"] / (truth["q"] - 1)
+    assert fitted.mean_value == pytest.approx(mean, rel=0.03)
+    assert btyd.gamma_gamma_log_likelihood(tuple(truth.values()), x, m).sum() < fitted.log_likelihood
+    # Customers without a usable purchase are left out of the fit, and too few is a clear error.
+    more = btyd.fit_gamma_gamma(np.r_[x, 0, 0, 3], np.r_[m, 0, 5.0, -2.0])
+    assert more.customers == 20000
+    with pytest.raises(Exception, match="at least 10 customers"):
+        btyd.fit_gamma_gamma([0, 1, 2], [0, 5.0, 7.0])
+
+
+def test_gamma_gamma_likelihood_and_expectation_equal_numerical_integration():
+    """The closed forms against integrating nu out by quadrature: the mean of x Gamma(p, nu) values is
+    Gamma(p x, rate x nu); nu ~ Gamma(q, rate gamma); E[value | data] = E[p / nu | data]."""
+    from scipy import integrate, stats
+
+    model = btyd.GammaGamma(p=2.5, q=4.0, gamma=30.0)
+    for x, m in ((1, 20.0), (3, 45.0), (8, 12.5)):
+        def joint(nu, x=x, m=m):
+            return (stats.gamma.pdf(m, a=model.p * x, scale=1 / (x * nu))
+                    * stats.gamma.pdf(nu, a=model.q, scale=1 / model.gamma))
+        marginal, _ = integrate.quad(joint, 0, np.inf, limit=200)
+        ll = btyd.gamma_gamma_log_likelihood((model.p, model.q, model.gamma), [x], [m])[0]
+        assert ll == pytest.approx(np.log(marginal), rel=1e-7)
+        posterior_mean, _ = integrate.quad(lambda nu, j=joint: model.p / nu * j(nu), 0, np.inf, limit=200)
+        assert model.expected_value([x], [m])[0] == pytest.approx(posterior_mean / marginal, rel=1e-7)
+    # No purchase (or a non-positive mean): the population mean p gamma / (q - 1).
+    np.testing.assert_allclose(model.expected_value([0, 2], [0.0, -5.0]), [2.5 * 30 / 3] * 2)
+    # Many purchases: the customer's own mean dominates.
+    assert model.expected_value([500], [80.0])[0] == pytest.approx(80.0, rel=0.01)
+
+
 # ---- BG/NBD -----------------------------------------------------------------------------------------
 def test_bgnbd_recovers_the_parameters_it_was_simulated_with():
     truth = {"r": 0.25, "alpha": 4.0, "a": 0.8, "b": 2.5}
@@ -139,12 +283,16 @@ def test_rfm_summary_counts_purchase_days_before_the_date_only(tmp_path):
               ("b", day(-5)), ("c", day(3))]  # c orders only after D
     store = EventStore(tmp_path)
     store.replace_months({"orders": pd.DataFrame(
-        [(f"o{i}", c, t, 10.0) for i, (c, t) in enumerate(orders)],
+        [(f"o{i}", c, t, 10.0 * (i + 1)) for i, (c, t) in enumerate(orders)],
         columns=["order_id", "customer_id", "ordered_at", "amount"])})
     summary = rfm_summary(store, d.date()).set_index("customer_id")
     assert list(summary.index) == ["a", "b"]
-    assert summary.loc["a"].to_dict() == {"frequency": 1.0, "recency": 20.0, "T": 30.0}
-    assert summary.loc["b"].to_dict() == {"frequency": 0.0, "recency": 0.0, "T": 5.0}
+    # a: day -30 spent 10 + 20 (its first purchase day, left out of the mean), day -10 spent 30.
+    assert summary.loc["a"].to_dict() == {"frequency": 1.0, "recency": 20.0, "T": 30.0, "monetary_value": 30.0}
+    assert summary.loc["b"].to_dict() == {"frequency": 0.0, "recency": 0.0, "T": 5.0, "monetary_value": 0.0}
+    # Spend over the 20 days before D: a's day -10 (30), b's day -5 (50); c and an unknown id: 0.
+    np.testing.assert_allclose(spend_before(store, d.date(), 20, pd.Series(["a", "b", "c", "zz"])), [30, 50, 0, 0])
+    np.testing.assert_allclose(spend_before(store, d.date(), 40, pd.Series(["a"])), [60])
 
 
 # ---- the shortened history --------------------------------------------------------------------------
@@ -199,6 +347,8 @@ def _small_configs(dest):
         spec["min_data"] = {"train_rows": 100, "train_positives": 10, "validation_rows": 30,
                             "validation_positives": 3, "test_rows": 20, "test_positives": 3}
         spec["shap_sample_rows"] = 100
+        if spec["task"] == "regression":  # a 180-day label would need a generated history of over a year
+            spec["labels"]["horizon_days"] = 60
         path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return dest
 
@@ -231,7 +381,8 @@ def test_backtest_end_to_end_on_a_generated_business(project_home, tmp_path, mon
     build_features()
     snapshots = built_dates(project_paths().feature_sources)
 
-    specs = {n: s for n, s in specs_for_data()[0].items() if s.task == "binary"}  # backtests measure binary models
+    specs = specs_for_data()[0]
+    assert {s.task for s in specs.values()} == {"binary", "regression"}
     store = EventStore(project_paths().events)
     end = min(data_end(store, s.cutoffs) - pd.Timedelta(days=s.labels.horizon_days) for s in specs.values())
     truth_dates = sorted(pd.read_parquet(project_paths().ground_truth)["as_of"].dt.tz_convert("UTC").unique())
@@ -241,6 +392,7 @@ def test_backtest_end_to_end_on_a_generated_business(project_home, tmp_path, mon
     result = CliRunner().invoke(app, ["backtest", "--as-of", f"{as_of}", "--trials", "2", "--resamples", "200"])
     assert result.exit_code == 0, result.output
     assert "ROC AUC [95% CI]" in result.output and "bgnbd_expected" in result.output
+    assert "normalised Gini [95% CI]" in result.output and "bgnbd_gamma_gamma" in result.output
 
     folder = project_paths().reports / f"backtest-{as_of}"
     report = json.loads((folder / "report.json").read_text())
@@ -253,25 +405,26 @@ def test_backtest_end_to_end_on_a_generated_business(project_home, tmp_path, mon
         assert training["data_end"] == f"{as_of - timedelta(days=1)}"
         horizon = pd.Timedelta(days=specs[m["model"]].labels.horizon_days)
         assert pd.Timestamp(training["test_cutoff"], tz="UTC") + horizon <= pd.Timestamp(as_of, tz="UTC")
-        assert set(m["scorers"]) == {"model", "baseline", "rfm", "bgnbd_expected", "bgnbd_p_alive", "oracle"}, m["oracle"]
-        for name, s in m["scorers"].items():
-            for key in ("roc_auc", "pr_auc", "lift_top10", "capture_top10", "lift_top20", "capture_top20"):
-                assert np.isfinite(s[key]), (m["model"], name, key)
-            assert 0 <= s["roc_auc"] <= 1 and 0 <= s["pr_auc"] <= 1
-            assert s["roc_auc_ci"][0] <= s["roc_auc"] <= s["roc_auc_ci"][1], (m["model"], name)
-            assert s["pr_auc_ci"][0] <= s["pr_auc"] <= s["pr_auc_ci"][1], (m["model"], name)
-            if name != "model":
-                assert s["auc_diff"] == pytest.approx(m["scorers"]["model"]["roc_auc"] - s["roc_auc"])
-                assert s["auc_diff_ci"][0] <= s["auc_diff"] <= s["auc_diff_ci"][1], (m["model"], name)
-        # The oracle is the best ranking there is, and the model learnt something.
-        assert m["scorers"]["oracle"]["roc_auc"] > 0.7 and m["scorers"]["model"]["roc_auc"] > 0.55
-        assert m["oracle"]["days_before"] == 0 and m["oracle"]["coverage"] == 1.0
         assert sum(r["rows"] for r in m["calibration"]) == m["rows"] and len(m["calibration"]) == 10
         assert m["bgnbd"]["converged"] and m["bgnbd"]["customers"] > 100
         for png in m["plots"].values():
             assert (folder / png).stat().st_size > 1000
             assert png in html
         assert m["model"] in html
+        if m["task"] == "binary":
+            _check_binary(m)
+        else:
+            _check_amounts(m)
+    var = report["value_at_risk"]
+    assert var["available"] and var["risk_model"] == "churn" and var["value_model"] == "value"
+    assert var["rows"] == next(m["rows"] for m in report["models"] if m["model"] == "churn")
+    assert 0 < var["churned"] < var["rows"] and var["revenue_lost_total"] > 0
+    for name, r in var["rankings"].items():
+        assert 0 <= r["lost_capture_top10"] <= 1 and r["lost_capture_top10_ci"][0] <= r["lost_capture_top10"] <= \
+            r["lost_capture_top10_ci"][1], name
+    assert var["ratio"] == pytest.approx(var["rankings"]["value_at_risk"]["lost_capture_top10"]
+                                         / var["rankings"]["churn_probability"]["lost_capture_top10"])
+    assert "Value at risk" in html
     # No customer ids anywhere in the report folder.
     ids = pd.read_parquet(raw / "customers.parquet")["customer_id"].astype(str)
     text = (folder / "report.json").read_text() + html
@@ -282,6 +435,10 @@ def test_backtest_end_to_end_on_a_generated_business(project_home, tmp_path, mon
     assert len(runs) == 1 and runs[0].info.run_id == report["mlflow_run_id"]
     name = report["models"][0]["model"]
     assert runs[0].data.metrics[f"{name}.model.roc_auc"] == pytest.approx(report["models"][0]["scorers"]["model"]["roc_auc"])
+    value = next(m for m in report["models"] if m["task"] == "regression")
+    assert runs[0].data.metrics[f"{value['model']}.past_spend.normalized_gini_diff"] == pytest.approx(
+        value["scorers"]["past_spend"]["normalized_gini_diff"])
+    assert runs[0].data.metrics["value_at_risk.ratio"] == pytest.approx(var["ratio"])
     assert {a.path for a in mlflow.list_artifacts(runs[0].info.run_id, "report")} >= {"report/report.json",
                                                                                      "report/index.html"}
     # Trained and kept as runs, never registered: the registry's aliases are untouched.
@@ -290,3 +447,34 @@ def test_backtest_end_to_end_on_a_generated_business(project_home, tmp_path, mon
         assert mlflow.get_run(m["training"]["run_id"]).data.tags["registered"] == "false"
     # Features at the as-of date came from a scratch build: the feature store is as it was.
     assert built_dates(project_paths().feature_sources) == snapshots
+
+
+def _check_binary(m: dict) -> None:
+    assert set(m["scorers"]) == {"model", "baseline", "rfm", "bgnbd_expected", "bgnbd_p_alive", "oracle"}, m["oracle"]
+    for name, s in m["scorers"].items():
+        for key in ("roc_auc", "pr_auc", "lift_top10", "capture_top10", "lift_top20", "capture_top20"):
+            assert np.isfinite(s[key]), (m["model"], name, key)
+        assert 0 <= s["roc_auc"] <= 1 and 0 <= s["pr_auc"] <= 1
+        assert s["roc_auc_ci"][0] <= s["roc_auc"] <= s["roc_auc_ci"][1], (m["model"], name)
+        assert s["pr_auc_ci"][0] <= s["pr_auc"] <= s["pr_auc_ci"][1], (m["model"], name)
+        if name != "model":
+            assert s["auc_diff"] == pytest.approx(m["scorers"]["model"]["roc_auc"] - s["roc_auc"])
+            assert s["auc_diff_ci"][0] <= s["auc_diff"] <= s["auc_diff_ci"][1], (m["model"], name)
+    # The oracle is the best ranking there is, and the model learnt something.
+    assert m["scorers"]["oracle"]["roc_auc"] > 0.7 and m["scorers"]["model"]["roc_auc"] > 0.55
+    assert m["oracle"]["days_before"] == 0 and m["oracle"]["coverage"] == 1.0
+
+
+def _check_amounts(m: dict) -> None:
+    # The generator's truth has no expected spend: no oracle for the value model (the note says why).
+    assert set(m["scorers"]) == {"model", "past_spend", "baseline", "rfm", "bgnbd_gamma_gamma"}, m["oracle"]
+    assert not m["oracle"]["available"]
+    for name, s in m["scorers"].items():
+        for key in ("normalized_gini", "capture_top10"):
+            assert np.isfinite(s[key]) and s[f"{key}_ci"][0] <= s[key] <= s[f"{key}_ci"][1], (name, key)
+            if name != "model":
+                assert s[f"{key}_diff"] == pytest.approx(m["scorers"]["model"][key] - s[key])
+                assert s[f"{key}_diff_ci"][0] <= s[f"{key}_diff"] <= s[f"{key}_diff_ci"][1], (name, key)
+        assert ("mae" in s) == (name in ("model", "past_spend", "bgnbd_gamma_gamma"))
+    assert m["scorers"]["model"]["normalized_gini"] > 0.3  # the model ranks future spend
+    assert m["gamma_gamma"]["converged"] and m["gamma_gamma"]["q"] > 1

@@ -32,13 +32,45 @@ def test_evaluate_prints_and_writes_oracle_ratio_and_baselines(trained_home):
         # Even a 2-trial model on tiny data learns something, and the oracle beats chance clearly.
         assert r["oracle_auc"] > 0.7 and r["model_auc"] > 0.6
         assert 0.5 < r["recency_auc"] < 1 and 0 < r["rfm_auc"] < 1
-        # Top reasons of flagged customers checked against the generator's true driver.
+        # Top causes of flagged customers checked against the generator's true driver, beside the
+        # supervised ceiling (a classifier of the driver from the same features, cross-validated).
         assert 0 <= r["flagged"] <= r["rows"]
         if r["flagged"]:
-            assert 0 <= r["driver_agreement"] <= 1
+            assert 0 <= r["driver_agreement"] <= 1 and 0 <= r["driver_agreement_snapshot"] <= 1
+            expected = {"churn": "largest_cause_rise", "conversion": "shap_z"}[r["model"]]
+            assert r["driver_method"] in (expected, "shap_sum")  # shap_sum: too few snapshots for a history
+            if r["driver_ceiling"] == r["driver_ceiling"]:  # NaN when a driver class is too rare to fold
+                assert 0 < r["driver_ceiling"] <= 1
+                assert r["driver_ceiling_ratio"] == pytest.approx(r["driver_agreement"] / r["driver_ceiling"])
     assert "true driver" in result.output
     # The snapshot at the Monday was built in a scratch folder, not added to the project's feature store.
     assert built_dates(project_paths().feature_sources) == before
+
+
+def test_feature_ceiling_is_trained_on_true_probabilities_and_split_into_ratios(trained_home):
+    """`evaluate --ceiling`: the model's learner on the generator's true probabilities, from earlier
+    ground-truth dates only (at least a horizon before the evaluated one), scored on the same rows."""
+    from core.specs import load_spec
+    from training.ceiling import ceiling_training_rows
+    from training.evaluate import evaluate_model, read_ground_truth
+
+    result = evaluate_model("churn", ceiling=True)
+    assert 0.5 < result.ceiling_auc <= 1 and result.ceiling_rows > result.rows
+    assert result.model_to_ceiling == pytest.approx(result.model_auc / result.ceiling_auc)
+    assert result.ceiling_to_oracle == pytest.approx(result.ceiling_auc / result.oracle_auc)
+    # On true probabilities the ceiling learns at least about as well as the model does from 0/1 labels.
+    assert result.ceiling_auc > result.model_auc - 0.05
+
+    from core.events import EventStore
+
+    spec = load_spec("churn")
+    gt = read_ground_truth(columns=(spec.ground_truth.probability,))
+    as_of = pd.Timestamp(result.as_of, tz="UTC")
+    rows = ceiling_training_rows(spec, gt, as_of, 0, EventStore(project_paths().events))
+    assert (rows["event_timestamp"] + pd.Timedelta(days=spec.labels.horizon_days) <= as_of).all()
+    assert rows["soft_label"].between(0, 1).all() and rows["soft_label"].nunique() > 10
+    capped = ceiling_training_rows(spec, gt, as_of, 100, EventStore(project_paths().events))
+    assert 100 <= len(capped) < len(rows) and capped["event_timestamp"].min() > rows["event_timestamp"].min()
 
 
 def test_snapshot_built_for_a_date_equals_feast_retrieval(trained_home):
