@@ -513,7 +513,7 @@ def _percent(p: float) -> str:
     return f"{p:.0%}"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Evidence:
     feature: str
     value: float | None
@@ -525,7 +525,7 @@ class Evidence:
                 "sentence": self.sentence}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Reason:
     """One cause of one row's score. ``feature`` / ``value`` are its strongest fact, ``contribution`` the
     cause's summed SHAP value (log-odds), ``sentence`` the whole cause line as the CRM shows it."""
@@ -555,6 +555,9 @@ class Reason:
         }
 
 
+_NO_EVIDENCE = Evidence("", None, 0.0, "")
+
+
 def _reasons(contributions, features, feature_names, model_name, top_k, lang, templates, history,
              scale=None) -> list[list[Reason]]:
     ranked, templates = _rank(contributions, features, feature_names, model_name, lang, templates, history, scale)
@@ -565,33 +568,43 @@ def _reasons(contributions, features, feature_names, model_name, top_k, lang, te
     direction_words = {"raises": getattr(spec.raises, lang), "lowers": getattr(spec.lowers, lang)}
     numeric = _NumericColumns(ranked.columns)
     every = np.arange(len(ranked.sums))
-    values = {f: _plain_floats(numeric.get(f, every)) for f in dict.fromkeys(feature_names)}
+    names = list(dict.fromkeys(feature_names))
+    values = {f: _plain_floats(numeric.get(f, every)) for f in names}
+    # Plain Python lists from here on: the loop below runs once per row and cause (hundreds of thousands
+    # in batch scoring), and indexing a list costs a fraction of indexing a numpy array element by element.
     shap_values = contributions[:, :-1].tolist()
+    sums, order, evidence_idx = ranked.sums.tolist(), ranked.order.tolist(), ranked.evidence.tolist()
+    n_kept, rose_at, fact_text = ranked.n_kept.tolist(), ranked.rose.tolist(), facts.tolist()
+    causes = ranked.cmap.causes
+    line, sep = text.line, text.evidence_sep
+    raises_word, lowers_word = direction_words["raises"], direction_words["lowers"]
     out: list[list[Reason]] = []
-    for i in range(len(ranked.sums)):
+    for i in range(len(sums)):
         row: list[Reason] = []
-        for pos in range(int(ranked.n_kept[i])):
-            c = int(ranked.order[i, pos])
-            direction = "raises" if ranked.sums[i, c] > 0 else "lowers"
+        row_sums, row_order, row_evidence, row_facts = sums[i], order[i], evidence_idx[i], fact_text[i]
+        for pos in range(n_kept[i]):
+            c = row_order[pos]
+            total = row_sums[c]
+            direction = "raises" if total > 0 else "lowers"
             evidence = []
-            for slot, f in enumerate(ranked.evidence[i, pos]):
+            for slot, f in enumerate(row_evidence[pos]):
                 if f < 0:
                     continue
                 name = feature_names[f]
-                evidence.append(Evidence(name, values[name][i], shap_values[i][f], facts[i, pos, slot]))
+                evidence.append(Evidence(name, values[name][i], shap_values[i][f], row_facts[pos][slot]))
             parts = [e.sentence for e in evidence]
             rose = None
-            if pos == 0 and direction == "raises" and history is not None and ranked.rose[i] >= 0:
-                w = int(ranked.rose[i])
+            if pos == 0 and direction == "raises" and history is not None and rose_at[i] >= 0:
+                w = int(rose_at[i])
                 before, after = float(history.probabilities[w - 1, i]), float(history.probabilities[w, i])
                 rose = {"date": f"{history.dates[w]:%Y-%m-%d}", "before": before, "after": after}
                 parts.append(text.rose.format(before=_percent(before), after=_percent(after),
                                               date=_format_date(history.dates[w], text)))
-            line = text.line.format(headline=headlines[c], direction=direction_words[direction],
-                                    evidence=text.evidence_sep.join(parts))
-            first = evidence[0] if evidence else Evidence("", None, 0.0, "")
-            row.append(Reason(first.feature, first.value, float(ranked.sums[i, c]), direction, line,
-                              ranked.cmap.causes[c], headlines[c], tuple(evidence), rose))
+            sentence = line.format(headline=headlines[c], direction=raises_word if total > 0 else lowers_word,
+                                   evidence=sep.join(parts))
+            first = evidence[0] if evidence else _NO_EVIDENCE
+            row.append(Reason(first.feature, first.value, float(total), direction, sentence, causes[c],
+                              headlines[c], tuple(evidence), rose))
         out.append(row[:top_k] if top_k is not None else row)
     return out
 
