@@ -23,12 +23,22 @@ REF = "#/components/schemas/{model}"
 # ---------------------------------------------------------------------------------------------- responses
 # For the document only: the routes build plain dicts (cheaper than validating every answer), and these
 # models say what those dicts hold; the schemathesis run checks real answers against them.
-class Reason(BaseModel):
+class Evidence(BaseModel):
     feature: str
     value: float | None
     contribution: float
-    direction: Literal["raises", "lowers"]
     sentence: str
+
+
+class Reason(BaseModel):
+    feature: str = Field(description="the cause's strongest fact")
+    value: float | None
+    contribution: float = Field(description="the cause's summed SHAP value (log-odds, or log amount)")
+    direction: Literal["raises", "lowers"]
+    sentence: str = Field(description="the cause's line: headline, direction, facts")
+    cause: str = Field("", description="the cause (configs/reasons.yaml), e.g. complaints, inactivity")
+    headline: str = ""
+    evidence: list[Evidence] = Field(default_factory=list, description="the cause's strongest facts")
 
 
 class ModelScore(BaseModel):

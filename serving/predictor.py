@@ -95,6 +95,9 @@ def _reason_dict(reason: Any) -> dict[str, Any]:
         "contribution": reason.contribution,
         "direction": reason.direction,
         "sentence": reason.sentence,
+        "cause": reason.cause,
+        "headline": reason.headline,
+        "evidence": [e.to_dict() for e in reason.evidence],
     }
 
 

@@ -278,6 +278,10 @@ def test_predict_and_score_give_the_same_decision_for_the_same_customer_and_date
         assert (decision["priority"] is None and np.isnan(row["priority"])) or \
             decision["priority"] == pytest.approx(row["priority"], abs=1e-12)
         assert decision["as_of"] == f"{AS_OF:%Y-%m-%d}"
+        if row["reasons_json"] != "[]":  # a customer with an action: the top cause that raises the score
+            batch_causes = [r["cause"] for r in json.loads(row["reasons_json"]) if r["direction"] == "raises"]
+            served = [r["cause"] for r in result[row["explain"]]["reasons"] if r["direction"] == "raises"]
+            assert served[:1] == batch_causes[:1], result["customer_id"]
         compared += 1
     assert compared == len(ids) and (frame["action"] != "no action").any()
 

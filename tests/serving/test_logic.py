@@ -89,7 +89,8 @@ def test_predict_scores_both_models_with_reasons(predictor, loaded_models, custo
     assert first["churn"]["probability"] == pytest.approx(loaded_models["churn"].predict_proba(X)[0])
     assert first["churn"]["band"] in {"high", "medium", "low"}
     assert 1 <= len(first["churn"]["reasons"]) <= 3
-    assert set(first["churn"]["reasons"][0]) == {"feature", "value", "contribution", "direction", "sentence"}
+    assert set(first["churn"]["reasons"][0]) == {"feature", "value", "contribution", "direction", "sentence", "cause",
+                                                 "headline", "evidence"}
     assert first["conversion"]["model_version"] == "1"
 
 
