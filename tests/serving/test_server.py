@@ -240,7 +240,8 @@ def test_staff_page_in_headless_chromium(server):
             page.wait_for_selector("#detail svg rect.cause")
             bars = page.locator("#detail rect.cause").count()
             assert 1 <= bars <= 8
-            assert page.locator("#detail li.fact").count() == bars
+            # Each cause lists its evidence facts (up to ranking.evidence in configs/reasons.yaml, 2).
+            assert bars <= page.locator("#detail li.fact").count() <= 2 * bars
             page.fill("#f-q", "nobody")
             page.click("#filters button")
             page.wait_for_selector("#detail >> text=未找到")
