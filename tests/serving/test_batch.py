@@ -130,7 +130,7 @@ def test_batch_reasons_equal_the_services_reasons(lang):
     top_k), the JSON every signed cause as Reason.to_dict; ties, zero contributions, missing values with
     and without a missing-template, and a template citing a column the frame lacks (complaints_30d cites
     open_complaints)."""
-    from training.reasons import explain, explain_table, load_templates
+    from training.reasons import History, explain, explain_table, load_templates
 
     templates = load_templates()
     text = templates.languages[lang]
@@ -163,6 +163,24 @@ def test_batch_reasons_equal_the_services_reasons(lang):
         ]
     assert joined[0] == "" and as_json[0] == "[]"
     assert any(r.direction == "lowers" for row in reference for r in row)  # the JSON keeps them, the text not
+
+    # With the customers' own past: the top cause's line and JSON carry the date the risk rose.
+    causes = templates.cause_map("churn", names).causes
+    weeks = 4
+    past = rng.normal(0, 1, (weeks, n, len(causes)))
+    raw = past.sum(axis=2)
+    dates = [pd.Timestamp("2026-05-03", tz="UTC") + pd.Timedelta(weeks=w) for w in range(weeks)]
+    history = History(dates, raw, 1 / (1 + np.exp(-raw)), past, np.ones((weeks, n), dtype=bool), causes)
+    reference = explain(contrib, feats, names, "churn", None, lang, templates, history)
+    joined, as_json = explain_table(contrib, feats, names, "churn", 4, lang, templates, history)
+    assert sum(r[0].rose is not None for r in reference if r) > 50
+    assert as_json.tolist() == [
+        json.dumps([{"model": "churn", **r.to_dict()} for r in row], ensure_ascii=False) for row in reference
+    ]
+    assert joined.tolist() == [
+        text.cause_sep.join([r.sentence for r in row if r.direction == "raises"][:4]) or (nothing if row else "")
+        for row in reference
+    ]
     assert any("template needs" not in j and "unknown" not in j for j in joined)
 
 
