@@ -462,7 +462,9 @@ def write_csv(scores: pd.DataFrame, path: Path) -> None:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    frame = scores.assign(as_of=scores["as_of"].dt.strftime("%Y-%m-%d"))
+    # Formatted once per distinct date: strftime per row was half the CSV's time on a million rows.
+    codes, days = pd.factorize(scores["as_of"])
+    frame = scores.assign(as_of=np.append(days.strftime("%Y-%m-%d").to_numpy(dtype=object), None)[codes])
     table = pa.Table.from_pandas(frame, preserve_index=False)
     pacsv.write_csv(table, path, pacsv.WriteOptions(quoting_style="needed"))
 
