@@ -1,8 +1,10 @@
-"""Feature-store benchmark: build, historical retrieval (DuckDB vs Feast's file store), materialize,
-online reads (our reader vs Feast's get_online_features). Prints its figures.
+"""Feature-store benchmark: build, historical retrieval (DuckDB vs Feast's file store, and optionally
+Feast's Ray store with 1, 2, ... CPUs), materialize, online reads (our reader vs Feast's
+get_online_features). Prints its figures.
 
     .venv/bin/python -m bench.bench_features --customers 1000000      # full size (minutes, ~GBs)
     .venv/bin/python -m bench.bench_features --customers 20000 --entity-rows 20000   # quick look
+    .venv/bin/python -m bench.bench_features --customers 1000000 --ray-cpus 1,2 --retrieval-only  # DuckDB vs Ray
 
 Events are generated here with DuckDB SQL straight into the event-store layout (month partitions), so the
 bench does not depend on the generator's speed. Work happens under --home (default .bench/features).
@@ -86,12 +88,13 @@ def generate_events(events_dir: Path, customers: int, seed: int = 1) -> dict[str
     return counts
 
 
-def _child(stage: str, home: Path, args: argparse.Namespace) -> dict:
+def _child(stage: str, home: Path, args: argparse.Namespace, *extra: str) -> dict:
     """Run one stage in a fresh process: its own peak RSS, no warm caches from the previous stage."""
     env = dict(os.environ, PROPENSITY_HOME=str(home))
+    env.pop("RAY_ADDRESS", None)  # the Ray stage times a local Ray of --ray-cpus CPUs
     out = subprocess.run(
         [sys.executable, "-m", "bench.bench_features", "--stage", stage, "--home", str(home),
-         "--entity-rows", str(args.entity_rows), "--customers", str(args.customers)],
+         "--entity-rows", str(args.entity_rows), "--customers", str(args.customers), *extra],
         env=env, capture_output=True, text=True, check=False,
     )
     if out.returncode != 0:
@@ -138,22 +141,31 @@ def _entity_df(n: int, customers: int):
 
 
 def stage_retrieval(args) -> dict:
+    from features.catalog import service_raw_features
     from features.retrieval import historical_features
+    from features.settings import OfflineStoreConfig, RayOfflineConfig, load_features_config
     from features.store import apply
 
-    apply()
+    config = load_features_config()
+    if args.ray_cpus:  # Feast's Ray store on a local Ray of that many CPUs (started inside the first call)
+        offline = OfflineStoreConfig(type="ray", ray=RayOfflineConfig(num_cpus=int(args.ray_cpus)))
+        config = config.model_copy(update={"offline_store": offline})
+    apply(config)
     entity = _entity_df(args.entity_rows, args.customers)
-    # Cold: the first call of a process (registry read, Feast store created), as a training run sees it.
+    # Cold: the first call of a process (registry read, Feast store created, Ray started), as a training
+    # run sees it.
     t0 = time.perf_counter()
-    out = historical_features(entity, "churn_v1")
+    out = historical_features(entity, "churn_v1", config)
     seconds = time.perf_counter() - t0
     assert len(out) == len(entity)
     t0 = time.perf_counter()
-    again = historical_features(entity, "churn_v1")
+    again = historical_features(entity, "churn_v1", config)
     warm = time.perf_counter() - t0
     assert len(again) == len(entity)
+    # What the engines must agree on: a sum over every stored feature of every row (NaN as 0).
+    checksum = float(out[service_raw_features("churn_v1")].fillna(0).to_numpy().sum())
     return {"rows": len(out), "seconds": seconds, "rows_per_s": len(out) / seconds,
-            "warm_seconds": warm, "warm_rows_per_s": len(out) / warm,
+            "warm_seconds": warm, "warm_rows_per_s": len(out) / warm, "checksum": checksum,
             "null_rows": int(out["orders_365d"].isna().sum()), "peak_rss_mb": _peak_mb()}
 
 
@@ -257,6 +269,11 @@ def main() -> None:
     parser.add_argument("--skip-file-peer", action="store_true", help="Skip Feast's slow file offline store.")
     parser.add_argument("--backfill", action="store_true",
                         help="Also time a first build: a year of weekly snapshots (53 dates), in --home/backfill.")
+    parser.add_argument("--ray-cpus", default="",
+                        help="Also time retrieval through Feast's Ray offline store on a local Ray with each of "
+                        "these CPU counts, e.g. 1,2 (in a stage: the one count).")
+    parser.add_argument("--retrieval-only", action="store_true",
+                        help="Stop after retrieval (skip the file peer, materialize and online reads).")
     parser.add_argument("--stage", choices=sorted(STAGES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     from core.settings import quiet_environment
@@ -296,6 +313,17 @@ def main() -> None:
     print(f"historical retrieval DuckDB: {r['rows']:,} rows in {r['seconds']:.1f} s = {r['rows_per_s']:,.0f} rows/s "
           f"cold (first call of the process), {r['warm_seconds']:.1f} s = {r['warm_rows_per_s']:,.0f} rows/s warm "
           f"(target >= 200k), {r['null_rows']} rows without features, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+    for cpus in [c for c in args.ray_cpus.split(",") if c.strip()]:
+        y = _child("retrieval", home, args, "--ray-cpus", cpus.strip())
+        same = "same values as DuckDB" if y["checksum"] == r["checksum"] and y["null_rows"] == r["null_rows"] \
+            else f"DIFFERENT values from DuckDB (checksum {y['checksum']!r} vs {r['checksum']!r})"
+        print(f"historical retrieval Feast Ray store, local Ray with {cpus.strip()} CPU(s): {y['rows']:,} rows in "
+              f"{y['seconds']:.1f} s = {y['rows_per_s']:,.0f} rows/s cold (Ray start included), "
+              f"{y['warm_seconds']:.1f} s = {y['warm_rows_per_s']:,.0f} rows/s warm; {same}; "
+              f"DuckDB/Ray warm ratio {r['warm_rows_per_s'] / y['warm_rows_per_s']:.1f}x, "
+              f"driver peak RSS {y['peak_rss_mb']:.0f} MB", flush=True)
+    if args.retrieval_only:
+        return
     if not args.skip_file_peer:
         try:
             f = _child("retrieval_file", home, args)

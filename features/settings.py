@@ -1,4 +1,5 @@
-"""configs/features.yaml, validated: snapshot scheme, RFM cut points, lifecycle thresholds, online store."""
+"""configs/features.yaml, validated: snapshot scheme, RFM cut points, lifecycle thresholds, online and offline
+stores."""
 
 from __future__ import annotations
 
@@ -90,12 +91,30 @@ class OnlineStoreConfig(StrictModel):
     redis_url: str | None = Field(None, description="redis://host:port/db; PROPENSITY_REDIS_URL overrides.")
 
 
+class RayOfflineConfig(StrictModel):
+    """Feast's Ray offline store (``type: ray``): a cluster when RAY_ADDRESS is set, else a Ray started on
+    this machine (loopback only, no dashboard, no usage stats)."""
+
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray; null: every core of this machine")
+    min_chunk_rows: int = Field(
+        50_000, ge=1, description="entity rows per Ray task at least (a retrieval uses up to one task per CPU)"
+    )
+
+
+class OfflineStoreConfig(StrictModel):
+    type: Literal["duckdb", "ray"] = Field(
+        "duckdb", description="Historical retrieval: Feast's DuckDB offline store, or Feast's Ray offline store."
+    )
+    ray: RayOfflineConfig = RayOfflineConfig()
+
+
 class FeaturesConfig(StrictModel):
     project: str = Field("propensity", pattern=r"^[a-z][a-z0-9_]*$")
     snapshots: SnapshotConfig = SnapshotConfig()
     rfm: RfmConfig = RfmConfig()
     lifecycle: LifecycleConfig = LifecycleConfig()
     online_store: OnlineStoreConfig = OnlineStoreConfig()
+    offline_store: OfflineStoreConfig = OfflineStoreConfig()
 
     def redis_url(self) -> str | None:
         """The Redis URL in force, or None for SQLite: the environment wins over the YAML."""

@@ -2,8 +2,9 @@
 
 The RepoConfig is built in code (paths from ``core.settings.project_paths()``): the online store chosen
 by configs/features.yaml or ``PROPENSITY_REDIS_URL`` (``features.online_store``: SQLite at
-data/online_store.db by default, Redis when configured), which also says how Feast reaches it; DuckDB
-offline store; registry at data/feast_registry.db.
+data/online_store.db by default, Redis when configured), which also says how Feast reaches it; the
+offline store of ``features.offline_store`` (DuckDB by default; Feast's Ray store through
+``features.ray_offline``); registry at data/feast_registry.db.
 
 ``materialize`` reads the latest snapshot of every view and hands it to the online store's ``write``,
 which keeps Feast's keys and value bytes (``get_online_features`` reads them back; a test checks this).
@@ -30,9 +31,22 @@ from features.settings import FeaturesConfig, load_features_config
 log = logging.getLogger("propensity.features")
 
 
+def offline_store_config(config: FeaturesConfig, paths: ProjectPaths) -> dict:
+    """Feast's ``offline_store`` block for ``offline_store.type`` in configs/features.yaml."""
+    offline = config.offline_store
+    if offline.type == "duckdb":
+        return {"type": "duckdb"}
+    from features.ray_offline import STORE_TYPE
+
+    # storage_path: Feast's Ray store refuses to run without one; only its persist() would write there.
+    return {"type": STORE_TYPE, "storage_path": str(paths.data / "ray_staging"),
+            "num_cpus": offline.ray.num_cpus, "min_chunk_rows": offline.ray.min_chunk_rows}
+
+
 def repo_config(config: FeaturesConfig | None = None, paths: ProjectPaths | None = None):
     from feast.repo_config import RepoConfig
 
+    config = config or load_features_config()
     paths = paths or project_paths()
     target = resolve_target(config, paths)
     return RepoConfig(
@@ -40,7 +54,7 @@ def repo_config(config: FeaturesConfig | None = None, paths: ProjectPaths | None
         provider="local",
         registry={"path": str(paths.feast_registry), "cache_ttl_seconds": 0},
         online_store=open_store(target).feast_config(),
-        offline_store={"type": "duckdb"},
+        offline_store=offline_store_config(config, paths),
         entity_key_serialization_version=3,
         repo_path=paths.root,
     )
@@ -56,7 +70,7 @@ def feature_store(config: FeaturesConfig | None = None, paths: ProjectPaths | No
 
     config = config or load_features_config()
     paths = paths or project_paths()
-    key = (resolve_target(config, paths), paths.feast_registry)
+    key = (resolve_target(config, paths), paths.feast_registry, config.offline_store.model_dump_json())
     with _stores_lock:
         store = _stores.get(key)
         if store is None:

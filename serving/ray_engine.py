@@ -20,8 +20,6 @@ storage every node can read (see docs/scale.md).
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from typing import Any
 
 import numpy as np
@@ -36,39 +34,14 @@ log = logging.getLogger("propensity.score")
 WORKER_ENV = ("PROPENSITY_HOME", "PROPENSITY_CONFIGS", "MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY",
               "DO_NOT_TRACK", "FEAST_USAGE", "GIT_PYTHON_REFRESH")
 ROW, EXPLAIN = "_row", "_explain"
-LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray binds to loopback (ray._private.ray_constants)
 
 
 def start_ray(settings: RaySettings) -> bool:
-    """Connect to RAY_ADDRESS or start a local Ray; True when this call started it (the caller stops it).
-    An already initialised Ray (a bench, a notebook) is used as it is."""
-    # Usage stats off before Ray starts (they are read at init), never at import time.
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    address = os.environ.get("RAY_ADDRESS")
-    if not address:
-        # Ray's switch for a one-machine Ray: node address 127.0.0.1, so every Ray server listens on
-        # loopback only (otherwise on all interfaces). Ray reads it when first imported; when a library
-        # imported ray before us, the flag it was read into is set as well (read again at init).
-        os.environ[LOCAL_ONLY] = "0"
-        if "ray" in sys.modules:
-            from ray._private import ray_constants
+    """Connect to RAY_ADDRESS or start a local Ray (``core.local_ray``); True when this call started it
+    (the caller stops it). An already initialised Ray (a bench, a notebook) is used as it is."""
+    from core.local_ray import start_ray as start
 
-            ray_constants.ENABLE_RAY_CLUSTER = False
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if address:
-        log.info("ray: connecting to the cluster at %s", address)
-        # A cluster's workers were not started from this process: hand them the project's environment.
-        env = {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
-        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False, configure_logging=False)
-    else:
-        # A Ray started here is a child of this process: its workers inherit the environment as it is.
-        num_cpus = settings.num_cpus or os.cpu_count() or 1
-        log.info("ray: starting a local Ray with %d CPUs (loopback, no dashboard)", num_cpus)
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    return True
+    return start(settings.num_cpus, WORKER_ENV)
 
 
 class RayEngine:

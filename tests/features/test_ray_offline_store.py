@@ -1,0 +1,92 @@
+"""Feast's Ray offline store (``offline_store.type: ray``) gives the DuckDB store's answers: every feature
+service, row by row, on a tiny project with several snapshots, for rows on and between snapshot dates,
+at the TTL edge and one second past it, before the first snapshot, for an unknown customer and for a
+duplicated row (features.ray_offline says what Feast's Ray store does differently as shipped)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.settings import project_paths
+from features.build import build_features, built_dates
+from features.catalog import SERVICES, service_raw_features
+from features.settings import FeaturesConfig, OfflineStoreConfig, RayOfflineConfig, SnapshotConfig
+from tests.features.conftest import END
+
+DAY = pd.Timedelta(days=1)
+SECOND = pd.Timedelta(seconds=1)
+
+
+def test_rows_are_pinned_to_the_newest_snapshot_within_the_ttl():
+    from features.ray_offline import _pins
+
+    snaps = {"a": pd.Timestamp("2026-01-01", tz="UTC"), "b": pd.Timestamp("2026-01-08", tz="UTC")}
+    ttl = pd.Timedelta(days=30)
+    times = pd.Series(pd.to_datetime([
+        "2025-12-31 23:59:59", "2026-01-01", "2026-01-07 12:00", "2026-01-08", "2026-02-07", "2026-02-07 00:00:01",
+    ], utc=True, format="ISO8601"))
+    # before any snapshot, on the first, between, on the second, at its TTL edge (kept), one second past
+    assert _pins(times, snaps, ttl).tolist() == [-1, 0, 0, 1, 1, -1]
+
+
+def test_the_setting_picks_feasts_ray_store(project_home):
+    from features.ray_offline import STORE_TYPE, PropensityRayOfflineStoreConfig
+    from features.store import repo_config
+
+    assert repo_config(FeaturesConfig()).offline_store.type == "duckdb"
+    ray = FeaturesConfig(offline_store=OfflineStoreConfig(type="ray", ray=RayOfflineConfig(num_cpus=2)))
+    offline = repo_config(ray).offline_store
+    assert isinstance(offline, PropensityRayOfflineStoreConfig)
+    assert offline.type == STORE_TYPE and offline.num_cpus == 2
+
+
+@pytest.fixture
+def local_ray(monkeypatch):
+    """The store starts Ray itself (a local one: RAY_ADDRESS unset); stopped after the test."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    yield
+    import ray
+
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_store_gives_the_duckdb_stores_rows_for_every_service(project_home, random_store, local_ray):
+    from features.retrieval import historical_features
+    from features.store import apply
+
+    duck = FeaturesConfig(snapshots=SnapshotConfig(history_days=14))  # three weekly snapshots
+    build_features(END.date(), config=duck)
+    apply(duck)
+    dates = [pd.Timestamp(d, tz="UTC") for d in built_dates(project_paths().feature_sources)]
+    assert len(dates) >= 3
+    ttl = duck.snapshots.ttl_days * DAY
+    rng = np.random.default_rng(4)
+    n = 120
+    ids = [f"c{i:03d}" for i in rng.integers(0, 44, n)]  # 44 of 40 customers: some unknown
+    span = (dates[-1] + ttl + 3 * DAY - (dates[0] - 2 * DAY)).total_seconds()
+    times = [dates[0] - 2 * DAY + pd.Timedelta(seconds=int(s)) for s in rng.integers(0, span, n)]
+    edge = [
+        ("c001", dates[-1] + ttl), ("c001", dates[-1] + ttl),  # at the TTL edge (kept), twice
+        ("c002", dates[-1] + ttl + SECOND),                    # one second past it: no features
+        ("c003", dates[1]), ("c004", dates[0]),                # exactly on snapshot dates
+        ("c005", dates[0] - SECOND),                           # before the first snapshot
+        ("c006", dates[1] - SECOND),                           # the last second before a snapshot
+    ]
+    entity = pd.DataFrame({
+        "customer_id": ids + [c for c, _ in edge],
+        "event_timestamp": times + [t for _, t in edge],
+        "label": np.arange(n + len(edge)),
+    })
+    ray = duck.model_copy(update={"offline_store": OfflineStoreConfig(
+        type="ray", ray=RayOfflineConfig(num_cpus=2, min_chunk_rows=20))})  # several chunks per snapshot
+    for service in SERVICES:
+        expected = historical_features(entity, service, duck)
+        got = historical_features(entity, service, ray)
+        pd.testing.assert_frame_equal(got, expected, check_exact=True, obj=service)
+        raw = service_raw_features(service)
+        # The comparison covers what it claims: values from several snapshots, and nulls past the TTL.
+        assert expected[raw].notna().any(axis=1).sum() > n // 2, service
+        assert expected.loc[n, raw].notna().any() and expected.loc[n + 2, raw].isna().all(), service
