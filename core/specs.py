@@ -139,6 +139,19 @@ class Tuning(StrictModel):
     search_space: dict[str, Param]
 
 
+class CalibrationSpec(StrictModel):
+    """How a binary model's raw score becomes a probability, fitted on the validation split (rows the
+    booster never trained on; early stopping reads them, but only to pick the number of trees)."""
+
+    method: Literal["platt", "isotonic"] = Field(
+        "isotonic", description="platt: a sigmoid of the raw score; isotonic: the observed rates, interpolated "
+        "between isotonic blocks (strictly increasing, so ranks and AUC stay the raw score's)"
+    )
+    isotonic_min_rows: int = Field(
+        1000, ge=2, description="isotonic needs at least this many validation rows; with fewer, Platt is fitted"
+    )
+
+
 class Promotion(StrictModel):
     metric: Literal["roc_auc", "pr_auc", "normalized_gini", "top_decile_capture"] = Field(
         "roc_auc", description="roc_auc / pr_auc for binary models; normalized_gini / top_decile_capture for regression"
@@ -227,6 +240,9 @@ class ModelSpec(StrictModel):
     min_data: MinData = MinData()
     tuning: Tuning
     promotion: Promotion = Promotion()
+    calibration: CalibrationSpec = Field(
+        CalibrationSpec(), description="binary models: how the probability is fitted (regression: unused)"
+    )
     shap_sample_rows: int = Field(2000, ge=10, description="rows explained for the SHAP summary plot")
     baseline: Baseline
     ground_truth: GroundTruth | None = Field(None, description="generated data only: the oracle columns")

@@ -419,12 +419,14 @@ def explain_rows(models: dict[str, Any], features: dict[str, pd.DataFrame], rows
     with times.stage("reasons: text + JSON", n_flagged):
         for name, model in models.items():
             at = mine[name]
-            if at.size == 0:
-                continue
-            reasons[at], reasons_json[at] = explain_table(
-                contributions[name], features[name].iloc[rows[at]], list(model.feature_names), name,
-                top_k, lang, templates,
-            )
+            # In chunks: the text is built column-wise, and a chunk's intermediate strings (several per
+            # cause and fact) stay small; every row's text depends on that row alone.
+            for start in range(0, at.size, chunk):
+                part = at[start:start + chunk]
+                reasons[part], reasons_json[part] = explain_table(
+                    contributions[name][start:start + chunk], features[name].iloc[rows[part]],
+                    list(model.feature_names), name, top_k, lang, templates,
+                )
     return reasons, reasons_json
 
 

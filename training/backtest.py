@@ -256,6 +256,29 @@ def calibration_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dict
     return table
 
 
+def plateau_stats(prediction: np.ndarray, inputs: pd.DataFrame) -> dict:
+    """How many customers share one prediction although their inputs differ (issue 11: "no plateau
+    holding more than 5% of customers except where the inputs are identical").
+
+    Per distinct prediction: its customers, and among them the largest group with identical inputs
+    (missing values compare equal). ``largest_share`` is the biggest group of one prediction;
+    ``largest_share_differing_inputs`` counts, per prediction, its customers minus that identical
+    group plus one of them (the customers who share it without sharing its inputs), at its largest."""
+    pred = np.asarray(prediction, dtype=np.float64)
+    n = len(pred)
+    frame = pd.DataFrame({"p": pred, "inputs": pd.util.hash_pandas_object(inputs.reset_index(drop=True), index=False)
+                          .to_numpy()})
+    per_p = frame.groupby("p").size()
+    same = frame.groupby(["p", "inputs"]).size().groupby(level="p").max()
+    differing = per_p - same + 1
+    top = per_p.sort_values(ascending=False)
+    return {"rows": int(n), "distinct_predictions": int(len(per_p)),
+            "distinct_inputs": int(frame["inputs"].nunique()),
+            "largest_share": float(top.iloc[0] / n) if n else float("nan"),
+            "largest_share_differing_inputs": float(differing.max() / n) if n else float("nan"),
+            "top10_predictions_share": float(top.iloc[:10].sum() / n) if n else float("nan")}
+
+
 class _bar:
     """A rich progress bar (or nothing): ``with _bar(on, label, total) as advance: advance(k)``."""
 
@@ -409,6 +432,7 @@ class ModelBacktest:
     plots: dict[str, str] = field(default_factory=dict)
     task: str = "binary"
     gamma_gamma: dict = field(default_factory=dict)  # regression: the spend-per-purchase fit
+    plateau: dict = field(default_factory=dict)  # plateau_stats of the model's predictions at D
     # What the value-at-risk check needs from this run (rows, features, model); never in the report.
     scored: dict = field(default_factory=dict, repr=False)
 
@@ -524,8 +548,11 @@ def backtest_model(spec: ModelSpec, as_of: date, *, trials: int | None = None, t
         "internal_test_score": result.test_metrics.get(spec.promotion.metric),
         "registered": False,
     }
+    if result.calibration is not None:
+        training["calibration"] = result.calibration.method
     out.training = training
     out.seconds = seconds
+    out.plateau = plateau_stats(prediction, feats[model.feature_names])
     out.scored = {"rows": rows, "features": feats, "model": model, "prediction": prediction}
     return out
 
@@ -854,6 +881,9 @@ def _log_to_mlflow(report: BacktestReport) -> str:
         for m in report.models:
             metrics[f"{m.model}.rows"] = m.rows
             metrics[f"{m.model}.label_rate"] = m.label_rate
+            for key in ("distinct_predictions", "largest_share", "largest_share_differing_inputs"):
+                if key in m.plateau:
+                    metrics[f"{m.model}.model.plateau_{key}"] = m.plateau[key]
             for scorer, s in m.scorers.items():
                 for key in ("roc_auc", "pr_auc", "auc_diff", "lift_top10", "capture_top10", "lift_top20",
                             "capture_top20", "brier", "ece", "normalized_gini", "normalized_gini_diff",
@@ -1000,6 +1030,13 @@ def render_html(report: BacktestReport) -> str:
                          f"gamma={g['gamma']:.4g}; mean value per purchase day {g['mean_value_per_purchase_day']:.4g}; "
                          f"fitted on {g['customers']} customers ({esc(g['fitted_on'])}).</p>")
         parts += _decile_table(m)
+        if m.plateau:
+            q = m.plateau
+            parts.append(f"<p class='note'>Distinct predictions: {q['distinct_predictions']} for {q['rows']} customers "
+                         f"({q['distinct_inputs']} distinct inputs); the largest group sharing one prediction holds "
+                         f"{q['largest_share']:.1%}, counting only customers whose inputs differ "
+                         f"{q['largest_share_differing_inputs']:.1%}; the 10 most common predictions "
+                         f"{q['top10_predictions_share']:.1%}.</p>")
         for title, file in m.plots.items():
             parts.append(f"<img src='{esc(file)}' alt='{esc(m.model)} {esc(title)}' style='max-width:48%'>")
     parts += _value_at_risk_html(report.value_at_risk)
@@ -1042,7 +1079,8 @@ def _decile_table(m: ModelBacktest) -> list[str]:
     if m.task == "binary":
         model_stats = m.scorers[MODEL]
         head = (f"<h3>Calibration (deciles of the predicted probability; Brier {model_stats['brier']:.4f}, "
-                f"ECE {model_stats['ece']:.4f})</h3>")
+                f"ECE {model_stats['ece']:.4f}; calibration {html.escape(m.training.get('calibration', '-'))} fitted on "
+                f"the training's validation cutoffs)</h3>")
         cols, digits = ("mean predicted", "observed rate"), 4
     else:
         head = "<h3>Deciles of the predicted amount: mean predicted against mean realised</h3>"

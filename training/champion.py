@@ -2,7 +2,8 @@
 
 The contract (docs/internals.md, "Models"): one registered model per spec in configs/models/; aliases
 ``challenger`` and ``champion``; each version carries the tags ``feature_service``, ``calibration``
-(JSON ``{"method": "platt", "a": .., "b": ..}``: probability = sigmoid(a * raw_score + b)) and
+(JSON ``{"method": "platt", "a": .., "b": ..}``: probability = sigmoid(a * raw_score + b); or
+``{"method": "isotonic", "a", "b", "x": [..], "p": [..]}``, see ``Calibration``) and
 ``holdout_auc``. Models are always loaded through the registry (``models:/<name>/<version>`` of the
 version the alias points to), never from a run's file path.
 
@@ -36,27 +37,49 @@ TAG_FEATURE_RANGES = "feature_ranges"  # JSON {feature: [min, max]} over the tra
 
 @dataclass(frozen=True)
 class Calibration:
-    """Platt scaling on LightGBM's raw score: p = sigmoid(a * raw + b)."""
+    """LightGBM's raw score -> probability. ``platt``: p = sigmoid(a * raw + b). ``isotonic``: linear
+    interpolation through the knots (``x`` raw scores, ``p`` probabilities, both strictly increasing:
+    isotonic regression's block means at the blocks' mean raw scores, so no step is flat), continued
+    beyond the end knots in logit space with the Platt slope ``a``, so every raw score keeps its rank."""
 
     a: float = 1.0
     b: float = 0.0
     method: str = "platt"
+    x: tuple[float, ...] = ()
+    p: tuple[float, ...] = ()
 
     def to_json(self) -> str:
-        return json.dumps({"method": self.method, "a": self.a, "b": self.b})
+        data = {"method": self.method, "a": self.a, "b": self.b}
+        if self.method == "isotonic":
+            data.update(x=list(self.x), p=list(self.p))
+        return json.dumps(data)
 
     @classmethod
     def from_json(cls, text: str | None) -> Calibration:
         if not text:
             return cls()  # an uncalibrated model: identity on the raw score is LightGBM's own sigmoid
         data = json.loads(text)
-        if data.get("method", "platt") != "platt":
-            raise PropensityError(f"calibration tag: unsupported method {data.get('method')!r} (expected 'platt')")
-        return cls(a=float(data["a"]), b=float(data["b"]))
+        method = data.get("method", "platt")
+        if method == "platt":
+            return cls(a=float(data["a"]), b=float(data["b"]))
+        if method == "isotonic":
+            return cls(a=float(data["a"]), b=float(data["b"]), method=method,
+                       x=tuple(float(v) for v in data["x"]), p=tuple(float(v) for v in data["p"]))
+        raise PropensityError(f"calibration tag: unsupported method {method!r} (expected 'platt' or 'isotonic')")
 
     def apply(self, raw_score: np.ndarray) -> np.ndarray:
-        z = self.a * np.asarray(raw_score, dtype=np.float64) + self.b
-        return 1.0 / (1.0 + np.exp(-z))
+        raw = np.asarray(raw_score, dtype=np.float64)
+        if self.method != "isotonic":
+            return 1.0 / (1.0 + np.exp(-(self.a * raw + self.b)))
+        x, p = np.asarray(self.x), np.asarray(self.p)
+        slope = max(self.a, 0.0)  # a negative Platt slope would turn the tails around
+
+        def tail(x0: float, p0: float) -> np.ndarray:
+            return 1.0 / (1.0 + np.exp(-(np.log(p0 / (1.0 - p0)) + slope * (raw - x0))))
+
+        with np.errstate(over="ignore"):
+            return np.where(raw < x[0], tail(x[0], p[0]),
+                            np.where(raw > x[-1], tail(x[-1], p[-1]), np.interp(raw, x, p)))
 
 
 @dataclass

@@ -178,6 +178,13 @@ def _driver_agreement(model, bands, feats: pd.DataFrame, rows: pd.DataFrame, dri
     if model.name in templates.ranking.history_models:
         history = _history(model, flagged, rows.loc[high, "customer_id"].astype(str).to_numpy(), as_of, source,
                            templates)
+    elif model.name in templates.ranking.population_models and templates.ranking.population == "shap_z_event":
+        # The whole evaluated population's daily past: how common each cause's fresh events are, then
+        # the flagged rows' own.
+        daily = _daily_history(model, feats, rows["customer_id"].astype(str).to_numpy(), as_of, source,
+                               templates)
+        scale = cause_scale(contributions, model.name, names, templates, history=daily)
+        history = daily.take(high)
     method = ranking_method(templates, model.name, history, scale)
     chosen = explain(contributions[high], flagged, names, model.name, 1, templates=templates, history=history,
                      scale=scale)
@@ -207,6 +214,21 @@ def _history(model, flagged: pd.DataFrame, ids, as_of: pd.Timestamp, source, tem
                                "event_timestamp": pd.Series([day] * len(ids)).astype("datetime64[us, UTC]")})
         frames.append(source.historical(entity, model.feature_service).reset_index(drop=True))
     return history_of(model, [*frames, flagged], [*dates, as_of], templates)
+
+
+def _daily_history(model, feats: pd.DataFrame, ids, as_of: pd.Timestamp, source, templates):
+    """The customers' last ``ranking.event_days`` days, one snapshot a day (``features.exact`` builds the
+    ones off the grid), then today's features: the daily past ``shap_z_event`` reads."""
+    from training.reasons import history_of
+
+    days = templates.ranking.event_days
+    dates = [as_of - pd.Timedelta(days=k) for k in range(days, 0, -1)]
+    frames = []
+    for day in dates:
+        entity = pd.DataFrame({"customer_id": ids,
+                               "event_timestamp": pd.Series([day] * len(ids)).astype("datetime64[us, UTC]")})
+        frames.append(source.historical(entity, model.feature_service).reset_index(drop=True))
+    return history_of(model, [*frames, feats], [*dates, as_of], templates)
 
 
 def driver_ceiling(X: np.ndarray, true_drivers: np.ndarray, high: np.ndarray, ceiling, threads: int) -> float:

@@ -1,4 +1,4 @@
-"""Evaluation metrics and Platt calibration. People read these probabilities, so they are calibrated."""
+"""Evaluation metrics and calibration (Platt, isotonic). People read these probabilities, so they are calibrated."""
 
 from __future__ import annotations
 
@@ -17,6 +17,53 @@ def fit_platt(raw_score: np.ndarray, y: np.ndarray) -> Calibration:
         return Calibration()
     lr = LogisticRegression(C=1e6, max_iter=1000).fit(raw, y)
     return Calibration(a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]))
+
+
+# Knots kept in an isotonic calibration (stored as a registry tag and read on every model load): more
+# blocks than this are thinned to evenly spaced ones, which keeps the map increasing.
+MAX_ISOTONIC_KNOTS = 200
+# Knot probabilities stay inside (0, 1): the tails continue them in logit space.
+_P_FLOOR = 1e-6
+
+
+def fit_isotonic(raw_score: np.ndarray, y: np.ndarray) -> Calibration:
+    """Isotonic regression of ``y`` on the raw score (held-out rows), as a strictly increasing map.
+
+    Plain isotonic regression is a step function: every row of one block gets the block's rate, which
+    puts large groups of different customers on one probability and ties their ranks. Here each block
+    becomes one knot (its mean raw score, its rate) and the map interpolates linearly between knots, so
+    ranks are kept and the probabilities follow the observed rates. Beyond the end knots it continues
+    with the slope of a Platt fit on the same rows (in logit space)."""
+    from sklearn.isotonic import IsotonicRegression
+
+    raw = np.asarray(raw_score, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    platt = fit_platt(raw, y)
+    if len(np.unique(y)) < 2:
+        return platt
+    fitted = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(raw, y).predict(raw)
+    order = np.argsort(raw, kind="stable")
+    raw_sorted, fit_sorted = raw[order], fitted[order]
+    starts = np.flatnonzero(np.r_[True, fit_sorted[1:] != fit_sorted[:-1]])
+    x = np.add.reduceat(raw_sorted, starts) / np.diff(np.r_[starts, len(raw)])
+    p = np.clip(fit_sorted[starts], _P_FLOOR, 1.0 - _P_FLOOR)
+    keep = np.r_[True, (np.diff(x) > 0) & (np.diff(p) > 0)]  # clipping can merge the extreme blocks
+    x, p = x[keep], p[keep]
+    if len(x) > MAX_ISOTONIC_KNOTS:
+        pick = np.unique(np.round(np.linspace(0, len(x) - 1, MAX_ISOTONIC_KNOTS)).astype(int))
+        x, p = x[pick], p[pick]
+    return Calibration(a=platt.a, b=platt.b, method="isotonic", x=tuple(map(float, x)), p=tuple(map(float, p)))
+
+
+def fit_calibration(raw_score: np.ndarray, y: np.ndarray, method: str = "isotonic",
+                    isotonic_min_rows: int = 0) -> Calibration:
+    """The model spec's calibration (``calibration.method``) on held-out rows; isotonic falls back to
+    Platt on fewer than ``isotonic_min_rows`` rows, where its blocks would follow noise."""
+    if method not in ("isotonic", "platt"):
+        raise ValueError(f"unknown calibration method {method!r} (platt or isotonic)")
+    if method == "isotonic" and len(np.asarray(raw_score)) >= isotonic_min_rows:
+        return fit_isotonic(raw_score, y)
+    return fit_platt(raw_score, y)
 
 
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:

@@ -7,12 +7,14 @@ column is the base value, and base + contributions = the model's raw score (log-
 Every model feature belongs to one cause (``configs/reasons.yaml``, ``features.<f>.cause.<model>``): the
 contributions of a cause's features are summed, the causes are ranked, and each is shown as a headline
 with its one or two strongest facts ("Complaints (raises the churn risk): 3 complaints in the last 30
-days, 1 still open; last complaint 12 days ago"). Two rankings (docs/training.md, "Reasons by cause"):
+days, 1 still open; last complaint 12 days ago"). Three rankings (docs/training.md, "Reasons by cause"):
 
 - ``snapshot``: today's features only (the API's hot path: one pred_contrib call);
 - ``history``: the customer's own weekly past (``History``): the week the risk rose most, and the cause
   whose contribution rose most that week; its date goes into the top cause's line ("risk rose from 40%
-  to 95% in the week to 3 May 2026"). Needs past snapshots, so batch scoring and evaluate use it.
+  to 95% in the week to 3 May 2026"). Needs past snapshots, so batch scoring and evaluate use it;
+- ``population``: against the scored population (``CauseScale``): ``shap_z``, and ``shap_z_event``, which
+  adds the surprisal of a fresh event in the cause over the customer's last days (``History.events``).
 
 The CRM text names only causes that raise the score, and in each only facts that raise it; the signed
 detail (every cause, raising or lowering, and its facts with their contributions) is in the JSON.
@@ -50,7 +52,8 @@ from core.errors import ConfigError
 Lang = Literal["en", "zh"]
 LANGS: tuple[str, ...] = ("en", "zh")
 HISTORY_METHODS = ("largest_cause_rise", "largest_jump", "change_since_lowest")
-METHODS = ("shap_sum", "shap_z", *HISTORY_METHODS)
+POPULATION_METHODS = ("shap_z", "shap_z_event")
+METHODS = ("shap_sum", *POPULATION_METHODS, *HISTORY_METHODS)
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -91,9 +94,11 @@ class Ranking(StrictModel):
         description="ranking from the customer's weekly past, for the models in history_models")
     history_models: list[str] = Field(description="models ranked by their history when it is at hand")
     history_weeks: int = Field(ge=1, le=104, description="weekly snapshots before today the history reads")
-    population: Literal["shap_z"] = Field(
+    population: Literal["shap_z", "shap_z_event"] = Field(
         description="ranking against the scored population, for the models in population_models")
     population_models: list[str] = Field(description="models ranked against the population when at hand")
+    event_days: int = Field(ge=1, le=28, description="daily snapshots before today that shap_z_event reads "
+                                                     "for fresh events")
     evidence: int = Field(ge=1, le=3, description="facts shown per cause")
 
 
@@ -288,6 +293,14 @@ class History:
     cause_sums: np.ndarray  # dates x rows x causes
     present: np.ndarray  # dates x rows: the customer had any feature at that date (had joined)
     causes: tuple[str, ...]
+    # (dates - 1) x rows x causes: between date t-1 and t a feature of the cause changed its value and
+    # its own contribution rose (an event that raised the score, not an interaction's echo); None: unknown.
+    events: np.ndarray | None = None
+
+    def take(self, rows: np.ndarray) -> History:
+        """The same history for a subset of rows (a boolean mask or indices), e.g. the flagged ones."""
+        return History(self.dates, self.raw[:, rows], self.probabilities[:, rows], self.cause_sums[:, rows],
+                       self.present[:, rows], self.causes, None if self.events is None else self.events[:, rows])
 
 
 def history_of(model: Any, frames: Sequence[pd.DataFrame], dates: Sequence[Any],
@@ -299,7 +312,8 @@ def history_of(model: Any, frames: Sequence[pd.DataFrame], dates: Sequence[Any],
         raise ValueError(f"history_of: {len(frames)} feature frames for {len(dates)} dates (need >= 2, equal)")
     templates = templates or load_templates()
     cmap = templates.cause_map(model.name, model.feature_names)
-    raws, probs, sums, present = [], [], [], []
+    raws, probs, sums, present, events = [], [], [], [], []
+    before: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     for frame in frames:
         X = model.matrix(frame)
         contrib = model.contributions(X)
@@ -308,8 +322,21 @@ def history_of(model: Any, frames: Sequence[pd.DataFrame], dates: Sequence[Any],
                      else model.predict_proba(X))
         sums.append(contrib[:, :-1] @ cmap.onehot)
         present.append(np.isfinite(X).any(axis=1))
+        if before is not None:
+            events.append(_cause_events(before, (X, contrib[:, :-1], present[-1]), cmap))
+        before = (X, contrib[:, :-1], present[-1])
     return History([pd.Timestamp(d) for d in dates], np.stack(raws), np.stack(probs), np.stack(sums),
-                   np.stack(present), cmap.causes)
+                   np.stack(present), cmap.causes, np.stack(events))
+
+
+def _cause_events(before, after, cmap: CauseMap) -> np.ndarray:
+    """Rows x causes: some feature of the cause changed its value between two snapshots and its own
+    contribution rose. Requiring the value to move keeps out TreeSHAP's echoes (a feature's share shifts
+    when another feature changes); a customer absent from either snapshot has no event."""
+    (x0, c0, p0), (x1, c1, p1) = before, after
+    moved = ~((x0 == x1) | (np.isnan(x0) & np.isnan(x1)))
+    raised = moved & (c1 > c0) & (p0 & p1)[:, None]
+    return (raised.astype(np.float64) @ cmap.onehot) > 0
 
 
 @dataclass(frozen=True)
@@ -320,15 +347,27 @@ class CauseScale:
     causes: tuple[str, ...]
     mean: np.ndarray
     std: np.ndarray
+    # Share of the population with a fresh event per cause over ``event_steps`` daily steps (shap_z_event).
+    event_rate: np.ndarray | None = None
+    event_steps: int = 0
 
 
 def cause_scale(contributions: np.ndarray, model_name: str, feature_names: Sequence[str],
-                templates: ReasonTemplates | None = None) -> CauseScale:
-    """A ``CauseScale`` from the contributions of a reference population (pred_contrib rows)."""
+                templates: ReasonTemplates | None = None, history: History | None = None) -> CauseScale:
+    """A ``CauseScale`` from the contributions of a reference population (pred_contrib rows); with that
+    population's ``history`` (same rows) also how common a fresh event of each cause is in it."""
     templates = templates or load_templates()
     cmap = templates.cause_map(model_name, feature_names)
     sums = contributions[:, :-1] @ cmap.onehot
-    return CauseScale(cmap.causes, sums.mean(axis=0), sums.std(axis=0))
+    if history is None or history.events is None:
+        return CauseScale(cmap.causes, sums.mean(axis=0), sums.std(axis=0))
+    if history.events.shape[1:] != sums.shape:
+        raise ValueError(f"cause_scale: history covers {history.events.shape[1:]} rows x causes; the population "
+                         f"has {sums.shape}")
+    fresh = history.events.any(axis=0)
+    # Add-one smoothing: a cause no one in the reference had an event in still gets a finite surprisal.
+    rate = (fresh.sum(axis=0) + 1.0) / (len(fresh) + 2.0)
+    return CauseScale(cmap.causes, sums.mean(axis=0), sums.std(axis=0), rate, history.events.shape[0])
 
 
 def ranking_method(templates: ReasonTemplates, model_name: str, history: History | None,
@@ -338,6 +377,9 @@ def ranking_method(templates: ReasonTemplates, model_name: str, history: History
     if history is not None and model_name in r.history_models:
         return r.history
     if scale is not None and model_name in r.population_models:
+        if r.population == "shap_z_event" and (history is None or history.events is None
+                                               or scale.event_rate is None):
+            return "shap_z"  # no daily past at hand (the API): the population part alone
         return r.population
     return r.snapshot
 
@@ -367,10 +409,13 @@ def _rank_scores(sums: np.ndarray, method: str, history: History | None,
     rose = np.full(sums.shape, -1, dtype=np.int64)
     if method == "shap_sum":
         return sums, rose
-    if method == "shap_z":
+    if method in POPULATION_METHODS:
         if scale is None or scale.mean.shape != (sums.shape[1],):
-            raise ValueError("shap_z needs a CauseScale of the same causes")
-        return (sums - scale.mean) / np.where(scale.std > 0, scale.std, 1.0), rose
+            raise ValueError(f"{method} needs a CauseScale of the same causes")
+        z = (sums - scale.mean) / np.where(scale.std > 0, scale.std, 1.0)
+        if method == "shap_z":
+            return z, rose
+        return z + _event_surprisal(sums, history, scale), rose
     if history is None:
         raise ValueError(f"ranking {method!r} needs the customers' History")
     if history.cause_sums.shape[1:] != sums.shape:
@@ -400,6 +445,22 @@ def _rank_scores(sums: np.ndarray, method: str, history: History | None,
         low = raw.argmin(axis=0)
         return sums - past[low, np.arange(len(sums))], rose
     raise ValueError(f"unknown ranking method {method!r} ({', '.join(METHODS)})")
+
+
+def _event_surprisal(sums: np.ndarray, history: History | None, scale: CauseScale) -> np.ndarray:
+    """Per row and cause -log(share of the population with a fresh event of the cause) where the customer
+    had one in the daily past, else 0: a cart viewed yesterday, rare among all customers, says more about
+    this customer than a visit, which nearly everyone made; added to the cause's z, both in units of
+    "how unusual"."""
+    if history is None or history.events is None or scale.event_rate is None:
+        raise ValueError("shap_z_event needs the customers' daily History and a CauseScale with event rates")
+    if history.events.shape[1:] != sums.shape:
+        raise ValueError(f"history covers {history.events.shape[1:]} rows x causes; the rows explained "
+                         f"have {sums.shape}")
+    if history.events.shape[0] != scale.event_steps:
+        raise ValueError(f"history has {history.events.shape[0]} daily steps, the population's event rates "
+                         f"{scale.event_steps}: both must cover the same days")
+    return np.where(history.events.any(axis=0), -np.log(scale.event_rate), 0.0)
 
 
 @dataclass

@@ -123,6 +123,8 @@ def train_model(
         mlflow.log_metrics({f"validation_{k}": v for k, v in val_metrics.items()})
         mlflow.log_metrics({f"test_{k}": v for k, v in test_metrics.items()})
         mlflow.log_metric("best_iteration", booster.current_iteration())
+        if calibration is not None:
+            mlflow.set_tag("calibration_method", calibration.method)
         mlflow.log_metric("trials_in_study", len(study.trials))
         _log_artifacts(cfg, ts, booster, calibration, lineage)
         result.booster, result.calibration = booster, calibration
@@ -182,9 +184,9 @@ def predictions(cfg: ModelSpec, booster, calibration, X) -> np.ndarray:
 
 
 def fit_final(cfg: ModelSpec, ts: TrainingSet, data, best):
-    """Refit the best trial on the train split, Platt-calibrate on validation (binary models), score the
-    test split."""
-    from training.metrics import fit_platt, task_metrics
+    """Refit the best trial on the train split, calibrate on validation (binary models: the spec's
+    ``calibration``), score the test split."""
+    from training.metrics import fit_calibration, task_metrics
     from training.tune import base_params, fit_booster
 
     params = {**base_params(cfg.tuning, cfg.tuning.seed, ts.feature_names, cfg.task), **best.params}
@@ -193,7 +195,12 @@ def fit_final(cfg: ModelSpec, ts: TrainingSet, data, best):
     booster = booster.model_from_string(booster.model_to_string(num_iteration=booster.best_iteration))
     calibration = None
     if cfg.task == "binary":
-        calibration = fit_platt(booster.predict(ts.X(VALIDATION).to_numpy(), raw_score=True), ts.y(VALIDATION))
+        calibration = fit_calibration(booster.predict(ts.X(VALIDATION).to_numpy(), raw_score=True), ts.y(VALIDATION),
+                                      cfg.calibration.method, cfg.calibration.isotonic_min_rows)
+        if calibration.method != cfg.calibration.method:
+            log.info("%s: %d validation rows, fewer than calibration.isotonic_min_rows %d: Platt calibration "
+                     "instead of isotonic (%s)", cfg.name, len(ts.y(VALIDATION)), cfg.calibration.isotonic_min_rows,
+                     cfg.config_file)
     val = task_metrics(cfg.task, ts.y(VALIDATION), predictions(cfg, booster, calibration, ts.X(VALIDATION)))
     test = task_metrics(cfg.task, ts.y(TEST), predictions(cfg, booster, calibration, ts.X(TEST)))
     return booster, calibration, val, test

@@ -158,6 +158,21 @@ def test_amount_bootstrap_intervals_and_paired_differences():
         out["model"]["normalized_gini"] - out["noise"]["normalized_gini"])
 
 
+def test_plateau_counts_customers_sharing_a_prediction_without_sharing_inputs():
+    from training.backtest import plateau_stats
+
+    # p = 0.3: 4 customers, 3 with identical inputs (NaN equal to NaN) and 1 other; p = 0.5: 5 customers,
+    # all identical; one customer alone at 0.9.
+    inputs = pd.DataFrame({"a": [1, 1, 1, 2, 7, 7, 7, 7, 7, 3], "b": [np.nan] * 3 + [0.0] + [1.0] * 5 + [2.0]})
+    p = np.array([0.3, 0.3, 0.3, 0.3, 0.5, 0.5, 0.5, 0.5, 0.5, 0.9])
+    out = plateau_stats(p, inputs)
+    assert out["rows"] == 10 and out["distinct_predictions"] == 3 and out["distinct_inputs"] == 4
+    assert out["largest_share"] == pytest.approx(0.5)  # the identical five
+    # At 0.3: 4 customers minus the identical three plus one of them = 2; at 0.5: 5 - 5 + 1 = 1.
+    assert out["largest_share_differing_inputs"] == pytest.approx(0.2)
+    assert out["top10_predictions_share"] == pytest.approx(1.0)
+
+
 def test_value_at_risk_ranks_the_big_spenders_who_leave_first(project_home):
     """Five small spenders at high churn risk, two big spenders at moderate risk who then churn: the
     churn probability alone fills the top with the small ones, P(churn) x value with the big losses."""
@@ -439,8 +454,14 @@ def test_backtest_end_to_end_on_a_generated_business(project_home, tmp_path, mon
     assert runs[0].data.metrics[f"{value['model']}.past_spend.normalized_gini_diff"] == pytest.approx(
         value["scorers"]["past_spend"]["normalized_gini_diff"])
     assert runs[0].data.metrics["value_at_risk.ratio"] == pytest.approx(var["ratio"])
-    assert {a.path for a in mlflow.list_artifacts(runs[0].info.run_id, "report")} >= {"report/report.json",
-                                                                                     "report/index.html"}
+    assert {a.path for a in mlflow.list_artifacts(runs[0].info.run_id, "report")} >= {
+        "report/report.json", "report/index.html",
+        *(f"report/{m['plots']['reliability']}" for m in report["models"] if m["task"] == "binary")}
+    for m in report["models"]:
+        assert runs[0].data.metrics[f"{m['model']}.model.plateau_largest_share"] == pytest.approx(
+            m["plateau"]["largest_share"])
+        if m["task"] == "binary":
+            assert m["training"]["calibration"] in ("isotonic", "platt")
     # Trained and kept as runs, never registered: the registry's aliases are untouched.
     assert mlflow.search_model_versions() == []
     for m in report["models"]:

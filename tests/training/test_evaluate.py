@@ -37,7 +37,7 @@ def test_evaluate_prints_and_writes_oracle_ratio_and_baselines(trained_home):
         assert 0 <= r["flagged"] <= r["rows"]
         if r["flagged"]:
             assert 0 <= r["driver_agreement"] <= 1 and 0 <= r["driver_agreement_snapshot"] <= 1
-            expected = {"churn": "largest_cause_rise", "conversion": "shap_z"}[r["model"]]
+            expected = {"churn": "largest_cause_rise", "conversion": "shap_z_event"}[r["model"]]
             assert r["driver_method"] in (expected, "shap_sum")  # shap_sum: too few snapshots for a history
             if r["driver_ceiling"] == r["driver_ceiling"]:  # NaN when a driver class is too rare to fold
                 assert 0 < r["driver_ceiling"] <= 1
