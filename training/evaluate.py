@@ -208,12 +208,7 @@ def _history(model, flagged: pd.DataFrame, ids, as_of: pd.Timestamp, source, tem
         log.info("%s: fewer than 2 feature snapshots before %s: causes ranked from today's features",
                  model.name, f"{as_of:%Y-%m-%d}")
         return None
-    frames = []
-    for day in dates:
-        entity = pd.DataFrame({"customer_id": ids,
-                               "event_timestamp": pd.Series([day] * len(ids)).astype("datetime64[us, UTC]")})
-        frames.append(source.historical(entity, model.feature_service).reset_index(drop=True))
-    return history_of(model, [*frames, flagged], [*dates, as_of], templates)
+    return history_of(model, [*_frames_at(model, ids, dates, source), flagged], [*dates, as_of], templates)
 
 
 def _daily_history(model, feats: pd.DataFrame, ids, as_of: pd.Timestamp, source, templates):
@@ -223,12 +218,17 @@ def _daily_history(model, feats: pd.DataFrame, ids, as_of: pd.Timestamp, source,
 
     days = templates.ranking.event_days
     dates = [as_of - pd.Timedelta(days=k) for k in range(days, 0, -1)]
+    return history_of(model, [*_frames_at(model, ids, dates, source), feats], [*dates, as_of], templates)
+
+
+def _frames_at(model, ids, dates, source) -> list[pd.DataFrame]:
+    """The same customers' features at each of ``dates`` (one point-in-time retrieval per date)."""
     frames = []
     for day in dates:
         entity = pd.DataFrame({"customer_id": ids,
                                "event_timestamp": pd.Series([day] * len(ids)).astype("datetime64[us, UTC]")})
         frames.append(source.historical(entity, model.feature_service).reset_index(drop=True))
-    return history_of(model, [*frames, feats], [*dates, as_of], templates)
+    return frames
 
 
 def driver_ceiling(X: np.ndarray, true_drivers: np.ndarray, high: np.ndarray, ceiling, threads: int) -> float:
