@@ -917,32 +917,27 @@ def _pyplot():
 
 
 def reliability_plot(m: ModelBacktest, path: Path) -> Path:
-    plt = _pyplot()
-    table = m.calibration
-    fig, ax = plt.subplots(figsize=(5, 5))
-    top = max([1e-3, *(r["mean_predicted"] for r in table), *(r["observed_rate"] for r in table)])
-    lim = min(1.0, top * 1.05)
-    ax.plot([0, lim], [0, lim], "--", color="grey", label="perfectly calibrated")
-    ax.plot([r["mean_predicted"] for r in table], [r["observed_rate"] for r in table], "o-", label="model (deciles)")
-    ax.set(xlabel="mean predicted probability", ylabel="observed rate after the as-of date",
-           title=f"{m.model}: reliability at {m.as_of}", xlim=(0, lim), ylim=(0, lim))
-    ax.legend(loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    top = max([1e-3, *(r["mean_predicted"] for r in m.calibration), *(r["observed_rate"] for r in m.calibration)])
+    return _deciles_plot(m, path, min(1.0, top * 1.05), "perfectly calibrated", "mean predicted probability",
+                         "observed rate after the as-of date", f"{m.model}: reliability at {m.as_of}")
 
 
 def decile_plot(m: ModelBacktest, path: Path) -> Path:
     """A regression model: mean predicted against mean realised amount per decile of the prediction."""
+    top = max([1e-3, *(r["mean_predicted"] for r in m.calibration), *(r["observed_rate"] for r in m.calibration)])
+    return _deciles_plot(m, path, top * 1.05, "predicted = realised", "mean predicted amount",
+                         "mean realised amount after the as-of date", f"{m.model}: deciles at {m.as_of}")
+
+
+def _deciles_plot(m: ModelBacktest, path: Path, lim: float, diagonal: str, xlabel: str, ylabel: str,
+                  title: str) -> Path:
+    """Mean predicted against observed per decile (``m.calibration``), with the diagonal, on [0, lim]."""
     plt = _pyplot()
     table = m.calibration
     fig, ax = plt.subplots(figsize=(5, 5))
-    top = max([1e-3, *(r["mean_predicted"] for r in table), *(r["observed_rate"] for r in table)]) * 1.05
-    ax.plot([0, top], [0, top], "--", color="grey", label="predicted = realised")
+    ax.plot([0, lim], [0, lim], "--", color="grey", label=diagonal)
     ax.plot([r["mean_predicted"] for r in table], [r["observed_rate"] for r in table], "o-", label="model (deciles)")
-    ax.set(xlabel="mean predicted amount", ylabel="mean realised amount after the as-of date",
-           title=f"{m.model}: deciles at {m.as_of}", xlim=(0, top), ylim=(0, top))
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title, xlim=(0, lim), ylim=(0, lim))
     ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
