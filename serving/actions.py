@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,7 @@ from core.errors import ConfigError
 
 # The groups and the untreated view live in training: training labels need them too (imports go down).
 from training.labels import CONTROL, TREATMENT, untreated_weights  # noqa: F401
+from training.reasons import NO_CAUSE
 
 log = logging.getLogger("propensity.actions")
 
@@ -72,6 +73,10 @@ class Conditions(StrictModel):
     at_least: dict[str, float] = Field(default_factory=dict, description="column -> minimum (inclusive)")
     at_most: dict[str, float] = Field(default_factory=dict, description="column -> maximum (inclusive)")
     tags: list[str] = Field(default_factory=list, description="tags (configs/tags.yaml) that must all hold")
+    top_cause: dict[str, list[str]] = Field(
+        default_factory=dict, description="model name -> causes (configs/reasons.yaml) one of which must be "
+        "that model's top raising cause, ranked as the CRM text ranks it ('none': nothing raises the score)"
+    )
 
     @model_validator(mode="after")
     def _not_empty(self) -> Conditions:
@@ -80,7 +85,7 @@ class Conditions(StrictModel):
         return self
 
     def columns_needed(self) -> list[str]:
-        named = [k for k, v in self.model_dump(exclude={"at_least", "at_most", "bands", "tags"}).items()
+        named = [k for k, v in self.model_dump(exclude={"at_least", "at_most", "bands", "tags", "top_cause"}).items()
                  if v is not None]
         return (named + [f"{m}_band" for m in self.bands] + list(self.at_least) + list(self.at_most)
                 + (["tags"] if self.tags else []))
@@ -228,7 +233,7 @@ def tag_due(refresh: str, as_of, previous_as_of) -> bool:
 
 
 def assign_tags(frame: pd.DataFrame, config: TagsConfig, previous: pd.Series | None = None,
-                due: set[str] | None = None) -> pd.Series:
+                due: set[str] | None = None, causes: TopCauses | None = None) -> pd.Series:
     """The ``tags`` column: every tag that holds, sorted, joined by ";". Tags not in ``due`` are carried
     from ``previous`` (the last list's tags per customer, indexed by customer_id)."""
     held: list[list[str]] = [[] for _ in range(len(frame))]
@@ -239,7 +244,7 @@ def assign_tags(frame: pd.DataFrame, config: TagsConfig, previous: pd.Series | N
         if carried is not None and tag.name not in due:
             hits = [tag.name in names for names in carried]
         else:
-            hits = conditions_mask(frame, tag.when, f"tags.yaml: tag '{tag.name}'")
+            hits = conditions_mask(frame, tag.when, f"tags.yaml: tag '{tag.name}'", causes)
         for i in np.flatnonzero(hits):
             held[i].append(tag.name)
     return pd.Series([TAG_SEPARATOR.join(sorted(names)) for names in held], index=frame.index, name="tags")
@@ -346,16 +351,23 @@ def layer_tags(scores: pd.DataFrame, layers: Layers, skipped_models: Iterable[st
     return pd.DataFrame(out, index=scores.index)
 
 
-def _rule_mask(frame: pd.DataFrame, rule: ActionRule) -> np.ndarray:
-    return conditions_mask(frame, rule.when, f"actions.yaml: rule '{rule.name}'")
+class TopCauses(Protocol):
+    """What ranks a model's causes for rows of the scored frame (``serving.causes.CauseRanks``)."""
+
+    def causes(self, model: str) -> tuple[str, ...]: ...
+
+    def top_cause(self, model: str, rows: np.ndarray) -> np.ndarray: ...
 
 
-def conditions_mask(frame: pd.DataFrame, when: Conditions, where: str) -> np.ndarray:
-    """Rows of ``frame`` where every condition holds (the rules' and the tags' shared matcher)."""
+def conditions_mask(frame: pd.DataFrame, when: Conditions, where: str, causes: TopCauses | None = None,
+                    among: np.ndarray | None = None) -> np.ndarray:
+    """Rows of ``frame`` where every condition holds (the rules' and the tags' shared matcher), within
+    ``among`` when given. The top cause is tested last, on the rows every other condition let through:
+    ranking causes costs a TreeSHAP pass per row."""
     missing = [c for c in when.columns_needed() if c not in frame.columns]
     if missing:
         raise ConfigError(f"{where} uses column(s) {missing} that the scores do not have")
-    mask = np.ones(len(frame), dtype=bool)
+    mask = np.ones(len(frame), dtype=bool) if among is None else among.copy()
     if when.tags:
         held = frame["tags"].fillna("").str.split(TAG_SEPARATOR)
         mask &= held.map(lambda names: set(when.tags) <= set(names)).to_numpy(dtype=bool)
@@ -372,6 +384,20 @@ def conditions_mask(frame: pd.DataFrame, when: Conditions, where: str) -> np.nda
         mask &= (pd.to_numeric(frame[col], errors="coerce") >= bound).fillna(False).to_numpy(dtype=bool)
     for col, bound in when.at_most.items():
         mask &= (pd.to_numeric(frame[col], errors="coerce") <= bound).fillna(False).to_numpy(dtype=bool)
+    for model, allowed in when.top_cause.items():
+        column = f"{model}_top_cause"  # a frame may carry the causes ranked elsewhere
+        if causes is None and column not in frame.columns:
+            raise ConfigError(f"{where} tests the top cause of {model}: nothing ranks its causes here "
+                              f"(no ranking and no {column} column)")
+        if causes is not None:
+            unknown = sorted(set(allowed) - {*causes.causes(model), NO_CAUSE})
+            if unknown:
+                raise ConfigError(f"{where}: top_cause.{model}: unknown cause(s) {unknown}; the causes of "
+                                  f"{model} (configs/reasons.yaml): {', '.join(causes.causes(model))}, or {NO_CAUSE}")
+        rows = np.flatnonzero(mask)
+        if rows.size:
+            top = causes.top_cause(model, rows) if causes is not None else frame[column].to_numpy()[rows]
+            mask[rows] = np.isin(top, allowed)
     return mask
 
 
@@ -389,7 +415,7 @@ def check_segments(config: ActionsConfig, known_segments: list[str] | None) -> N
 
 def rule_models(rule: ActionRule) -> set[str]:
     """The models a rule depends on: the one it explains with and those whose bands it tests."""
-    return {rule.explain, *rule.when.bands}
+    return {rule.explain, *rule.when.bands, *rule.when.top_cause}
 
 
 def check_models(config: ActionsConfig, known_models: Iterable[str]) -> None:
@@ -447,7 +473,7 @@ def lost_mask(frame: pd.DataFrame, config: ActionsConfig, feature_ranges: dict[s
 
 def assign_actions(
     frame: pd.DataFrame, config: ActionsConfig, skipped_models: Iterable[str] = (),
-    feature_ranges: dict[str, dict[str, list[float]]] | None = None,
+    feature_ranges: dict[str, dict[str, list[float]]] | None = None, causes: TopCauses | None = None,
 ) -> pd.DataFrame:
     """``action``, ``queue``, ``action_rule`` and ``explain`` per row: the ``lost`` rule first (when
     configured and the model's training ranges are known), then the first matching rule. A rule that
@@ -461,8 +487,7 @@ def assign_actions(
         if rule_models(rule) & skipped:
             log.info("rule %s skipped: it needs model(s) %s", rule.name, ", ".join(sorted(rule_models(rule) & skipped)))
             continue
-        mask = _rule_mask(frame, rule) & (chosen < 0)
-        chosen[mask] = i
+        chosen[conditions_mask(frame, rule.when, f"actions.yaml: rule '{rule.name}'", causes, chosen < 0)] = i
     lost_rule = config.lost or LostRule(model="", feature="")
     actions = np.array([r.action for r in config.rules] + [config.default.action, lost_rule.action], dtype=object)
     queues = np.array([r.queue for r in config.rules] + [config.default.queue, lost_rule.queue], dtype=object)
@@ -547,18 +572,19 @@ def decide(
     frame: pd.DataFrame, config: ActionsConfig, skipped_models: Iterable[str] = (),
     feature_ranges: dict[str, dict[str, list[float]]] | None = None,
     tags: TagsConfig | None = None, previous_tags: pd.Series | None = None, tags_due: set[str] | None = None,
-    contact_history: pd.DataFrame | None = None,
+    contact_history: pd.DataFrame | None = None, causes: TopCauses | None = None,
 ) -> pd.DataFrame:
     """Layers, action, queue, rule, control group, priority and queue status for scored rows: the one
     decision batch scoring and the API share (``frame`` holds customer_id, as_of, the features and
-    ``<model>_probability`` / ``_band``)."""
+    ``<model>_probability`` / ``_band``; ``causes`` ranks the causes of its rows for ``top_cause``
+    conditions)."""
     skipped = list(skipped_models)
     frame = add_stakes(frame, config.stakes)
     layers = layer_tags(frame, config.layers, skipped)
     with_layers = pd.concat([frame, layers], axis=1)
-    layers["tags"] = assign_tags(with_layers, tags or TagsConfig(), previous_tags, tags_due)
+    layers["tags"] = assign_tags(with_layers, tags or TagsConfig(), previous_tags, tags_due, causes)
     with_layers["tags"] = layers["tags"]
-    actions = assign_actions(with_layers, config, skipped, feature_ranges)
+    actions = assign_actions(with_layers, config, skipped, feature_ranges, causes)
     as_of = frame["as_of"].iloc[0] if len(frame) else pd.Timestamp(0, tz="UTC")
     actions = assign_groups(frame, actions, config, as_of)
     actions = apply_contact_policy(frame, actions, config, as_of, contact_history)

@@ -36,6 +36,7 @@ from serving.actions import (
     prediction_column,
     tag_due,
 )
+from serving.causes import SHAP_CHUNK, CauseRanks, distinct_rows, save_past  # noqa: F401 (distinct_rows: tests, bench)
 
 log = logging.getLogger("propensity.score")
 
@@ -49,7 +50,7 @@ def score_columns(models: dict[str, str] | list[str], stakes: list[str] = ()) ->
     per_model = [c for m, task in tasks.items() for c in (prediction_column(m, task), f"{m}_band")]
     return [
         "customer_id", "as_of", *per_model, *stakes, "rfm_segment", "lifecycle_stage", *LAYER_COLUMNS, "tags",
-        "reasons", "reasons_json", "action", "queue", "action_rule", "group", "priority", "queue_status",
+        "reasons", "reasons_json", "top_cause", "action", "queue", "action_rule", "group", "priority", "queue_status",
         *[f"{m}_model_version" for m in models],
     ]
 
@@ -253,10 +254,12 @@ def predict_and_tag(
     bands: dict[str, Any],
     times: StageTimes,
     engine: Any = None,
+    ranks: CauseRanks | None = None,
 ) -> pd.DataFrame:
     """Probabilities, bands, segments, layers and actions; the frame also carries every feature column
     (rules may test any of them). ``engine`` (serving.ray_engine) runs ``predict_columns`` in batches
-    elsewhere; the layers and actions stay here: quantile layers and queue capacities need everyone."""
+    elsewhere; the layers and actions stay here: quantile layers and queue capacities need everyone.
+    ``ranks`` ranks the causes of the rows a ``top_cause`` condition tests."""
     n = len(customer_ids)
     frame = wide_frame(features)
     frame["customer_id"] = customer_ids.to_numpy()
@@ -271,7 +274,8 @@ def predict_and_tag(
     lookback = cfg.contact_lookback_days()
     history = contact_history(as_of, lookback) if lookback is not None else None
     with times.stage("layers + actions", n):
-        decided = decide(frame, cfg, skipped_models(models), ranges, tags, previous, due, history)
+        decided = decide(frame, cfg, skipped_models(models), ranges, tags, previous, due, history,
+                         ranks or CauseRanks(models, features))
         frame = pd.concat([frame, decided], axis=1)
     return frame
 
@@ -351,43 +355,39 @@ def wide_frame(features: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return frame
 
 
-def distinct_rows(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct rows of ``X`` and, for each row of ``X``, the index of its distinct row. NaN equals
-    NaN here (np.unique would keep every NaN row apart): rows are compared as raw bytes."""
-    if len(X) == 0:
-        return X, np.empty(0, dtype=np.int64)
-    rows = np.ascontiguousarray(X).view(np.dtype((np.void, X.dtype.itemsize * X.shape[1]))).ravel()
-    _, first, back = np.unique(rows, return_index=True, return_inverse=True)
-    return X[first], back.ravel()
-
-
 def add_reasons(frame: pd.DataFrame, models: dict[str, Any], features: dict[str, pd.DataFrame],
-                cfg: ActionsConfig, times: StageTimes, engine: Any = None) -> pd.DataFrame:
-    """Plain-language reasons (and JSON) for every customer whose action is not the default, from the
-    model the customer's rule names (``explain_rows``; ``engine`` runs it in batches elsewhere)."""
+                cfg: ActionsConfig, times: StageTimes, engine: Any = None,
+                ranks: CauseRanks | None = None) -> pd.DataFrame:
+    """Plain-language reasons (and JSON) and the top cause for every customer whose action is not the
+    default, from the model the customer's rule names (``explain_rows``; ``engine`` runs it in batches
+    elsewhere; ``ranks`` holds the rows a rule already ranked)."""
     reasons = np.full(len(frame), "", dtype=object)
     reasons_json = np.full(len(frame), "[]", dtype=object)
+    causes = np.full(len(frame), "", dtype=object)
     rows = np.flatnonzero(frame["action"].to_numpy() != cfg.default.action)
     explain_with = frame["explain"].to_numpy()[rows]
     if engine is not None:
-        reasons[rows], reasons_json[rows] = engine.explain(features, rows, explain_with, times)
+        reasons[rows], reasons_json[rows], causes[rows] = engine.explain(features, rows, explain_with, times)
     else:
-        reasons[rows], reasons_json[rows] = explain_rows(
-            models, features, rows, explain_with, cfg.scoring.top_k, cfg.scoring.lang, times)
+        reasons[rows], reasons_json[rows], causes[rows] = explain_rows(
+            models, features, rows, explain_with, cfg.scoring.top_k, cfg.scoring.lang, times, ranks=ranks)
     frame["reasons"] = reasons
     frame["reasons_json"] = reasons_json
+    frame["top_cause"] = causes
     return frame
 
 
 def explain_rows(models: dict[str, Any], features: dict[str, pd.DataFrame], rows: np.ndarray,
                  explain_with: np.ndarray, top_k: int, lang: str, times: StageTimes, templates=None,
-                 progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Reasons and their JSON for ``rows`` (positions in ``features``), each from the model in
-    ``explain_with`` (aligned with ``rows``); both engines call this.
+                 progress: bool = True, ranks: CauseRanks | None = None,
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Reasons, their JSON and the top raising cause for ``rows`` (positions in ``features``), each from
+    the model in ``explain_with`` (aligned with ``rows``); both engines call this.
 
-    Two timed stages: exact TreeSHAP (LightGBM ``pred_contrib``, the slow part, in chunks for a progress
-    bar and flat memory; LightGBM spreads each chunk's rows over the cores itself) and the text, built
-    column-wise by ``training.reasons.explain_table``.
+    Two timed stages: exact TreeSHAP with the ranking's past (``serving.causes.CauseRanks``: LightGBM
+    ``pred_contrib`` in chunks, once per distinct row; ``ranks`` may already hold some rows, e.g. those
+    an action rule tested the top cause of) and the text, built column-wise by
+    ``training.reasons.explain_table``.
     """
     from rich.progress import Progress
 
@@ -396,26 +396,24 @@ def explain_rows(models: dict[str, Any], features: dict[str, pd.DataFrame], rows
     templates = templates or load_templates()
     reasons = np.full(len(rows), "", dtype=object)
     reasons_json = np.full(len(rows), "[]", dtype=object)
+    causes = np.full(len(rows), "", dtype=object)
     mine = {name: np.flatnonzero(explain_with == name) for name in models}  # positions within rows
     n_flagged = int(sum(m.size for m in mine.values()))
 
-    chunk = 50_000
+    chunk = SHAP_CHUNK
     contributions: dict[str, np.ndarray] = {}
+    contexts = {}
     with times.stage("reasons: SHAP", n_flagged), \
             Progress(transient=True, disable=not progress or n_flagged < 2 * chunk) as bar:
         task = bar.add_task("TreeSHAP for customers with an action", total=n_flagged)
-        for name, model in models.items():
-            X = model.matrix(features[name].iloc[rows[mine[name]]])
-            # TreeSHAP once per distinct input row: real logs repeat rows (a one-order customer last seen
-            # N days ago looks like every other one), and equal inputs have equal contributions.
-            distinct, back = distinct_rows(X)
-            times.note(f"{name}: distinct rows", f"{len(distinct):,} of {len(X):,}")
-            parts = []
-            for start in range(0, len(distinct), chunk):
-                parts.append(model.contributions(distinct[start:start + chunk]))
-                bar.advance(task, min(chunk, len(distinct) - start) * len(X) / max(len(distinct), 1))
-            width = len(model.feature_names) + 1
-            contributions[name] = (np.concatenate(parts) if parts else np.empty((0, width)))[back]
+        ranks = ranks or CauseRanks(models, features, templates)
+        ranks.on_shap = lambda done: bar.advance(task, done)
+        for name in models:
+            contributions[name] = ranks.contributions(name, rows[mine[name]])
+            contexts[name] = ranks.context(name, rows[mine[name]])
+        ranks.on_shap = None
+        for name, (distinct, asked) in ranks.distinct.items():
+            times.note(f"{name}: distinct rows", f"{distinct:,} of {asked:,}")
     with times.stage("reasons: text + JSON", n_flagged):
         for name, model in models.items():
             at = mine[name]
@@ -423,11 +421,13 @@ def explain_rows(models: dict[str, Any], features: dict[str, pd.DataFrame], rows
             # cause and fact) stay small; every row's text depends on that row alone.
             for start in range(0, at.size, chunk):
                 part = at[start:start + chunk]
-                reasons[part], reasons_json[part] = explain_table(
+                context = contexts[name].take(np.arange(start, start + part.size))
+                reasons[part], reasons_json[part], causes[part] = explain_table(
                     contributions[name][start:start + chunk], features[name].iloc[rows[part]],
-                    list(model.feature_names), name, top_k, lang, templates,
+                    list(model.feature_names), name, top_k, lang, templates, context.history, context.scale,
+                    with_top_cause=True,
                 )
-    return reasons, reasons_json
+    return reasons, reasons_json, causes
 
 
 def feature_snapshot(frame: pd.DataFrame, models: dict[str, Any], features: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -440,9 +440,11 @@ def feature_snapshot(frame: pd.DataFrame, models: dict[str, Any], features: dict
     return pd.DataFrame(parts)
 
 
-def write_scores(scores: pd.DataFrame, snapshot: pd.DataFrame | None, as_of: pd.Timestamp, paths=None) -> Path:
-    """Write the as-of's folder (Parquet, CSV, feature snapshot) into a temp folder and swap it in, then
-    refresh the latest copy if this as-of is the newest. A failure leaves the previous files intact."""
+def write_scores(scores: pd.DataFrame, snapshot: pd.DataFrame | None, as_of: pd.Timestamp, paths=None,
+                 ranks: CauseRanks | None = None) -> Path:
+    """Write the as-of's folder (Parquet, CSV, feature snapshot, the ranked customers' past for /predict)
+    into a temp folder and swap it in, then refresh the latest copy if this as-of is the newest. A failure
+    leaves the previous files intact."""
     from core.io import atomic_path
     from core.settings import SCORES_CSV, SCORES_FILE, project_paths
 
@@ -454,6 +456,8 @@ def write_scores(scores: pd.DataFrame, snapshot: pd.DataFrame | None, as_of: pd.
         write_csv(scores, tmp / SCORES_CSV)
         if snapshot is not None:
             snapshot.to_parquet(tmp / FEATURE_SNAPSHOT, index=False)
+        if ranks is not None:
+            save_past(ranks, tmp)
     refresh_latest(paths)
     return final
 
@@ -528,9 +532,10 @@ def score(as_of: Any = None, cfg: ActionsConfig | None = None, models: dict[str,
         )
     with times.stage("features (offline)", len(ids)):
         features = retrieve_features(ids, as_of, models)
+    ranks = CauseRanks(models, features)  # a row's causes are ranked once, for the rules and the reasons
     with _engine(engine, cfg, models, times) as runner:
-        frame = predict_and_tag(ids, as_of, models, features, cfg, load_bands(list(models)), times, runner)
-        frame = add_reasons(frame, models, features, cfg, times, runner)
+        frame = predict_and_tag(ids, as_of, models, features, cfg, load_bands(list(models)), times, runner, ranks)
+        frame = add_reasons(frame, models, features, cfg, times, runner, ranks)
     check_not_degenerate(frame, models)
     with times.stage("write", len(frame)):
         snapshot = feature_snapshot(frame, models, features) if cfg.scoring.keep_feature_snapshot else None
@@ -539,7 +544,7 @@ def score(as_of: Any = None, cfg: ActionsConfig | None = None, models: dict[str,
         # The CRM works one queue at a time, most at stake first.
         order = frame.sort_values(["queue", "priority"], ascending=[True, False], na_position="last",
                                   kind="stable").index
-        scores_dir = write_scores(frame.loc[order, columns].reset_index(drop=True), snapshot, as_of, paths)
+        scores_dir = write_scores(frame.loc[order, columns].reset_index(drop=True), snapshot, as_of, paths, ranks)
     by_action = frame["action"].value_counts().to_dict()
     flagged = int((frame["action"] != cfg.default.action).sum())
     log.info("scored %d customers in %.1f s; %d with an action -> %s", len(frame), times.total, flagged, scores_dir)

@@ -30,6 +30,12 @@ class Evidence(BaseModel):
     sentence: str
 
 
+class Rose(BaseModel):
+    date: str = Field(description="the end of the week the risk rose (YYYY-MM-DD)")
+    before: float = Field(ge=0, le=1, description="the probability the week before")
+    after: float = Field(ge=0, le=1, description="the probability that week")
+
+
 class Reason(BaseModel):
     feature: str = Field(description="the cause's strongest fact")
     value: float | None
@@ -39,6 +45,8 @@ class Reason(BaseModel):
     cause: str = Field("", description="the cause (configs/reasons.yaml), e.g. complaints, inactivity")
     headline: str = ""
     evidence: list[Evidence] = Field(default_factory=list, description="the cause's strongest facts")
+    rose: Rose | None = Field(None, description="on the top cause, when the customer's past shows the week "
+                                                "the risk rose")
 
 
 class ModelScore(BaseModel):
@@ -64,6 +72,8 @@ class Decision(BaseModel):
     group: str | None = Field(None, description="treatment, control or empty")
     priority: float | None = None
     queue_status: str | None = None
+    top_cause: str | None = Field(None, description="the top raising cause of the model the rule explains "
+                                                    "with, as in the batch list ('' without an action)")
     value: float | None = Field(None, description="the value model's predicted spend")
     value_at_risk: float | None = None
     value_upside: float | None = None

@@ -19,7 +19,7 @@ from serving.config import ServingConfig
 from serving.errors import InvalidRequest, ModelsUnavailable, ServingError, StoreUnavailable
 from serving.registry import ModelRegistry, ModelSet
 from serving.requests import PredictFeaturesRequest, PredictRequest, _Request
-from training.reasons import ReasonTemplates, band, explain, load_templates
+from training.reasons import ReasonTemplates, band, explain, load_templates, top_causes
 
 log = logging.getLogger("propensity.serving")
 
@@ -98,7 +98,26 @@ def _reason_dict(reason: Any) -> dict[str, Any]:
         "cause": reason.cause,
         "headline": reason.headline,
         "evidence": [e.to_dict() for e in reason.evidence],
+        "rose": reason.rose,
     }
+
+
+class _ExplainedCauses:
+    """The top cause per model of the customers just explained (``serving.actions.TopCauses``): the
+    ranking the answer's reasons show, so a rule acts on the cause the answer leads with."""
+
+    def __init__(self, templates: ReasonTemplates, models: ModelSet, per_model: dict[str, dict[str, Any]]):
+        self.templates, self.models = templates, models
+        self.top = {name: scored["top_cause"] for name, scored in per_model.items()}
+
+    def causes(self, model: str) -> tuple[str, ...]:
+        if model not in self.top:
+            raise ConfigError(f"top_cause names model {model!r}, which this request does not score")
+        m = self.models.models[model]
+        return self.templates.cause_map(model, m.feature_names).causes
+
+    def top_cause(self, model: str, rows: np.ndarray) -> np.ndarray:
+        return self.top[model][rows]
 
 
 @dataclass
@@ -169,6 +188,8 @@ class Predictor:
         self.actions = actions if actions is not None else load_actions_config()
         self.tags = load_tags_config()
         self._decision_warned = False
+        self._scales: dict[tuple[str, str], Any] = {}
+        self._pasts: dict[str, tuple[tuple[Any, int], Any]] = {}
 
     # --- helpers
     def models(self) -> ModelSet:
@@ -224,8 +245,11 @@ class Predictor:
         top_k: int,
         lang: str,
         with_decision: bool = True,
+        with_past: bool = True,
     ) -> list[dict[str, Any]]:
-        """Per-customer answers; ``columns_of`` maps model name -> its feature columns, row i = ids[i]."""
+        """Per-customer answers; ``columns_of`` maps model name -> its feature columns, row i = ids[i].
+        The causes are ranked as batch scoring ranks them (``training.cause_context``): with the scale
+        stored with the version and, ``with_past``, the customer's own past from the offline store."""
         rows = np.flatnonzero(found)
         per_model: dict[str, dict[str, Any]] = {}
         for name in names:
@@ -233,11 +257,11 @@ class Predictor:
             columns = columns_of[name]
             proba, contrib = self._score_model(model, columns, rows)
             scored_columns = columns if len(rows) == len(ids) else _take(columns, rows)
-            reasons = explain(
-                contrib, scored_columns, list(model.feature_names), name, top_k, lang, self.templates
-            )
+            reasons, tops = self._explain(model, contrib, scored_columns, [ids[i] for i in rows], top_k, lang,
+                                          with_past)
             cuts = model.bands(self.bands[name]) if hasattr(model, "bands") else self.bands[name]
             per_model[name] = {
+                "top_cause": tops,
                 "proba": proba,
                 "band": band(proba, cuts) if len(proba) else [],
                 "reasons": reasons,
@@ -270,6 +294,61 @@ class Predictor:
             j += 1
         return results
 
+    def _explain(self, model: Any, contrib: np.ndarray, columns: Columns, ids: list[str], top_k: int, lang: str,
+                 with_past: bool) -> tuple[list, np.ndarray]:
+        """Reasons and top raising cause per scored row. A customer the batch run of the same date and
+        model version ranked gets the past that run read (``serving.causes.RankingPast``): the batch
+        list's causes. Any other customer (and rows a caller sent) is ranked from today's features and
+        the scale stored with the version. The top cause is ranked apart from the reasons: a request may
+        ask for none (top_k 0)."""
+        scale = self._scale(model)
+        hit, history = np.zeros(len(ids), dtype=bool), None
+        if with_past and ids and "as_of" in columns:
+            past = self._past(model.name, float(columns["as_of"][0]))
+            if past is not None:
+                hit, history = past.lookup(model.version, ids)
+        names = list(model.feature_names)
+        reasons: list = [None] * len(ids)
+        tops = np.empty(len(ids), dtype=object)
+        for part, part_history in ((np.flatnonzero(hit), history), (np.flatnonzero(~hit), None)):
+            if part.size == 0:
+                continue
+            cols = columns if part.size == len(ids) else _take(columns, part)
+            got = explain(contrib[part], cols, names, model.name, top_k, lang, self.templates, part_history, scale)
+            for i, r in zip(part.tolist(), got, strict=True):
+                reasons[i] = r
+            tops[part] = top_causes(contrib[part], names, model.name, self.templates, part_history, scale)
+        return reasons, tops
+
+    def _scale(self, model: Any):
+        from training.cause_context import model_scale
+
+        key = (model.name, str(model.version))
+        if key not in self._scales:
+            self._scales[key] = model_scale(model, self.templates)
+        return self._scales[key]
+
+    def _past(self, model_name: str, as_of_seconds: float):
+        """The batch run's saved past for ``model_name`` at this as-of date (re-read when the file changes)."""
+        from core.settings import project_paths
+        from serving.causes import RankingPast, past_file
+
+        as_of = pd.Timestamp(as_of_seconds, unit="s", tz="UTC").normalize()
+        path = past_file(project_paths().scores_for(as_of), model_name)
+        try:
+            mtime = path.stat().st_mtime_ns
+        except OSError:
+            return None
+        cached = self._pasts.get(model_name)
+        if cached is None or cached[0] != (path, mtime):
+            try:
+                cached = ((path, mtime), RankingPast(path))
+            except Exception as exc:  # a damaged file: rank without it rather than fail the answer
+                log.warning("ranking past %s unreadable (%s): causes ranked from today's features", path, exc)
+                cached = ((path, mtime), None)
+            self._pasts[model_name] = cached
+        return cached[1]
+
     def _decisions(self, ids, columns_of, rows, names, models, per_model) -> list[dict[str, Any]] | None:
         """Layers, tags, action, queue, rule, group, priority and stakes per found customer, from
         ``serving.actions.decide``: the same function batch scoring calls (no contact history here: the
@@ -291,8 +370,9 @@ class Predictor:
             table[f"{name}_band"] = per_model[name]["band"]
         skipped = [m for m in self.spec_names if m not in names]
         ranges = {n: getattr(models.models[n], "feature_ranges", {}) for n in names}
+        causes = _ExplainedCauses(self.templates, models, per_model)
         try:
-            decided = decide(table, self.actions, skipped, ranges, self.tags)
+            decided = decide(table, self.actions, skipped, ranges, self.tags, causes=causes)
         except ConfigError as exc:
             # A rule over a column these models' features lack: the scores still answer, without a decision.
             if not self._decision_warned:
@@ -300,10 +380,14 @@ class Predictor:
                 self._decision_warned = True
             return None
         out = []
+        explained = decided["explain"].to_numpy()
         for i in range(len(decided)):
             row = decided.iloc[i]
             item = {k: _plain(row[k]) for k in decided.columns if k not in ("explain", "held_back")}
             item["as_of"] = f"{table['as_of'].iloc[i]:%Y-%m-%d}"
+            # As in the batch list: the cause the CRM text of the rule's model leads with ("" without one).
+            model = explained[i]
+            item["top_cause"] = str(causes.top_cause(model, np.array([i]))[0]) if model in per_model else ""
             out.append(item)
         return out
 
@@ -426,7 +510,9 @@ class Predictor:
             columns[col] = np.array([row.get(col) for row in request.rows], dtype=object)
         ids = [row.get("customer_id") or f"row-{i}" for i, row in enumerate(request.rows)]
         found = np.ones(len(ids), dtype=bool)
-        results = self._results(ids, {n: columns for n in names}, found, names, models, top_k, lang)
+        # Rows the caller made up have no past in the store: ranked from today's features and the scale.
+        results = self._results(ids, {n: columns for n in names}, found, names, models, top_k, lang,
+                                with_past=False)
         return {"model_versions": models.versions(), "results": results}
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:

@@ -93,18 +93,19 @@ class RayEngine:
         return {c: out[c].to_numpy() for c in out.columns if c != ROW}
 
     def explain(self, features: dict[str, pd.DataFrame], rows: np.ndarray, explain_with: np.ndarray,
-                times) -> tuple[np.ndarray, np.ndarray]:
+                times) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``explain_rows`` for ``rows``, in batches; every column of each feature service travels (a
         reason's sentence may cite any of them)."""
         from training.reasons import load_templates
 
         with times.stage("reasons: SHAP + text (ray)", len(rows)):
             if len(rows) == 0:
-                return np.empty(0, dtype=object), np.empty(0, dtype=object)
+                return np.empty(0, dtype=object), np.empty(0, dtype=object), np.empty(0, dtype=object)
             by_service = {s: features[name].iloc[rows] for name, s in reversed(self.services.items())}
             shipped = self._frame(len(rows), by_service).assign(**{EXPLAIN: explain_with})
             out = self._run(shipped, {"stage": "explain", "templates": load_templates()})
-        return out["reasons"].to_numpy(dtype=object), out["reasons_json"].to_numpy(dtype=object)
+        return (out["reasons"].to_numpy(dtype=object), out["reasons_json"].to_numpy(dtype=object),
+                out["top_cause"].to_numpy(dtype=object))
 
     @staticmethod
     def _frame(n: int, by_service: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -160,6 +161,7 @@ class _Worker:
         features = self._features(batch)
         if self.stage == "predict":
             return pd.DataFrame({ROW: rows, **predict_columns(self.models, features, self.bands)})
-        reasons, as_json = explain_rows(self.models, features, np.arange(len(batch)), batch[EXPLAIN].to_numpy(),
-                                        self.top_k, self.lang, StageTimes(), self.templates, progress=False)
-        return pd.DataFrame({ROW: rows, "reasons": reasons, "reasons_json": as_json})
+        reasons, as_json, causes = explain_rows(self.models, features, np.arange(len(batch)),
+                                                batch[EXPLAIN].to_numpy(), self.top_k, self.lang, StageTimes(),
+                                                self.templates, progress=False)
+        return pd.DataFrame({ROW: rows, "reasons": reasons, "reasons_json": as_json, "top_cause": causes})

@@ -42,6 +42,7 @@ from core.errors import DataError, NotEnoughDataError, PropensityError
 from core.events import EventStore
 from core.settings import project_paths
 from core.specs import ModelSpec
+from training.dataset import ExactFeatureSource
 
 log = logging.getLogger("propensity.training")
 
@@ -395,22 +396,6 @@ def _fill_low(values: np.ndarray) -> np.ndarray:
 
 
 # ---- one model --------------------------------------------------------------------------------------
-class ExactFeatureSource:
-    """Feast features for training rows on built snapshot dates, a scratch one-date build for the others
-    (``features.exact``). A backtest's training cutoffs reach further back than the feature store's
-    history may (it backfills a fixed number of days before its newest date): without this, those rows
-    would train with no feature values at all, which a feature store first built at the as-of date
-    would have had."""
-
-    def historical(self, entity_df: pd.DataFrame, service: str) -> pd.DataFrame:
-        from features.exact import exact_historical_features
-
-        return exact_historical_features(entity_df, service)
-
-    def feature_names(self, service: str) -> list[str]:
-        from features.retrieval import model_feature_names
-
-        return list(model_feature_names(service))
 
 
 @dataclass

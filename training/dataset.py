@@ -47,6 +47,23 @@ class FeastFeatureSource:
         return list(model_feature_names(service))
 
 
+class ExactFeatureSource:
+    """Features exactly at each row's date: Feast on built snapshot dates, a scratch one-date build for
+    the others (``features.exact``). A backtest's training cutoffs reach further back than the feature
+    store's history may (without this those rows would train with no feature values at all); evaluate's
+    ground truth sits on Mondays; the cause ranking's daily past falls between snapshots."""
+
+    def historical(self, entity_df: pd.DataFrame, service: str) -> pd.DataFrame:
+        from features.exact import exact_historical_features
+
+        return exact_historical_features(entity_df, service)
+
+    def feature_names(self, service: str) -> list[str]:
+        from features.retrieval import model_feature_names
+
+        return list(model_feature_names(service))
+
+
 @dataclass
 class TrainingSet:
     """Every labelled row with its features: customer_id, event_timestamp, label, split, <features>."""

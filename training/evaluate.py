@@ -23,7 +23,7 @@ from core.errors import DataError, PropensityError
 from core.events import EventStore
 from core.settings import project_paths
 from core.specs import Baseline, load_spec
-from training.dataset import FeatureSource
+from training.dataset import ExactFeatureSource, FeatureSource
 from training.labels import TEST, build_labels, data_end
 from training.metrics import auc
 
@@ -92,16 +92,6 @@ def _baselines(baseline: Baseline, feats: pd.DataFrame) -> tuple[np.ndarray, np.
     return sign * values.fillna(values.max() + 1).to_numpy(), -sign * rfm.to_numpy()
 
 
-class SnapshotFeatures:
-    """Features exactly at each row's timestamp (``features.exact``): ground truth sits on Mondays, the
-    feature store's grid need not."""
-
-    def historical(self, entity_df: pd.DataFrame, service: str) -> pd.DataFrame:
-        from features.exact import exact_historical_features
-
-        return exact_historical_features(entity_df, service)
-
-
 def evaluate_model(name: str, alias: str = "champion", source: FeatureSource | None = None,
                    ground_truth: pd.DataFrame | None = None, ceiling: bool = False) -> Evaluation:
     """Score model ``name`` at ``alias`` on the latest matured ground-truth date, next to the oracle and
@@ -132,18 +122,18 @@ def evaluate_model(name: str, alias: str = "champion", source: FeatureSource | N
     rows = rows.merge(truth, on="customer_id", how="inner")
     if len(rows) == 0 or rows["label"].nunique() < 2:
         raise PropensityError(f"{name}: too few labelled rows with ground truth at {as_of:%Y-%m-%d} to evaluate")
-    feats = (source or SnapshotFeatures()).historical(rows[["customer_id", "event_timestamp"]],
+    feats = (source or ExactFeatureSource()).historical(rows[["customer_id", "event_timestamp"]],
                                                       model.feature_service).reset_index(drop=True)
     y = rows["label"].to_numpy()
     recency, rfm = _baselines(cfg.baseline, feats)
     model_auc = auc(y, model.predict_proba(feats))
     oracle_auc = auc(y, rows[cfg.ground_truth.probability].to_numpy())
     drivers = _driver_agreement(model, model.bands(cfg.bands), feats, rows, cfg.ground_truth.driver, as_of,
-                                source or SnapshotFeatures(), cfg.tuning.num_threads)
+                                source or ExactFeatureSource(), cfg.tuning.num_threads)
     if ceiling:
         from training.ceiling import feature_ceiling
 
-        c = feature_ceiling(cfg, model, gt, as_of, feats, y, source or SnapshotFeatures())
+        c = feature_ceiling(cfg, model, gt, as_of, feats, y, source or ExactFeatureSource())
         drivers.update(ceiling_auc=c.auc, ceiling_rows=c.rows, model_to_ceiling=model_auc / c.auc,
                        ceiling_to_oracle=c.auc / oracle_auc)
     return Evaluation(name, model.version, alias, f"{as_of:%Y-%m-%d}", len(rows), float(y.mean()), model_auc,
@@ -154,14 +144,8 @@ def _driver_agreement(model, bands, feats: pd.DataFrame, rows: pd.DataFrame, dri
                       as_of: pd.Timestamp, source, threads: int) -> dict:
     """How often the top cause shown for a flagged (high-band) row is the generator's true driver, with
     the configured ranking and with today's SHAP alone, next to the supervised ceiling on the same rows."""
-    from training.reasons import (
-        band,
-        cause_scale,
-        explain,
-        load_templates,
-        ranking_method,
-        top_driver_agreement,
-    )
+    from training.cause_context import fit_cause_scale, model_scale, ranking_context
+    from training.reasons import band, explain, load_templates, ranking_method, top_driver_agreement
 
     true_drivers = rows[driver_column].astype(str).to_numpy()
     X = model.matrix(feats)
@@ -173,62 +157,22 @@ def _driver_agreement(model, bands, feats: pd.DataFrame, rows: pd.DataFrame, dri
     names = list(model.feature_names)
     flagged = feats[high].reset_index(drop=True)
     truth = list(true_drivers[high])
-    scale = cause_scale(contributions, model.name, names, templates)  # the evaluated population
-    history = None
-    if model.name in templates.ranking.history_models:
-        history = _history(model, flagged, rows.loc[high, "customer_id"].astype(str).to_numpy(), as_of, source,
-                           templates)
-    elif model.name in templates.ranking.population_models and templates.ranking.population == "shap_z_event":
-        # The whole evaluated population's daily past: how common each cause's fresh events are, then
-        # the flagged rows' own.
-        daily = _daily_history(model, feats, rows["customer_id"].astype(str).to_numpy(), as_of, source,
-                               templates)
-        scale = cause_scale(contributions, model.name, names, templates, history=daily)
-        history = daily.take(high)
-    method = ranking_method(templates, model.name, history, scale)
-    chosen = explain(contributions[high], flagged, names, model.name, 1, templates=templates, history=history,
-                     scale=scale)
+    ids = rows["customer_id"].astype(str).to_numpy()
+    # The scale stored with the version, as batch scoring and /predict use it; a version trained before
+    # versions carried one is measured against the evaluated population instead.
+    scale = model_scale(model, templates)
+    if scale is None:
+        scale = fit_cause_scale(model, feats, ids, as_of, source, templates)
+    context = ranking_context(model, flagged, ids[high], as_of, source, templates, scale=scale)
+    method = ranking_method(templates, model.name, context.history, context.scale)
+    chosen = explain(contributions[high], flagged, names, model.name, 1, templates=templates,
+                     history=context.history, scale=context.scale)
     snapshot = explain(contributions[high], flagged, names, model.name, 1, templates=templates)
     agreement = top_driver_agreement(chosen, truth)
     ceiling = driver_ceiling(X, true_drivers, high, templates.ceiling, threads)
     return {"flagged": int(high.sum()), "driver_agreement": agreement, "driver_method": method,
             "driver_agreement_snapshot": top_driver_agreement(snapshot, truth), "driver_ceiling": ceiling,
             "driver_ceiling_ratio": agreement / ceiling if ceiling > 0 else float("nan")}
-
-
-def _history(model, flagged: pd.DataFrame, ids, as_of: pd.Timestamp, source, templates):
-    """The flagged customers' weekly past: the feature store's snapshot dates before ``as_of`` (the last
-    ``ranking.history_weeks``), then today's features. None when the store has fewer than two."""
-    from features.build import built_dates
-    from training.reasons import history_of
-
-    dates = [pd.Timestamp(d, tz="UTC") for d in built_dates(project_paths().feature_sources)]
-    dates = [d for d in dates if d < as_of][-templates.ranking.history_weeks:]
-    if len(dates) < 2:
-        log.info("%s: fewer than 2 feature snapshots before %s: causes ranked from today's features",
-                 model.name, f"{as_of:%Y-%m-%d}")
-        return None
-    return history_of(model, [*_frames_at(model, ids, dates, source), flagged], [*dates, as_of], templates)
-
-
-def _daily_history(model, feats: pd.DataFrame, ids, as_of: pd.Timestamp, source, templates):
-    """The customers' last ``ranking.event_days`` days, one snapshot a day (``features.exact`` builds the
-    ones off the grid), then today's features: the daily past ``shap_z_event`` reads."""
-    from training.reasons import history_of
-
-    days = templates.ranking.event_days
-    dates = [as_of - pd.Timedelta(days=k) for k in range(days, 0, -1)]
-    return history_of(model, [*_frames_at(model, ids, dates, source), feats], [*dates, as_of], templates)
-
-
-def _frames_at(model, ids, dates, source) -> list[pd.DataFrame]:
-    """The same customers' features at each of ``dates`` (one point-in-time retrieval per date)."""
-    frames = []
-    for day in dates:
-        entity = pd.DataFrame({"customer_id": ids,
-                               "event_timestamp": pd.Series([day] * len(ids)).astype("datetime64[us, UTC]")})
-        frames.append(source.historical(entity, model.feature_service).reset_index(drop=True))
-    return frames
 
 
 def driver_ceiling(X: np.ndarray, true_drivers: np.ndarray, high: np.ndarray, ceiling, threads: int) -> float:

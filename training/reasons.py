@@ -51,6 +51,7 @@ from core.errors import ConfigError
 
 Lang = Literal["en", "zh"]
 LANGS: tuple[str, ...] = ("en", "zh")
+NO_CAUSE = "none"  # the top cause of a row where no cause raises the score
 HISTORY_METHODS = ("largest_cause_rise", "largest_jump", "change_since_lowest")
 POPULATION_METHODS = ("shap_z", "shap_z_event")
 METHODS = ("shap_sum", *POPULATION_METHODS, *HISTORY_METHODS)
@@ -100,6 +101,8 @@ class Ranking(StrictModel):
     event_days: int = Field(ge=1, le=28, description="daily snapshots before today that shap_z_event reads "
                                                      "for fresh events")
     evidence: int = Field(ge=1, le=3, description="facts shown per cause")
+    scale_rows: int = Field(20_000, ge=100, description="customers of the test split whose spread (and daily "
+                                                         "events) make the scale stored with a trained model")
 
 
 class Ceiling(StrictModel):
@@ -479,8 +482,8 @@ class _Ranked:
 def _rank(contributions, features, feature_names, model_name, lang, templates, history, scale=None) -> tuple[_Ranked, ReasonTemplates]:
     if lang not in LANGS:
         raise ValueError(f"lang must be one of {LANGS}, got {lang!r}")
-    columns = _FrameColumns(features) if isinstance(features, pd.DataFrame) else features
-    n_rows = len(next(iter(columns.values()))) if columns else 0
+    columns = _FrameColumns(features) if isinstance(features, pd.DataFrame) else features if features is not None else {}
+    n_rows = len(contributions) if features is None else len(next(iter(columns.values()))) if columns else 0
     if contributions.shape != (n_rows, len(feature_names) + 1):
         raise ValueError(
             f"contributions have shape {contributions.shape}; expected "
@@ -731,8 +734,10 @@ def explain_table(
     templates: ReasonTemplates | None = None,
     history: History | None = None,
     scale: CauseScale | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Batch scoring's reasons: per row the CRM text and the reasons as JSON.
+    with_top_cause: bool = False,
+) -> tuple[np.ndarray, ...]:
+    """Batch scoring's reasons: per row the CRM text and the reasons as JSON (and with
+    ``with_top_cause`` the top raising cause, as ``top_causes`` gives it).
 
     The CRM text is the ``cause_sep``-joined lines of the causes that raise the score (up to ``top_k``),
     each with only the facts that raise it. The JSON keeps the signed detail: every cause, raising or
@@ -750,7 +755,7 @@ def explain_table(
     spec = templates.models[model_name]
     n, n_causes, n_slots = ranked.evidence.shape
     if n == 0:
-        return np.empty(0, dtype=object), np.empty(0, dtype=object)
+        return (np.empty(0, dtype=object),) * (3 if with_top_cause else 2)
 
     # The cells: (row, position) for every kept cause, row by row.
     kept = np.arange(n_causes)[None, :] < ranked.n_kept[:, None]
@@ -825,7 +830,7 @@ def explain_table(
     as_json = np.array(["[" + ", ".join(cell_list[s:e]) + "]" for s, e in zip(starts[:-1].tolist(),
                                                                               starts[1:].tolist(), strict=True)],
                        dtype=object)
-    return joined, as_json
+    return (joined, as_json, _top_of(ranked)) if with_top_cause else (joined, as_json)
 
 
 def _float_column(values: np.ndarray) -> np.ndarray:
@@ -867,9 +872,25 @@ def _format_lines(line: str, headlines: np.ndarray, words: np.ndarray, evidence:
                      zip(headlines.tolist(), words.tolist(), evidence.tolist(), strict=True)], dtype=object)
 
 
+def top_causes(contributions: np.ndarray, feature_names: Sequence[str], model_name: str,
+               templates: ReasonTemplates | None = None, history: History | None = None,
+               scale: CauseScale | None = None) -> np.ndarray:
+    """Each row's top raising cause as ``explain`` ranks it ("none" when no cause raises the score),
+    without building any text: what action rules and tags test."""
+    ranked, _ = _rank(contributions, None, list(feature_names), model_name, "en", templates, history, scale)
+    return _top_of(ranked)
+
+
+def _top_of(ranked: _Ranked) -> np.ndarray:
+    if len(ranked.order) == 0:
+        return np.empty(0, dtype=object)
+    causes = np.array([*ranked.cmap.causes, NO_CAUSE], dtype=object)
+    return causes[np.where(ranked.n_raising > 0, ranked.order[:, 0], len(ranked.cmap.causes))]
+
+
 def top_cause(reasons: list[list[Reason]]) -> list[str]:
     """Each row's top cause that raises the score ("none" when nothing raises it)."""
-    return [next((r.cause for r in row if r.direction == "raises"), "none") for row in reasons]
+    return [next((r.cause for r in row if r.direction == "raises"), NO_CAUSE) for row in reasons]
 
 
 def top_driver_agreement(

@@ -161,8 +161,9 @@ def train_model(
 
 def scoring_tags(cfg: ModelSpec, ts: TrainingSet, booster, calibration) -> dict[str, str]:
     """What scoring needs to know about the training population, stored with the version: the band cuts
-    (resolved on the test split's scores when the spec gives shares of the distribution) and each
-    feature's range over the training rows (how far a scored customer lies outside what was learnt)."""
+    (resolved on the test split's scores when the spec gives shares of the distribution), each
+    feature's range over the training rows (how far a scored customer lies outside what was learnt) and
+    the cause scale the reasons rank by (``training.cause_context``)."""
     from core.specs import BandThresholds
     from training.champion import TAG_BANDS, TAG_FEATURE_RANGES
 
@@ -172,8 +173,14 @@ def scoring_tags(cfg: ModelSpec, ts: TrainingSet, booster, calibration) -> dict[
         bands = cfg.bands.thresholds(predictions(cfg, booster, calibration, ts.X(TEST)))
     X = ts.X(TRAIN)
     ranges = {c: [float(X[c].min()), float(X[c].max())] for c in X.columns if X[c].notna().any()}
-    return {TAG_BANDS: json.dumps({"high": bands.high, "medium": bands.medium}),
+    from training.cause_context import TAG_CAUSE_SCALE, training_scale
+
+    tags = {TAG_BANDS: json.dumps({"high": bands.high, "medium": bands.medium}),
             TAG_FEATURE_RANGES: json.dumps(ranges, separators=(",", ":"))}
+    scale = training_scale(cfg, ts, booster, calibration)
+    if scale is not None:
+        tags[TAG_CAUSE_SCALE] = scale
+    return tags
 
 
 def predictions(cfg: ModelSpec, booster, calibration, X) -> np.ndarray:

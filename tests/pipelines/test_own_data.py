@@ -90,14 +90,25 @@ def test_predict_matches_the_batch_row_of_the_same_date(walkthrough):
     config = load_serving_config()
     registry = ModelRegistry(served_models(config))
     registry.load()
-    ids = scores.index[:40].tolist()
+    # Customers with an action (their causes ranked from their own weekly past) and some without.
+    acted = scores.index[scores["reasons_json"] != "[]"]
+    ids = [*acted[:40], *scores.index[scores["reasons_json"] == "[]"][:10]]
     answer = Predictor(config, registry).predict(PredictRequest(customer_ids=ids))
+    rose = 0
     for result in answer["results"]:
         row = scores.loc[result["customer_id"]]
         assert result["found"] and result["decision"]["as_of"] == "2011-12-10"
         assert result["churn"]["probability"] == pytest.approx(row["churn_probability"], abs=1e-9)
         assert result["churn"]["band"] == row["churn_band"]
         assert (result["decision"]["action_rule"], result["decision"]["queue"]) == (row["action_rule"], row["queue"])
+        assert result["decision"]["top_cause"] == row["top_cause"]
+        if row["reasons_json"] != "[]":
+            batch = [(r["cause"], r["direction"], r["rose"]) for r in json.loads(row["reasons_json"])]
+            served = [(r["cause"], r["direction"], r.get("rose")) for r in result["churn"]["reasons"]]
+            assert served == batch[:len(served)], result["customer_id"]
+            rose += batch[0][2] is not None
+    # The history ranking was in force on both sides (only it dates the rise of the risk).
+    assert rose > 0
 
 
 def test_predict_with_an_earlier_as_of_matches_a_score_of_that_date(walkthrough):

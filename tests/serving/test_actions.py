@@ -29,6 +29,7 @@ def _frame() -> pd.DataFrame:
             "lifecycle_stage": ["active", "active", "lapsed", "active", "new"],
             "orders_30d": [2, 0, 0, 1, np.nan],
             "open_complaints": [0, 0, 0, 0, np.nan],
+            "churn_top_cause": ["inactivity", "none", "inactivity", "none", "none"],  # as ranked elsewhere
         }
     )
 
@@ -52,6 +53,47 @@ def test_issue_examples_get_their_actions():
     assert out.loc[1, "action_rule"] == "sales_follow_up" and out.loc[1, "explain"] == "conversion"
     assert out.loc[2, "action_rule"] == "reactivation"  # at risk but lapsed and low value
     assert out.loc[3, "action"] == "no action" and out.loc[3, "queue"] == "none"
+
+
+class _RecordingCauses:
+    """A ``TopCauses`` that answers from a fixed list and records the rows it was asked about."""
+
+    def __init__(self, top):
+        self.top, self.asked = np.array(top, dtype=object), []
+
+    def causes(self, model):
+        return ("complaints", "inactivity", "declining_activity")
+
+    def top_cause(self, model, rows):
+        self.asked.append(rows.tolist())
+        return self.top[rows]
+
+
+def test_a_complaint_driven_risk_goes_to_aftercare_and_causes_are_ranked_only_where_asked():
+    cfg = load_actions_config()
+    frame = _frame().drop(columns="churn_top_cause")
+    frame = pd.concat([frame, layer_tags(frame, cfg.layers)], axis=1)
+    # Row 0 is taken by vip_care before complaint_aftercare is tried; row 2 (high risk, lapsed) is the
+    # only row left that the rule's other condition lets through.
+    causes = _RecordingCauses(["complaints", "none", "complaints", "none", "none"])
+    out = assign_actions(frame, cfg, causes=causes)
+    assert out.loc[2, "action_rule"] == "complaint_aftercare" and out.loc[2, "queue"] == "service_complaints"
+    assert out.loc[0, "action_rule"] == "vip_care"
+    assert causes.asked == [[2]]
+    # Without a ranking or a <model>_top_cause column the rule cannot be decided: an error, not a miss.
+    with pytest.raises(ConfigError, match="complaint_aftercare.*top cause of churn"):
+        assign_actions(frame, cfg)
+
+
+def test_a_top_cause_condition_naming_an_unknown_cause_is_an_error():
+    cfg = load_actions_config()
+    rules = [r.model_dump() for r in cfg.rules]
+    rules[0]["when"] = {"top_cause": {"churn": ["complaint"]}}  # singular: a typo
+    typo = ActionsConfig.model_validate({**cfg.model_dump(), "rules": rules})
+    frame = _frame()
+    frame = pd.concat([frame, layer_tags(frame, cfg.layers)], axis=1)
+    with pytest.raises(ConfigError, match=r"top_cause.churn: unknown cause\(s\) \['complaint'\]"):
+        assign_actions(frame, typo, causes=_RecordingCauses(["none"] * 5))
 
 
 def test_first_match_wins_and_numeric_bounds_ignore_nulls():
@@ -160,7 +202,7 @@ def test_lost_customers_are_taken_before_the_rules_only_when_far_beyond_training
         "days_since_last_order": [150.0, 500.0, np.nan], "open_complaints": [0.0, 0.0, 0.0],
         "orders_30d": [0.0, 0.0, 0.0], "rfm_segment": ["important_value"] * 3,
         "lifecycle_stage": ["at_risk", "lapsed", "active"], "customer_id": ["a", "b", "c"],
-        "as_of": pd.Timestamp("2024-05-06", tz="UTC"),
+        "as_of": pd.Timestamp("2024-05-06", tz="UTC"), "churn_top_cause": ["inactivity"] * 3,
     })
     ranges = {"churn": {"days_since_last_order": [0.0, 200.0]}}
     out = decide(frame, cfg, feature_ranges=ranges)

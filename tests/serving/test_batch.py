@@ -182,6 +182,15 @@ def test_batch_reasons_equal_the_services_reasons(lang):
         for row in reference
     ]
     assert any("template needs" not in j and "unknown" not in j for j in joined)
+    # The top cause the rules test is the cause the text leads with, with and without the past.
+    from training.reasons import top_cause, top_causes
+
+    for past_given in (None, history):
+        reference = explain(contrib, feats, names, "churn", None, lang, templates, past_given)
+        *_, tops = explain_table(contrib, feats, names, "churn", 4, lang, templates, past_given, with_top_cause=True)
+        assert tops.tolist() == top_cause(reference) == top_causes(contrib, names, "churn", templates,
+                                                                   past_given).tolist()
+        assert "none" in tops and len(set(tops)) > 2
 
 
 def test_write_is_atomic_and_latest_tracks_the_newest_as_of(champions):

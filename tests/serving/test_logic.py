@@ -90,7 +90,7 @@ def test_predict_scores_both_models_with_reasons(predictor, loaded_models, custo
     assert first["churn"]["band"] in {"high", "medium", "low"}
     assert 1 <= len(first["churn"]["reasons"]) <= 3
     assert set(first["churn"]["reasons"][0]) == {"feature", "value", "contribution", "direction", "sentence", "cause",
-                                                 "headline", "evidence"}
+                                                 "headline", "evidence", "rose"}
     assert first["conversion"]["model_version"] == "1"
 
 
