@@ -82,6 +82,41 @@ def test_run_summary_and_scores_contract(chain):
 
 
 @pytest.mark.behaviour
+def test_predict_ranks_causes_as_the_batch_list_of_the_same_date(chain):
+    """Both models' causes ranked from the customer's past (churn: weekly snapshots; conversion: the last
+    days, against the scale stored at training): /predict reads the past the batch run saved and gives
+    every customer of the list the same tags, top cause, rule, action, queue and reasons."""
+    import json
+
+    from serving.causes import past_file
+    from serving.config import load_serving_config, served_models
+    from serving.predictor import Predictor
+    from serving.registry import ModelRegistry
+    from serving.requests import PredictRequest
+
+    scores = pd.read_parquet(project_paths().latest_scores).set_index("customer_id")
+    as_of = scores["as_of"].iloc[0]
+    for model in ("churn", "conversion"):
+        assert past_file(project_paths().scores_for(as_of), model).is_file(), model
+    explained = scores["reasons_json"].map(lambda j: json.loads(j)[0]["model"] if j != "[]" else "")
+    ids = [*scores.index[explained == "conversion"][:30], *scores.index[explained == "churn"][:30],
+           *scores.index[explained == ""][:10]]
+    assert (explained.loc[ids] == "conversion").sum() >= 5
+    config = load_serving_config()
+    registry = ModelRegistry(served_models(config))
+    registry.load()
+    answer = Predictor(config, registry).predict(PredictRequest(customer_ids=ids))
+    for result in answer["results"]:
+        row, decision = scores.loc[result["customer_id"]], result["decision"]
+        for key in ("tags", "top_cause", "action_rule", "action", "queue", "group", "queue_status"):
+            assert decision[key] == row[key], (result["customer_id"], key)
+        model = explained.loc[result["customer_id"]]
+        if model:
+            batch = [(r["cause"], r["direction"], r["rose"]) for r in json.loads(row["reasons_json"])]
+            served = [(r["cause"], r["direction"], r.get("rose")) for r in result[model]["reasons"]]
+            assert served == batch[:len(served)], result["customer_id"]
+
+
 def test_monitor_sees_the_shift_and_not_before_it(chain):
     from pipelines.monitor import load_monitor_config, monitor
 
@@ -168,7 +203,11 @@ def test_forget_reaches_the_online_store(chain):
     from pipelines.forget import forget
 
     paths = project_paths()
-    victim = pd.read_parquet(paths.scores / "latest.parquet")["customer_id"].iloc[0]
+    # A customer whose causes the last list ranked: in the scores and in the past saved for /predict.
+    latest = pd.read_parquet(paths.scores / "latest.parquet")
+    ranked = pd.read_parquet(paths.scores_for(latest["as_of"].iloc[0]) / "ranking_past_churn.parquet")
+    victim = ranked["customer_id"].iloc[0]
+    assert victim in set(latest["customer_id"])
     assert online_features([victim], "churn_v1")["found"].iloc[0]
     report = forget([victim])
     assert not online_features([victim], "churn_v1")["found"].iloc[0]
@@ -179,5 +218,7 @@ def test_forget_reaches_the_online_store(chain):
         assert victim not in set(EventStore(paths.events).read(table, columns=["customer_id"])["customer_id"])
     for folder in paths.scores.glob("20*"):
         assert victim not in set(pd.read_parquet(folder / "scores.parquet")["customer_id"])
+        for past in folder.glob("ranking_past_*.parquet"):  # the past /predict ranks from
+            assert victim not in set(pd.read_parquet(past)["customer_id"]), past.name
     assert victim not in set(pd.read_parquet(paths.scores / "latest.parquet")["customer_id"])
     assert report.mlflow_hits == [] and report.not_found == []
