@@ -653,7 +653,8 @@ def value_at_risk_check(risk: ModelBacktest, value: ModelBacktest, *, resamples:
     customer then churned), else 0. Both models were backtested at the same D (trained before it); the
     value model scores the risk model's population with its own features at D. Also shown: P(churn) x
     past spend over the value horizon (stakes without a value model), P(churn) x value / P(stays) (the
-    spend expected if the customer stays) and the value alone."""
+    spend expected if the customer stays), the value alone, P(churn) x the spend that counts as lost, and
+    the hindsight ranking by the revenue actually lost (the ceiling of the ratio)."""
     from features.exact import exact_historical_features
 
     if risk.task != "binary" or value.task != "regression":
@@ -681,7 +682,13 @@ def value_at_risk_check(risk: ModelBacktest, value: ModelBacktest, *, resamples:
     if_retained = predicted_value / np.clip(1.0 - p_churn, 1e-6, None)
     rankings = {"value_at_risk": p_churn * predicted_value, "churn_probability": p_churn,
                 "churn_x_past_spend": p_churn * past, "churn_x_value_if_retained": p_churn * if_retained,
-                "value": predicted_value}
+                "value": predicted_value,
+                # The expected lost revenue itself (P(churn) x the spend that counts as lost): the best a
+                # ranking by P(churn) and known spend can do on this measure.
+                "churn_x_lost_days_spend": p_churn * np.maximum(last_year, 0.0),
+                # Hindsight: ranked by the revenue actually lost. No ranking can beat it: its ratio is
+                # the largest ratio the data allows.
+                "hindsight": lost}
     pct = int(round(fraction * 100))
     ones = np.ones((1, len(lost)))
     point = {n: float(weighted_top_capture(lost, s, ones, fraction)[0]) for n, s in rankings.items()}

@@ -214,6 +214,10 @@ def test_value_at_risk_ranks_the_big_spenders_who_leave_first(project_home):
     assert lo <= hi and "ratio_to_churn_probability" not in churn
     # Without a spend in the 30 days before D, P(churn) x past spend is a tie: a random order.
     assert out["rankings"]["churn_x_past_spend"]["lost_capture_top20"] == pytest.approx(0.2)
+    # Hindsight takes the two largest losses (1000 and 900): no ranking holds more.
+    hindsight = out["rankings"]["hindsight"]
+    assert hindsight["lost_capture_top20"] == pytest.approx(1900 / lost)
+    assert all(r["lost_capture_top20"] <= hindsight["lost_capture_top20"] + 1e-12 for r in out["rankings"].values())
     with pytest.raises(Exception, match="binary risk model"):
         value_at_risk_check(value, risk)
 
