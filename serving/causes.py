@@ -33,8 +33,6 @@ def distinct_rows(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _concat_history(parts: list[History]) -> History:
     """Histories of disjoint row sets on the same dates, side by side (rows in the order given)."""
-    if len(parts) == 1:
-        return parts[0]
     first = parts[0]
     events = None if any(p.events is None for p in parts) else np.concatenate([p.events for p in parts], axis=1)
     return History(first.dates, np.concatenate([p.raw for p in parts], axis=1),
@@ -53,9 +51,11 @@ class CauseRanks:
         self.templates = templates or load_templates()
         self.source = source
         self.on_shap = on_shap  # called with the number of input rows each TreeSHAP chunk covered
-        self._rows: dict[str, np.ndarray] = {}  # rows computed so far, in computation order
-        self._contrib: dict[str, list[np.ndarray]] = {}
-        self._history: dict[str, list[History | None]] = {}
+        # Per model, the rows computed so far (in computation order) and, in the same order, their
+        # contributions and their past (None: the model's ranking reads no past at this date).
+        self._rows: dict[str, np.ndarray] = {}
+        self._contrib: dict[str, np.ndarray] = {}
+        self._history: dict[str, History | None] = {}
         self._scale: dict[str, Any] = {}
         self.distinct: dict[str, tuple[int, int]] = {}  # TreeSHAP'd distinct rows, rows asked for
 
@@ -79,9 +79,15 @@ class CauseRanks:
         width = len(model.feature_names) + 1
         contrib = (np.concatenate(parts) if parts else np.empty((0, width)))[back]
         context = self._context(name, model, frame, X)
+        first = name not in self._contrib
         self._rows[name] = np.concatenate([self._rows[name], rows])
-        self._contrib.setdefault(name, []).append(contrib)
-        self._history.setdefault(name, []).append(context.history)
+        self._contrib[name] = contrib if first else np.concatenate([self._contrib[name], contrib])
+        # Either every computation of a model reads a past or none does: the ranking and the dates it
+        # reads depend on the model and the as-of date only.
+        if first or context.history is None:
+            self._history[name] = context.history
+        else:
+            self._history[name] = _concat_history([self._history[name], context.history])
 
     def _context(self, name: str, model: Any, frame: pd.DataFrame, X: np.ndarray) -> RankingContext:
         as_of = pd.Timestamp(frame["event_timestamp"].iloc[0])
@@ -103,19 +109,14 @@ class CauseRanks:
 
     def contributions(self, name: str, rows: np.ndarray) -> np.ndarray:
         at = self._ensure(name, rows)
-        blocks = self._contrib.get(name)
-        if not blocks:
+        if name not in self._contrib:
             return np.empty((0, len(self.models[name].feature_names) + 1))
-        return np.concatenate(blocks)[at]
+        return self._contrib[name][at]
 
     def context(self, name: str, rows: np.ndarray) -> RankingContext:
         at = self._ensure(name, rows)
-        # Per model either every block has a history or none has (the ranking and the dates it reads
-        # depend on the model and the as-of date only).
-        parts = self._history.get(name, [])
-        if not parts or parts[0] is None:
-            return RankingContext(None, self._scale.get(name))
-        return RankingContext(_concat_history(parts).take(at), self._scale.get(name))
+        history = self._history.get(name)
+        return RankingContext(None if history is None else history.take(at), self._scale.get(name))
 
     def causes(self, name: str) -> tuple[str, ...]:
         if name not in self.models:
@@ -132,11 +133,10 @@ class CauseRanks:
 
     def past(self, name: str) -> tuple[np.ndarray, History] | None:
         """The customer ids and the history of every row of ``name`` ranked so far (None: no past read)."""
-        parts = self._history.get(name, [])
-        if not parts or parts[0] is None:
+        history = self._history.get(name)
+        if history is None:
             return None
-        ids = self.features[name]["customer_id"].astype(str).to_numpy()[self._rows[name]]
-        return ids, _concat_history(parts)
+        return self.features[name]["customer_id"].astype(str).to_numpy()[self._rows[name]], history
 
 
 # ---- the past of a batch run, for /predict --------------------------------------------------------------

@@ -19,7 +19,7 @@ from serving.config import ServingConfig
 from serving.errors import InvalidRequest, ModelsUnavailable, ServingError, StoreUnavailable
 from serving.registry import ModelRegistry, ModelSet
 from serving.requests import PredictFeaturesRequest, PredictRequest, _Request
-from training.reasons import ReasonTemplates, band, explain, load_templates, top_causes
+from training.reasons import ReasonTemplates, band, explain, load_templates, top_cause, top_causes
 
 log = logging.getLogger("propensity.serving")
 
@@ -299,8 +299,7 @@ class Predictor:
         """Reasons and top raising cause per scored row. A customer the batch run of the same date and
         model version ranked gets the past that run read (``serving.causes.RankingPast``): the batch
         list's causes. Any other customer (and rows a caller sent) is ranked from today's features and
-        the scale stored with the version. The top cause is ranked apart from the reasons: a request may
-        ask for none (top_k 0)."""
+        the scale stored with the version."""
         scale = self._scale(model)
         hit, history = np.zeros(len(ids), dtype=bool), None
         if with_past and ids and "as_of" in columns:
@@ -317,7 +316,9 @@ class Predictor:
             got = explain(contrib[part], cols, names, model.name, top_k, lang, self.templates, part_history, scale)
             for i, r in zip(part.tolist(), got, strict=True):
                 reasons[i] = r
-            tops[part] = top_causes(contrib[part], names, model.name, self.templates, part_history, scale)
+            # The reasons lead with the top raising cause; only a request for none ranks again.
+            tops[part] = top_cause(got) if top_k != 0 else top_causes(contrib[part], names, model.name,
+                                                                      self.templates, part_history, scale)
         return reasons, tops
 
     def _scale(self, model: Any):
