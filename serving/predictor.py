@@ -249,7 +249,7 @@ class Predictor:
     ) -> list[dict[str, Any]]:
         """Per-customer answers; ``columns_of`` maps model name -> its feature columns, row i = ids[i].
         The causes are ranked as batch scoring ranks them (``training.cause_context``): with the scale
-        stored with the version and, ``with_past``, the customer's own past from the offline store."""
+        stored with the version and, ``with_past``, the customer's past the batch run of that date saved."""
         rows = np.flatnonzero(found)
         per_model: dict[str, dict[str, Any]] = {}
         for name in names:

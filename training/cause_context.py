@@ -121,8 +121,14 @@ def history_dates(model_name: str, as_of: pd.Timestamp, templates: ReasonTemplat
             return []
         return dates
     if needs_daily_past(model_name, templates):
-        return [as_of - pd.Timedelta(days=k) for k in range(r.event_days, 0, -1)]
+        return daily_dates(as_of, templates)
     return []
+
+
+def daily_dates(as_of: Any, templates: ReasonTemplates) -> list[pd.Timestamp]:
+    """The ``ranking.event_days`` days before ``as_of``, oldest first (``shap_z_event``'s daily past)."""
+    as_of = pd.Timestamp(as_of)
+    return [as_of - pd.Timedelta(days=k) for k in range(templates.ranking.event_days, 0, -1)]
 
 
 def ranking_context(model: Any, today: pd.DataFrame | np.ndarray | None, ids: Sequence[str], as_of: Any,
@@ -157,10 +163,9 @@ def fit_cause_scale(model: Any, today: pd.DataFrame, ids: Sequence[str], as_of: 
     contributions = model.contributions(model.matrix(today))
     history = None
     if needs_daily_past(model.name, templates):
-        as_of = pd.Timestamp(as_of)
-        dates = [as_of - pd.Timedelta(days=k) for k in range(templates.ranking.event_days, 0, -1)]
+        dates = daily_dates(as_of, templates)
         frames = past_frames(model, ids, dates, source)
-        history = history_of(model, [*frames, _rows_of(today)], [*dates, as_of], templates)
+        history = history_of(model, [*frames, _rows_of(today)], [*dates, pd.Timestamp(as_of)], templates)
     return cause_scale(contributions, model.name, list(model.feature_names), templates, history=history)
 
 
