@@ -110,6 +110,8 @@ def test_predict_ranks_causes_as_the_batch_list_of_the_same_date(chain):
         row, decision = scores.loc[result["customer_id"]], result["decision"]
         for key in ("tags", "top_cause", "action_rule", "action", "queue", "group", "queue_status"):
             assert decision[key] == row[key], (result["customer_id"], key)
+        assert (decision["priority"] is None and pd.isna(row["priority"])) or \
+            decision["priority"] == pytest.approx(row["priority"], rel=1e-9), result["customer_id"]
         model = explained.loc[result["customer_id"]]
         if model:
             batch = [(r["cause"], r["direction"], r["rose"]) for r in json.loads(row["reasons_json"])]
