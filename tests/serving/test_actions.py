@@ -85,6 +85,19 @@ def test_a_complaint_driven_risk_goes_to_aftercare_and_causes_are_ranked_only_wh
         assign_actions(frame, cfg)
 
 
+def test_a_tag_can_test_the_top_cause():
+    from serving.actions import TagsConfig, assign_tags
+
+    tags = TagsConfig.model_validate({"tags": [
+        {"name": "risk_from_complaints", "when": {"bands": {"churn": ["high"]}, "top_cause": {"churn": ["complaints"]}}},
+    ]})
+    frame = _frame()
+    causes = _RecordingCauses(["complaints", "complaints", "inactivity", "none", "none"])
+    # Rows 0 and 2 are high risk; only row 0's top cause is complaints (row 1's is, but it is low risk).
+    assert assign_tags(frame, tags, causes=causes).tolist() == ["risk_from_complaints", "", "", "", ""]
+    assert causes.asked == [[0, 2]]
+
+
 def test_a_top_cause_condition_naming_an_unknown_cause_is_an_error():
     cfg = load_actions_config()
     rules = [r.model_dump() for r in cfg.rules]
