@@ -354,6 +354,8 @@ def layer_tags(scores: pd.DataFrame, layers: Layers, skipped_models: Iterable[st
 class TopCauses(Protocol):
     """What ranks a model's causes for rows of the scored frame (``serving.causes.CauseRanks``)."""
 
+    def ranks(self, model: str) -> bool: ...  # the model was scored here
+
     def causes(self, model: str) -> tuple[str, ...]: ...
 
     def top_cause(self, model: str, rows: np.ndarray) -> np.ndarray: ...
@@ -389,6 +391,11 @@ def conditions_mask(frame: pd.DataFrame, when: Conditions, where: str, causes: T
         if causes is None and column not in frame.columns:
             raise ConfigError(f"{where} tests the top cause of {model}: nothing ranks its causes here "
                               f"(no ranking and no {column} column)")
+        if causes is not None and not causes.ranks(model):
+            # A model not scored here (skipped for lack of data, or left out of an API request): like a
+            # layer built on it, its cause holds for no one; a rule on it is skipped before it gets here.
+            mask[:] = False
+            continue
         if causes is not None:
             unknown = sorted(set(allowed) - {*causes.causes(model), NO_CAUSE})
             if unknown:

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.errors import ConfigError
 from training.cause_context import RankingContext, ranking_context
 from training.reasons import History, ReasonTemplates, load_templates, top_causes
 
@@ -118,10 +117,10 @@ class CauseRanks:
         history = self._history.get(name)
         return RankingContext(None if history is None else history.take(at), self._scale.get(name))
 
+    def ranks(self, name: str) -> bool:
+        return name in self.models
+
     def causes(self, name: str) -> tuple[str, ...]:
-        if name not in self.models:
-            raise ConfigError(f"top_cause names model {name!r}, which is not scored here (scored: "
-                              f"{', '.join(self.models)})")
         return self.templates.cause_map(name, self.models[name].feature_names).causes
 
     def top_cause(self, name: str, rows: np.ndarray) -> np.ndarray:

@@ -110,11 +110,11 @@ class _ExplainedCauses:
         self.templates, self.models = templates, models
         self.top = {name: scored["top_cause"] for name, scored in per_model.items()}
 
+    def ranks(self, model: str) -> bool:
+        return model in self.top
+
     def causes(self, model: str) -> tuple[str, ...]:
-        if model not in self.top:
-            raise ConfigError(f"top_cause names model {model!r}, which this request does not score")
-        m = self.models.models[model]
-        return self.templates.cause_map(model, m.feature_names).causes
+        return self.templates.cause_map(model, self.models.models[model].feature_names).causes
 
     def top_cause(self, model: str, rows: np.ndarray) -> np.ndarray:
         return self.top[model][rows]

@@ -482,8 +482,11 @@ class _Ranked:
 def _rank(contributions, features, feature_names, model_name, lang, templates, history, scale=None) -> tuple[_Ranked, ReasonTemplates]:
     if lang not in LANGS:
         raise ValueError(f"lang must be one of {LANGS}, got {lang!r}")
-    columns = _FrameColumns(features) if isinstance(features, pd.DataFrame) else features if features is not None else {}
-    n_rows = len(contributions) if features is None else len(next(iter(columns.values()))) if columns else 0
+    if features is None:  # ranking only (top_causes): no sentence reads a column
+        columns, n_rows = {}, len(contributions)
+    else:
+        columns = _FrameColumns(features) if isinstance(features, pd.DataFrame) else features
+        n_rows = len(next(iter(columns.values()))) if columns else 0
     if contributions.shape != (n_rows, len(feature_names) + 1):
         raise ValueError(
             f"contributions have shape {contributions.shape}; expected "

@@ -61,6 +61,9 @@ class _RecordingCauses:
     def __init__(self, top):
         self.top, self.asked = np.array(top, dtype=object), []
 
+    def ranks(self, model):
+        return model == "churn"
+
     def causes(self, model):
         return ("complaints", "inactivity", "declining_activity")
 
@@ -96,6 +99,9 @@ def test_a_tag_can_test_the_top_cause():
     # Rows 0 and 2 are high risk; only row 0's top cause is complaints (row 1's is, but it is low risk).
     assert assign_tags(frame, tags, causes=causes).tolist() == ["risk_from_complaints", "", "", "", ""]
     assert causes.asked == [[0, 2]]
+    # A model not scored here (skipped, or not asked for in an API request): its cause holds for no one.
+    other = TagsConfig.model_validate({"tags": [{"name": "t", "when": {"top_cause": {"conversion": ["none"]}}}]})
+    assert assign_tags(frame, other, causes=causes).tolist() == [""] * 5
 
 
 def test_a_top_cause_condition_naming_an_unknown_cause_is_an_error():
