@@ -155,17 +155,21 @@ def ranking_context(model: Any, today: pd.DataFrame | np.ndarray | None, ids: Se
 
 
 def fit_cause_scale(model: Any, today: pd.DataFrame, ids: Sequence[str], as_of: Any, source=None,
-                    templates: ReasonTemplates | None = None) -> CauseScale:
-    """The scale of a population (``today``: its features at ``as_of``): each cause's mean and spread of
-    summed contributions, and, when the model's ranking is ``shap_z_event``, how common a fresh event of
-    each cause is over the population's last ``event_days`` days."""
+                    templates: ReasonTemplates | None = None,
+                    contributions: np.ndarray | None = None) -> CauseScale:
+    """The scale of a population (``today``: its features at ``as_of``; ``contributions``: their
+    pred_contrib rows, when the caller has them): each cause's mean and spread of summed contributions,
+    and, when the model's ranking is ``shap_z_event``, how common a fresh event of each cause is over the
+    population's last ``event_days`` days."""
     templates = templates or load_templates()
-    contributions = model.contributions(model.matrix(today))
     history = None
     if needs_daily_past(model.name, templates):
         dates = daily_dates(as_of, templates)
         frames = past_frames(model, ids, dates, source)
+        # Its last date is today: its cause sums are today's, no second TreeSHAP pass needed.
         history = history_of(model, [*frames, _rows_of(today)], [*dates, pd.Timestamp(as_of)], templates)
+    elif contributions is None:
+        contributions = model.contributions(model.matrix(today))
     return cause_scale(contributions, model.name, list(model.feature_names), templates, history=history)
 
 

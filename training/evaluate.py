@@ -162,7 +162,7 @@ def _driver_agreement(model, bands, feats: pd.DataFrame, rows: pd.DataFrame, dri
     # versions carried one is measured against the evaluated population instead.
     scale = model_scale(model, templates)
     if scale is None:
-        scale = fit_cause_scale(model, feats, ids, as_of, source, templates)
+        scale = fit_cause_scale(model, feats, ids, as_of, source, templates, contributions)
     context = ranking_context(model, flagged, ids[high], as_of, source, templates, scale=scale)
     method = ranking_method(templates, model.name, context.history, context.scale)
     chosen = explain(contributions[high], flagged, names, model.name, 1, templates=templates,

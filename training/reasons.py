@@ -355,13 +355,19 @@ class CauseScale:
     event_steps: int = 0
 
 
-def cause_scale(contributions: np.ndarray, model_name: str, feature_names: Sequence[str],
+def cause_scale(contributions: np.ndarray | None, model_name: str, feature_names: Sequence[str],
                 templates: ReasonTemplates | None = None, history: History | None = None) -> CauseScale:
     """A ``CauseScale`` from the contributions of a reference population (pred_contrib rows); with that
-    population's ``history`` (same rows) also how common a fresh event of each cause is in it."""
+    population's ``history`` (same rows) also how common a fresh event of each cause is in it. Without
+    ``contributions`` the history's last date (today) gives the summed contributions."""
     templates = templates or load_templates()
     cmap = templates.cause_map(model_name, feature_names)
-    sums = contributions[:, :-1] @ cmap.onehot
+    if contributions is None:
+        if history is None:
+            raise ValueError("cause_scale needs the population's contributions or its history")
+        sums = history.cause_sums[-1]
+    else:
+        sums = contributions[:, :-1] @ cmap.onehot
     if history is None or history.events is None:
         return CauseScale(cmap.causes, sums.mean(axis=0), sums.std(axis=0))
     if history.events.shape[1:] != sums.shape:

@@ -58,6 +58,13 @@ def test_a_rare_fresh_event_outranks_a_larger_common_one(templates):
     # Add-one smoothed shares of the population with an event per cause, over the 3 daily steps.
     assert scale.event_steps == 3
     assert scale.event_rate[p] == pytest.approx(9 / 12) and scale.event_rate[c] == pytest.approx(2 / 12)
+    # The history's last date is today: its cause sums give the same scale without the contributions.
+    today = _history(events, causes)
+    today.cause_sums[-1] = population[:, :-1] @ templates.cause_map("conversion", FEATURES).onehot
+    from_history = cause_scale(None, "conversion", FEATURES, templates, history=today)
+    np.testing.assert_allclose(from_history.mean, scale.mean)
+    np.testing.assert_allclose(from_history.std, scale.std)
+    np.testing.assert_array_equal(from_history.event_rate, scale.event_rate)
     assert scale.event_rate[v] == pytest.approx(11 / 12) and scale.event_rate[b] == pytest.approx(1 / 12)
 
     flagged = population[:2]
