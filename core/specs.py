@@ -81,6 +81,11 @@ class Split(StrictModel):
     validation_cutoffs: int = Field(3, ge=1)
     train_cutoffs: int = Field(16, ge=1)
     purge: bool = True
+    purge_test: bool = Field(
+        True,
+        description="with purge, also a gap between validation and test; false puts validation right before "
+        "the test cutoff and training a horizon closer to today (train stays purged from validation)",
+    )
     adapt: bool = Field(
         True, description="on a short history, use fewer validation cutoffs (down to 1) before giving up"
     )
@@ -244,6 +249,12 @@ class ModelSpec(StrictModel):
         CalibrationSpec(), description="binary models: how the probability is fitted (regression: unused)"
     )
     shap_sample_rows: int = Field(2000, ge=10, description="rows explained for the SHAP summary plot")
+    boost_from: str | None = Field(
+        None,
+        description="binary models: a model input that is itself a probability of the positive label (e.g. "
+        "btyd_p_no_order, BG/NBD's); the trees start from its log-odds instead of a constant and learn what "
+        "it misses. Its part is shown as that feature's contribution",
+    )
     baseline: Baseline
     ground_truth: GroundTruth | None = Field(None, description="generated data only: the oracle columns")
     reasons_from: str | None = Field(
@@ -269,6 +280,8 @@ class ModelSpec(StrictModel):
             raise ValueError(f"bands.high {self.bands.high} is not a probability (binary task)")
         if LABEL_TASK[self.labels.kind] != self.task:
             raise ValueError(f"labels.kind {self.labels.kind!r} is a {LABEL_TASK[self.labels.kind]} label; task is {self.task!r}")
+        if self.boost_from is not None and self.task != "binary":
+            raise ValueError(f"boost_from {self.boost_from!r}: only binary models start from a probability")
         binary_metric = self.promotion.metric in ("roc_auc", "pr_auc")
         if binary_metric != (self.task == "binary"):
             raise ValueError(f"promotion.metric {self.promotion.metric!r} does not fit task {self.task!r}")

@@ -168,7 +168,7 @@ def _prepare(con, store: EventStore, present: dict[str, bool], dates: list[dt.da
     # All-time order figures per snapshot bucket (lifetime counts, first and last order, gap sums).
     con.execute(
         f"CREATE TEMP TABLE order_buckets AS SELECT customer_id, {bucket.format(day='day')} AS bucket, "
-        "sum(n) AS n, sum(spend) AS spend, min(first_ts) AS first_ts, max(last_ts) AS last_ts, "
+        "sum(n) AS n, count(*) AS days, sum(spend) AS spend, min(first_ts) AS first_ts, max(last_ts) AS last_ts, "
         "sum(gap_sum) AS gap_sum, sum(gap_sq) AS gap_sq FROM orders_daily GROUP BY ALL"
     )
     # Orders that can close a cart session of some snapshot's 30-day window (abandoned carts).
@@ -397,6 +397,41 @@ def cadence_sql(day: dt.date, present: dict[str, bool]) -> str:
     return _select(ctes, cols, joins, day)
 
 
+def rhythm_sql(day: dt.date, present: dict[str, bool]) -> str:
+    # rhythm_fit holds this day's BG/NBD parameters (one row, nulls without a fit: _fit_rhythm).
+    d = _date(day)
+    ctes = [_population(day), f"o AS (SELECT customer_id, sum(days) AS days FROM order_buckets WHERE bucket <= {d} GROUP BY 1)"]
+    cols = ["coalesce(o.days, 0)::BIGINT AS order_days",
+            *(f"r.{p}::DOUBLE AS btyd_{p}" for p in ("r", "alpha", "a", "b"))]
+    return _select(ctes, cols, ["LEFT JOIN o USING (customer_id)", "CROSS JOIN rhythm_fit r"], day)
+
+
+def _fit_rhythm(con, day: dt.date) -> None:
+    """Fit BG/NBD on every customer's order history before ``day`` and leave its parameters in the temp
+    table ``rhythm_fit`` (one row; nulls when the history cannot be fitted: too few customers, no repeat
+    order). The summary is the model's (Fader, Hardie and Lee): x repeat order days, t_x days from the
+    first to the last order day, T days from the first order day to ``day``; orders are counted per UTC
+    day, as two orders an hour apart are one buying occasion. features.derived applies the fit."""
+    import numpy as np
+
+    from features import btyd
+
+    d = _date(day)
+    x, t_x, T = con.execute(
+        f"SELECT sum(days) - 1, CAST(max(last_ts) AS DATE) - CAST(min(first_ts) AS DATE), "
+        f"{d} - CAST(min(first_ts) AS DATE) FROM order_buckets WHERE bucket <= {d} GROUP BY customer_id"
+    ).fetchnumpy().values()
+    fitted = None
+    if len(x):
+        try:
+            fitted = btyd.fit(np.asarray(x, np.float64), np.asarray(t_x, np.float64), np.asarray(T, np.float64))
+        except PropensityError as exc:
+            log.info("customer_rhythm at %s: no BG/NBD fit (%s); its readings are null", day, exc)
+    values = ", ".join(f"{getattr(fitted, p):.17g}::DOUBLE AS {p}" if fitted else f"NULL::DOUBLE AS {p}"
+                       for p in ("r", "alpha", "a", "b"))
+    con.execute(f"CREATE OR REPLACE TEMP TABLE rhythm_fit AS SELECT {values}")
+
+
 def _select(ctes: list[str], cols: list[str], joins: list[str], day: dt.date) -> str:
     return (
         f"WITH {', '.join(ctes)} SELECT pop.customer_id AS {JOIN_KEY}, {_ts(day)} AS {TIMESTAMP_FIELD}, "
@@ -410,6 +445,7 @@ VIEW_SQL = {
     "customer_browse": browse_sql,
     "customer_complaints": complaints_sql,
     "customer_cadence": cadence_sql,
+    "customer_rhythm": rhythm_sql,
 }
 
 
@@ -495,6 +531,7 @@ def _write_snapshots(con, dates, present, sources: Path, summary: BuildSummary, 
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("feature snapshots", total=len(dates))
         for day in dates:
+            _fit_rhythm(con, day)
             # All views of a date are written to temp files first and swapped in together.
             moves = []
             try:

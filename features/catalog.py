@@ -27,6 +27,8 @@ class FeatureSpec:
     name: str
     kind: str
     description: str
+    # False: stored for a derivation (features.derived), never a model input itself.
+    model_input: bool = True
 
 
 @dataclass(frozen=True)
@@ -149,12 +151,34 @@ CADENCE = ViewSpec(
     ),
 )
 
-VIEWS: dict[str, ViewSpec] = {v.name: v for v in (RECENCY, FREQUENCY, BROWSE, COMPLAINTS, CADENCE)}
+# A BG/NBD model (features.btyd) fitted at every snapshot on every customer's orders before it; its four
+# parameters are stored with each row so that P(alive), the expected orders and P(no order) are derived
+# for the date asked for, like the day counts (features.derived: btyd_p_alive, btyd_expected_orders,
+# btyd_p_no_order).
+_BTYD_PARAM = "Parameter {} of the snapshot's BG/NBD fit (the same for every customer of a snapshot); null " \
+    "when the history could not be fitted."
+RHYTHM = ViewSpec(
+    "customer_rhythm",
+    family="orders",
+    description="The customer's buying rhythm read through a BG/NBD model fitted on the orders before the "
+    "snapshot: the repeat buying days, and the model's parameters.",
+    features=(
+        FeatureSpec("order_days", INT, "Distinct UTC days with an order before the snapshot, all history."),
+        FeatureSpec("btyd_r", FLOAT, _BTYD_PARAM.format("r"), model_input=False),
+        FeatureSpec("btyd_alpha", FLOAT, _BTYD_PARAM.format("alpha (days)"), model_input=False),
+        FeatureSpec("btyd_a", FLOAT, _BTYD_PARAM.format("a"), model_input=False),
+        FeatureSpec("btyd_b", FLOAT, _BTYD_PARAM.format("b"), model_input=False),
+    ),
+)
+
+VIEWS: dict[str, ViewSpec] = {v.name: v for v in (RECENCY, FREQUENCY, BROWSE, COMPLAINTS, CADENCE, RHYTHM)}
 
 # One service per model version; both training (historical) and serving (online) read through it.
 SERVICES: dict[str, tuple[str, ...]] = {
     "churn_v1": (RECENCY.name, FREQUENCY.name, BROWSE.name, COMPLAINTS.name, CADENCE.name),
     "conversion_v1": (RECENCY.name, FREQUENCY.name, BROWSE.name, CADENCE.name),
+    # v2: v1 and the BG/NBD reading of the customer's buying rhythm (churn and value read it).
+    "churn_v2": (RECENCY.name, FREQUENCY.name, BROWSE.name, COMPLAINTS.name, CADENCE.name, RHYTHM.name),
 }
 
 # Derived at retrieval time by features.derived.add_derived (numeric ones are model inputs).
@@ -171,8 +195,14 @@ DERIVED_NUMERIC: tuple[str, ...] = (
     "days_since_first_visit",
     "gap_ratio",
     "visit_gap_ratio",
+    "btyd_p_alive",
+    "btyd_expected_orders",
+    "btyd_p_no_order",
 )
 DERIVED_STRING: tuple[str, ...] = ("rfm_segment", "lifecycle_stage")
+# Derived features computed from one view's stored inputs: model inputs only of the services with it.
+DERIVED_FROM_VIEW: dict[str, str] = {name: RHYTHM.name for name in ("btyd_p_alive", "btyd_expected_orders",
+                                                                    "btyd_p_no_order")}
 
 
 def service_views(service: str) -> tuple[str, ...]:

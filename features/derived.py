@@ -5,7 +5,8 @@ Day counts are computed for the date asked for (the entity row's timestamp offli
 from the stored unix timestamps, so a snapshot taken days earlier never makes a customer look more
 recent than they are. RFM scores, the eight RFM segments and the lifecycle stage follow from them with
 the cut points of configs/features.yaml; the gap ratios set the day counts against the customer's own
-mean gap between orders (visit days).
+mean gap between orders (visit days); the BG/NBD readings apply the fit stored with the row's snapshot
+to the customer's order days and the days since the first and last order.
 
 Missing inputs stay missing: an unknown customer gets NaN scores and no segment or stage.
 """
@@ -39,7 +40,9 @@ _GAP_RATIOS = {
     "gap_ratio": ("days_since_last_order", "orders_mean_gap_days"),
     "visit_gap_ratio": ("days_since_last_visit", "visit_mean_gap_days"),
 }
-_INPUTS = (*_DAY_COUNTS.values(), "orders_365d", "spend_365d", *(gap for _, gap in _GAP_RATIOS.values()))
+_BTYD_PARAMS = ("btyd_r", "btyd_alpha", "btyd_a", "btyd_b")
+_INPUTS = (*_DAY_COUNTS.values(), "orders_365d", "spend_365d", *(gap for _, gap in _GAP_RATIOS.values()),
+           "order_days", *_BTYD_PARAMS)
 
 
 def as_unix_seconds(as_of, n_rows: int) -> np.ndarray:
@@ -80,6 +83,9 @@ def derive_arrays(
         has_gap = mean_gap > 0  # False for NaN too
         out[name] = np.divide(out[days], mean_gap, out=np.full(n, np.nan), where=has_gap)
 
+    out["btyd_p_alive"], out["btyd_expected_orders"], out["btyd_p_no_order"] = _btyd_readings(
+        columns, as_of_seconds, n, config.rhythm.horizon_days)
+
     rfm = config.rfm
     orders_365d = _float(columns, "orders_365d", n)
     spend_365d = _float(columns, "spend_365d", n)
@@ -115,6 +121,36 @@ def derive_arrays(
     stage[has_tenure & (tenure < life.new_max_tenure_days)] = "new"
     out["lifecycle_stage"] = stage
     return {name: out[name] for name in (*DERIVED_NUMERIC, *DERIVED_STRING)}
+
+
+def _btyd_readings(columns: Mapping[str, np.ndarray], as_of_seconds: np.ndarray, n: int,
+                   horizon_days: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """P(alive), the order days expected in ``horizon_days`` and P(no order in them), under the BG/NBD fit of the row's own
+    snapshot, for the date asked for: x = order days - 1, t_x = last - first order day, T = days from the
+    first order day to as_of (at a snapshot's midnight exactly the summary the fit saw). Null without an
+    order or a fit."""
+    from features.btyd import BGNBD
+
+    p_alive, expected, no_order = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    params = np.column_stack([_float(columns, name, n) for name in _BTYD_PARAMS])
+    first_day = np.floor(_float(columns, "first_order_at", n) / SECONDS_PER_DAY)
+    last_day = np.floor(_float(columns, "last_order_at", n) / SECONDS_PER_DAY)
+    x = _float(columns, "order_days", n) - 1.0
+    ok = np.isfinite(params).all(axis=1) & np.isfinite(first_day) & np.isfinite(last_day) & (x >= 0)
+    if not ok.any():
+        return p_alive, expected, no_order
+    T = np.maximum(as_of_seconds / SECONDS_PER_DAY - first_day, 0.0)
+    t_x = np.clip(last_day - first_day, 0.0, T)  # as_of before the snapshot's last order: clip to "today"
+    # Rows of one snapshot share one fit; a training set mixes several.
+    fits, which = np.unique(params[ok], axis=0, return_inverse=True)
+    rows = np.flatnonzero(ok)
+    for k, (r, alpha, a, b) in enumerate(fits):
+        sel = rows[which.ravel() == k]
+        model = BGNBD(r, alpha, a, b)
+        p_alive[sel] = model.p_alive(x[sel], t_x[sel], T[sel])
+        expected[sel] = model.expected_purchases(float(horizon_days), x[sel], t_x[sel], T[sel])
+        no_order[sel] = model.p_no_purchase(float(horizon_days), x[sel], t_x[sel], T[sel])
+    return p_alive, expected, no_order
 
 
 def add_derived(df: pd.DataFrame, as_of, config: FeaturesConfig | None = None) -> pd.DataFrame:

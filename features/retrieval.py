@@ -21,6 +21,7 @@ import pandas as pd
 from core.errors import DataError
 from core.settings import project_paths
 from features.catalog import (
+    DERIVED_FROM_VIEW,
     DERIVED_NUMERIC,
     JOIN_KEY,
     TIMESTAMP_FIELD,
@@ -40,11 +41,12 @@ AS_OF = "as_of"  # online reads: the time the derived features were computed for
 
 
 def model_feature_names(service: str) -> list[str]:
-    """Numeric model inputs of ``service``: its stored features without timestamps, then the derived
-    numeric features (day counts, tenure, RFM scores)."""
-    kinds = {f.name: f.kind for v in VIEWS.values() for f in v.features}
-    raw = [name for name in service_raw_features(service) if kinds[name] != UNIX_TS]
-    return [*raw, *DERIVED_NUMERIC]
+    """Numeric model inputs of ``service``: its stored features without timestamps and derivation
+    parameters, then the derived numeric features (day counts, tenure, RFM scores, BG/NBD readings)."""
+    specs = {f.name: f for v in VIEWS.values() for f in v.features}
+    raw = [name for name in service_raw_features(service) if specs[name].kind != UNIX_TS and specs[name].model_input]
+    views = service_views(service)
+    return [*raw, *(d for d in DERIVED_NUMERIC if DERIVED_FROM_VIEW.get(d, views[0]) in views)]
 
 
 def historical_features(

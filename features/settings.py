@@ -108,6 +108,17 @@ class OfflineStoreConfig(StrictModel):
     ray: RayOfflineConfig = RayOfflineConfig()
 
 
+class RhythmConfig(StrictModel):
+    """The BG/NBD model behind the customer_rhythm view (features.btyd), fitted on every snapshot's own
+    history: each customer's repeat-order days, the days from first to last order and since the first."""
+
+    horizon_days: int = Field(
+        60, ge=1, le=3650,
+        description="btyd_expected_orders counts the orders expected in this many days after the snapshot; "
+        "set it to the horizon the models predict over (the churn label's horizon_days)",
+    )
+
+
 class FeaturesConfig(StrictModel):
     project: str = Field("propensity", pattern=r"^[a-z][a-z0-9_]*$")
     snapshots: SnapshotConfig = SnapshotConfig()
@@ -115,6 +126,7 @@ class FeaturesConfig(StrictModel):
     lifecycle: LifecycleConfig = LifecycleConfig()
     online_store: OnlineStoreConfig = OnlineStoreConfig()
     offline_store: OfflineStoreConfig = OfflineStoreConfig()
+    rhythm: RhythmConfig = RhythmConfig()
 
     def redis_url(self) -> str | None:
         """The Redis URL in force, or None for SQLite: the environment wins over the YAML."""

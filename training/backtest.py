@@ -58,6 +58,7 @@ BASELINE = "baseline"
 RFM = "rfm"
 BGNBD_EXPECTED = "bgnbd_expected"
 BGNBD_ALIVE = "bgnbd_p_alive"
+BGNBD_ANY = "bgnbd_p_order"  # P(at least one purchase in the horizon): BG/NBD's own answer to the label
 ORACLE = "oracle"
 PAST_SPEND = "past_spend"
 BTYD_SPEND = "bgnbd_gamma_gamma"
@@ -359,7 +360,7 @@ def btyd_spend_scores(store: EventStore, as_of: date, horizon_days: int, custome
     """BG/NBD x Gamma-Gamma fitted on every customer's orders before ``as_of``: for ``customer_ids`` the
     expected spend in the next ``horizon_days`` (expected purchases x expected value per purchase; NaN
     for a customer with no order before ``as_of``). Returns (BG/NBD, Gamma-Gamma, expected spend)."""
-    from training import btyd
+    from features import btyd
 
     summary = rfm_summary(store, as_of)
     bg = btyd.fit(summary["frequency"], summary["recency"], summary["T"])
@@ -372,18 +373,20 @@ def btyd_spend_scores(store: EventStore, as_of: date, horizon_days: int, custome
 
 
 def bgnbd_scores(store: EventStore, as_of: date, horizon_days: int, customer_ids: pd.Series):
-    """BG/NBD fitted on every customer's orders before ``as_of``; for ``customer_ids``: P(alive) and
-    expected purchases in the next ``horizon_days`` (NaN for a customer with no order before ``as_of``)."""
-    from training import btyd
+    """BG/NBD fitted on every customer's orders before ``as_of``; for ``customer_ids``: P(alive), expected
+    purchases in the next ``horizon_days`` and P(at least one purchase in them) (NaN for a customer with no
+    order before ``as_of``)."""
+    from features import btyd
 
     summary = rfm_summary(store, as_of)
     model = btyd.fit(summary["frequency"], summary["recency"], summary["T"])
     summary["p_alive"] = model.p_alive(summary["frequency"], summary["recency"], summary["T"])
     summary["expected"] = model.expected_purchases(horizon_days, summary["frequency"], summary["recency"],
                                                    summary["T"])
+    summary["any"] = 1.0 - model.p_no_purchase(horizon_days, summary["frequency"], summary["recency"], summary["T"])
     rows = pd.DataFrame({"customer_id": customer_ids.astype(str).to_numpy()})
-    rows = rows.merge(summary[["customer_id", "p_alive", "expected"]], on="customer_id", how="left")
-    return model, rows["p_alive"].to_numpy(), rows["expected"].to_numpy()
+    rows = rows.merge(summary[["customer_id", "p_alive", "expected", "any"]], on="customer_id", how="left")
+    return model, rows["p_alive"].to_numpy(), rows["expected"].to_numpy(), rows["any"].to_numpy()
 
 
 def _fill_low(values: np.ndarray) -> np.ndarray:
@@ -450,7 +453,8 @@ def check_matured(store: EventStore, spec: ModelSpec, as_of: date) -> None:
 
 def history_spec(spec: ModelSpec, as_of: date) -> ModelSpec:
     """The spec with its data ending the day before ``as_of``: labels (and so the split) never look at
-    an event on or after ``as_of``."""
+    an event on or after ``as_of``. Everything else is the spec's, so the backtest measures the training
+    that `propensity train` runs."""
     cutoffs = spec.cutoffs.model_copy(update={"data_end": as_of - timedelta(days=1)})
     return spec.model_copy(update={"cutoffs": cutoffs})
 
@@ -488,7 +492,7 @@ def backtest_model(spec: ModelSpec, as_of: date, *, trials: int | None = None, t
     """Train ``spec`` on the history before ``as_of`` (unregistered), score its population at ``as_of``
     against what happened next, next to the baselines on the same customers."""
     from features.exact import exact_historical_features
-    from training.champion import TAG_TASK, LoadedModel
+    from training.champion import TAG_BOOST_FROM, TAG_TASK, LoadedModel
     from training.tracking import client as mlflow_client
     from training.train import train_model
 
@@ -514,8 +518,11 @@ def backtest_model(spec: ModelSpec, as_of: date, *, trials: int | None = None, t
                                  "nothing to measure")
     feats = exact_historical_features(rows[["customer_id", "event_timestamp"]], spec.feature_service)
     feats = feats.reset_index(drop=True)
+    tags = {TAG_TASK: spec.task}
+    if result.boost_from is not None:
+        tags[TAG_BOOST_FROM] = result.boost_from.to_json()
     model = LoadedModel(spec.name, "backtest", result.booster, list(result.booster.feature_name()),
-                        spec.feature_service, result.calibration, tags={TAG_TASK: spec.task})
+                        spec.feature_service, result.calibration, tags=tags)
     prediction = model.predict(feats)
     seconds["score"] = time.perf_counter() - started
 
@@ -569,13 +576,14 @@ def _measure_binary(spec, as_of, store, rows, y, feats, p_model, resamples, seed
 
     one_feature, rfm = _baselines(spec.baseline, feats)
     started = time.perf_counter()
-    bg, p_alive, expected = bgnbd_scores(store, as_of, spec.labels.horizon_days, rows["customer_id"])
+    bg, p_alive, expected, p_any = bgnbd_scores(store, as_of, spec.labels.horizon_days, rows["customer_id"])
     # Oriented like the label: fewer expected purchases means more likely "no order".
     sign = 1.0 if spec.labels.positive == "order" else -1.0
     seconds["bgnbd"] = time.perf_counter() - started
 
     scores = {MODEL: p_model, BASELINE: one_feature, RFM: rfm,
-              BGNBD_EXPECTED: sign * _fill_low(expected), BGNBD_ALIVE: sign * _fill_low(p_alive)}
+              BGNBD_EXPECTED: sign * _fill_low(expected), BGNBD_ANY: sign * _fill_low(p_any),
+              BGNBD_ALIVE: sign * _fill_low(p_alive)}
     oracle_note = _with_oracle(spec, as_of, rows, ground_truth, scores, y, binary=True)
 
     started = time.perf_counter()
@@ -733,6 +741,7 @@ def _scorer_label(name: str, spec: ModelSpec) -> str:
         BASELINE: f"{spec.baseline.feature} alone",
         RFM: "RFM score (r + f + m)",
         BGNBD_EXPECTED: f"BG/NBD expected purchases in {spec.labels.horizon_days} days",
+        BGNBD_ANY: f"BG/NBD P(an order in {spec.labels.horizon_days} days)",
         BGNBD_ALIVE: "BG/NBD P(alive)",
         ORACLE: f"oracle ({spec.ground_truth.probability if spec.ground_truth else '-'})",
         PAST_SPEND: f"spend in the {spec.labels.horizon_days} days before the date",

@@ -173,7 +173,8 @@ def fit_cause_scale(model: Any, today: pd.DataFrame, ids: Sequence[str], as_of: 
     return cause_scale(contributions, model.name, list(model.feature_names), templates, history=history)
 
 
-def training_scale(cfg: Any, ts: Any, booster: Any, calibration: Any, source=None) -> str | None:
+def training_scale(cfg: Any, ts: Any, booster: Any, calibration: Any, source=None,
+                   tags: dict[str, str] | None = None) -> str | None:
     """The ``cause_scale`` tag of a newly trained model: ``fit_cause_scale`` on up to
     ``ranking.scale_rows`` customers of the test split (the newest labelled population), at their cutoff.
     None for a model the ranking does not weigh against the population (no TreeSHAP pass spent on it)."""
@@ -185,7 +186,7 @@ def training_scale(cfg: Any, ts: Any, booster: Any, calibration: Any, source=Non
         return None
     model = LoadedModel(name=cfg.name, version="new", booster=booster, feature_names=list(ts.feature_names),
                         feature_service=cfg.feature_service, calibration=calibration or Calibration(),
-                        tags={TAG_TASK: cfg.task})
+                        tags={TAG_TASK: cfg.task, **(tags or {})})
     part = ts.part(TEST)
     newest = part["event_timestamp"].max()
     part = part[part["event_timestamp"] == newest]

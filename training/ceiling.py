@@ -114,15 +114,24 @@ def feature_ceiling(spec: ModelSpec, model, gt: pd.DataFrame, eval_as_of: pd.Tim
     params = {**base_params(spec.tuning, spec.tuning.seed, model.feature_names), **_tuned_params(model.run_id),
               "objective": "cross_entropy", "metric": "cross_entropy"}
     y = rows["soft_label"].to_numpy(dtype=np.float64)
-    train = lgb.Dataset(X[~is_valid], y[~is_valid], free_raw_data=False)
+    # The same start as the model's (boost_from), so the ceiling is the same learner.
+    start = model.boost_from
+    init = start.offset(X, list(model.feature_names)) if start is not None else None
+    train = lgb.Dataset(X[~is_valid], y[~is_valid], free_raw_data=False,
+                        init_score=None if init is None else init[~is_valid])
     callbacks, valid_sets = [], []
     if is_valid.any():
-        valid_sets = [lgb.Dataset(X[is_valid], y[is_valid], reference=train)]
+        valid_sets = [lgb.Dataset(X[is_valid], y[is_valid], reference=train,
+                                  init_score=None if init is None else init[is_valid])]
         callbacks = [lgb.early_stopping(spec.tuning.early_stopping_rounds, verbose=False)]
     # Soft labels carry far more signal per row than 0/1 outcomes, so allow more rounds than tuning did.
     booster = lgb.train(params, train, num_boost_round=4 * spec.tuning.max_boost_rounds, valid_sets=valid_sets,
                         callbacks=callbacks)
-    ceiling_auc = auc(y_eval, booster.predict(model.matrix(eval_features)))
+    X_eval = model.matrix(eval_features)
+    raw_eval = booster.predict(X_eval, raw_score=True)
+    if start is not None:
+        raw_eval = raw_eval + start.offset(X_eval, list(model.feature_names))
+    ceiling_auc = auc(y_eval, raw_eval)
     log.info("%s: feature ceiling trained on %d rows from %d dates (target %d), %d rounds: AUC %.4f", spec.name,
              len(rows), len(dates), target, booster.current_iteration(), ceiling_auc)
     return Ceiling(len(rows), len(dates), target, ceiling_auc)

@@ -33,6 +33,7 @@ TAG_HOLDOUT_METRIC = "holdout_metric"  # the spec's promotion metric ...
 TAG_HOLDOUT_SCORE = "holdout_score"  # ... and its value on the test split
 TAG_BANDS = "band_thresholds"  # JSON {"high": .., "medium": ..}: the cuts the spec's bands resolved to
 TAG_FEATURE_RANGES = "feature_ranges"  # JSON {feature: [min, max]} over the training rows
+TAG_BOOST_FROM = "boost_from"  # JSON {"feature": .., "fill": ..}: the spec's boost_from (BoostFrom)
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,44 @@ class Calibration:
                             np.where(raw > x[-1], tail(x[-1], p[-1]), np.interp(raw, x, p)))
 
 
+@dataclass(frozen=True)
+class BoostFrom:
+    """A binary model whose trees start from a probability feature's log-odds (the spec's ``boost_from``,
+    e.g. BG/NBD's P(no order)) instead of a constant: raw score = log-odds(feature) + trees. ``fill`` is the
+    log-odds where the feature is missing: the training rows' mean, so a missing value moves nothing."""
+
+    feature: str
+    fill: float
+
+    EPS = 1e-6  # probabilities of exactly 0 or 1 (a fit that is sure) stay finite
+
+    @classmethod
+    def fit(cls, feature: str, values: np.ndarray) -> BoostFrom:
+        logits = cls._logit(np.asarray(values, dtype=np.float64))
+        known = logits[np.isfinite(logits)]
+        return cls(feature, float(known.mean()) if len(known) else 0.0)
+
+    @classmethod
+    def _logit(cls, p: np.ndarray) -> np.ndarray:
+        p = np.clip(p, cls.EPS, 1.0 - cls.EPS)
+        return np.log(p) - np.log1p(-p)
+
+    def offset(self, X: np.ndarray, feature_names: list[str]) -> np.ndarray:
+        """Per row of the model's input matrix ``X``: the log-odds the trees start from."""
+        logits = self._logit(X[:, feature_names.index(self.feature)])
+        return np.where(np.isfinite(logits), logits, self.fill)
+
+    def to_json(self) -> str:
+        return json.dumps({"feature": self.feature, "fill": self.fill})
+
+    @classmethod
+    def from_json(cls, text: str | None) -> BoostFrom | None:
+        if not text:
+            return None
+        data = json.loads(text)
+        return cls(str(data["feature"]), float(data["fill"]))
+
+
 @dataclass
 class LoadedModel:
     """A registered model version ready to score: booster, its inputs, its calibration."""
@@ -100,6 +139,11 @@ class LoadedModel:
     @property
     def task(self) -> str:
         return self.tags.get(TAG_TASK, "binary")
+
+    @property
+    def boost_from(self) -> BoostFrom | None:
+        """The probability feature the trees start from (TAG_BOOST_FROM), or None."""
+        return BoostFrom.from_json(self.tags.get(TAG_BOOST_FROM))
 
     def predict(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """What the model says per row: a calibrated probability (binary) or an amount (regression)."""
@@ -156,15 +200,26 @@ class LoadedModel:
         return X
 
     def raw_score(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
-        return self.booster.predict(self.matrix(X), raw_score=True)
+        X = self.matrix(X)
+        raw = self.booster.predict(X, raw_score=True)
+        start = self.boost_from
+        return raw if start is None else raw + start.offset(X, self.feature_names)
 
     def predict_proba(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Calibrated probability of the positive class, one per row."""
         return self.calibration.apply(self.raw_score(X))
 
     def contributions(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
-        """Exact TreeSHAP values in raw-score space, shape (rows, features + 1); last column = base value."""
-        return self.booster.predict(self.matrix(X), pred_contrib=True)
+        """Exact TreeSHAP values in raw-score space, shape (rows, features + 1); last column = base value.
+        With ``boost_from`` the starting log-odds belong to that feature: its deviation from the fill goes
+        to the feature's column, the fill to the base value, so every row still sums to its raw score."""
+        X = self.matrix(X)
+        contrib = self.booster.predict(X, pred_contrib=True)
+        start = self.boost_from
+        if start is not None:
+            contrib[:, self.feature_names.index(start.feature)] += start.offset(X, self.feature_names) - start.fill
+            contrib[:, -1] += start.fill
+        return contrib
 
 
 def load_model_version(name: str, alias: str = CHAMPION, version: str | int | None = None) -> LoadedModel:

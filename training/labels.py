@@ -127,12 +127,13 @@ def _checked(plan: SplitPlan, end, horizon_days: int, cutoffs: Cutoffs, split: S
     if (plan.train and plan.validation) or (earliest is not None and plan.test < earliest):
         return plan  # fine, or no test cutoff at all: label_rows says that in its own words
     gap = horizon_days if split.purge else 0
+    gaps = 2 if split.purge_test else 1
     # test matures after one horizon; validation sits a purge gap before it, train a purge gap before that.
-    need = horizon_days + 2 * gap + (1 if split.adapt else split.validation_cutoffs) * cutoffs.every_days
+    need = horizon_days + gaps * gap + (1 if split.adapt else split.validation_cutoffs) * cutoffs.every_days
     have = (end - earliest).days if earliest is not None else 0
     raise NotEnoughDataError(
         f"the time split needs about {need} days of history (horizon {horizon_days} d"
-        f"{f', purge gaps 2 x {gap} d' if gap else ''}, cutoffs every {cutoffs.every_days} d) and the data has "
+        f"{f', purge gaps {gaps} x {gap} d' if gap else ''}, cutoffs every {cutoffs.every_days} d) and the data has "
         f"{have} days ({earliest:%Y-%m-%d} to {end - DAY:%Y-%m-%d}). Change labels.horizon_days, split.purge or "
         f"split.validation_cutoffs in {config_file}, or add history"
     )
@@ -149,7 +150,7 @@ def _plan_split(end, horizon_days: int, cutoffs: Cutoffs, split: Split, earliest
     test = anchor + ((latest_allowed - anchor) // step) * step
     gap = horizon if split.purge else pd.Timedelta(0)
 
-    def before(limit: pd.Timestamp, count: int) -> list[pd.Timestamp]:
+    def before(limit: pd.Timestamp, count: int, gap: pd.Timedelta = gap) -> list[pd.Timestamp]:
         # Latest grid points c with c + gap <= limit (strictly before limit when not purging).
         c = test
         while c + gap > limit or c >= limit:
@@ -160,7 +161,7 @@ def _plan_split(end, horizon_days: int, cutoffs: Cutoffs, split: Split, earliest
             c -= step
         return sorted(out)
 
-    validation = before(test, split.validation_cutoffs)
+    validation = before(test, split.validation_cutoffs, gap if split.purge_test else pd.Timedelta(0))
     train = before(min(validation), split.train_cutoffs) if validation else []
     return SplitPlan(end, tuple(train), tuple(validation), test)
 

@@ -43,6 +43,7 @@ class TrainResult:
     # The fitted model itself, so a caller that did not register it (``register=False``) can still score.
     booster: object | None = field(default=None, repr=False)
     calibration: object | None = field(default=None, repr=False)
+    boost_from: object | None = field(default=None, repr=False)  # training.champion.BoostFrom
 
 
 def build_training_set(cfg: ModelSpec, source: FeatureSource | None = None) -> TrainingSet:
@@ -101,7 +102,10 @@ def train_model(
         mlflow.set_tags({"role": role, "optuna_study": study_name, "registered": str(register and not tune_only).lower(),
                          "optuna_storage": _redact(storage), "feature_service": cfg.feature_service})
         mlflow.log_params(_lineage_params(lineage))
-        data = Datasets.build(ts.X(TRAIN), ts.y(TRAIN), ts.X(VALIDATION), ts.y(VALIDATION))
+        start = boost_from(cfg, ts)
+        data = Datasets.build(ts.X(TRAIN), ts.y(TRAIN), ts.X(VALIDATION), ts.y(VALIDATION),
+                              *(None, None) if start is None else (start_scores(start, ts.X(TRAIN)),
+                                                                   start_scores(start, ts.X(VALIDATION))))
         # An extra worker gets another sampler seed, or it would repeat the first worker's random trials.
         study = open_study(study_name, storage, cfg.tuning, worker_seed_offset=os.getpid() if tune_only else 0,
                            task=cfg.task)
@@ -116,7 +120,7 @@ def train_model(
 
         best = best_trial(study)
         result.best_params = dict(best.params)
-        booster, calibration, val_metrics, test_metrics = fit_final(cfg, ts, data, best)
+        booster, calibration, val_metrics, test_metrics = fit_final(cfg, ts, data, best, start)
         result.validation_metrics, result.test_metrics = val_metrics, test_metrics
         headline = cfg.promotion.metric
         mlflow.log_params({f"best_{k}": v for k, v in best.params.items()})
@@ -126,8 +130,12 @@ def train_model(
         if calibration is not None:
             mlflow.set_tag("calibration_method", calibration.method)
         mlflow.log_metric("trials_in_study", len(study.trials))
-        _log_artifacts(cfg, ts, booster, calibration, lineage)
-        result.booster, result.calibration = booster, calibration
+        if start is not None:
+            from training.champion import TAG_BOOST_FROM
+
+            mlflow.set_tag(TAG_BOOST_FROM, start.to_json())
+        _log_artifacts(cfg, ts, booster, calibration, lineage, start)
+        result.booster, result.calibration, result.boost_from = booster, calibration, start
         if not register:
             result.seconds = time.perf_counter() - started
             log.info("%s: trained without registering (test %s %.4f, %d trials in study, %.0f s, run %s)",
@@ -150,7 +158,7 @@ def train_model(
                 TAG_TASK: cfg.task,
                 TAG_HOLDOUT_METRIC: headline,
                 TAG_HOLDOUT_SCORE: f"{test_metrics[headline]:.6f}",
-                **scoring_tags(cfg, ts, booster, calibration),
+                **scoring_tags(cfg, ts, booster, calibration, start),
             },
         )
     result.seconds = time.perf_counter() - started
@@ -159,38 +167,69 @@ def train_model(
     return result
 
 
-def scoring_tags(cfg: ModelSpec, ts: TrainingSet, booster, calibration) -> dict[str, str]:
+def boost_from(cfg: ModelSpec, ts: TrainingSet):
+    """The spec's ``boost_from`` fitted on the train split (its fill), or None."""
+    from core.errors import ConfigError
+    from training.champion import BoostFrom
+
+    if cfg.boost_from is None:
+        return None
+    if cfg.boost_from not in ts.feature_names:
+        raise ConfigError(f"{cfg.config_file}: boost_from {cfg.boost_from!r} is not an input of feature service "
+                          f"{cfg.feature_service!r} ({', '.join(ts.feature_names)})")
+    values = ts.X(TRAIN)[cfg.boost_from].to_numpy(dtype=np.float64)
+    known = values[~np.isnan(values)]
+    if len(known) and (known.min() < 0 or known.max() > 1):
+        raise ConfigError(f"{cfg.config_file}: boost_from {cfg.boost_from!r} is not a probability (values "
+                          f"{known.min():g}..{known.max():g} in the train split)")
+    return BoostFrom.fit(cfg.boost_from, values)
+
+
+def start_scores(start, X) -> np.ndarray:
+    """The raw scores the trees start from on the rows of ``X`` (a frame of the model's inputs)."""
+    return start.offset(X.to_numpy(dtype=np.float64), list(X.columns))
+
+
+def scoring_tags(cfg: ModelSpec, ts: TrainingSet, booster, calibration, start=None) -> dict[str, str]:
     """What scoring needs to know about the training population, stored with the version: the band cuts
     (resolved on the test split's scores when the spec gives shares of the distribution), each
     feature's range over the training rows (how far a scored customer lies outside what was learnt) and
     the cause scale the reasons rank by (``training.cause_context``)."""
     from core.specs import BandThresholds
-    from training.champion import TAG_BANDS, TAG_FEATURE_RANGES
+    from training.champion import TAG_BANDS, TAG_BOOST_FROM, TAG_FEATURE_RANGES
 
     if isinstance(cfg.bands, BandThresholds):
         bands = cfg.bands
     else:
-        bands = cfg.bands.thresholds(predictions(cfg, booster, calibration, ts.X(TEST)))
+        bands = cfg.bands.thresholds(predictions(cfg, booster, calibration, ts.X(TEST), start))
     X = ts.X(TRAIN)
     ranges = {c: [float(X[c].min()), float(X[c].max())] for c in X.columns if X[c].notna().any()}
     from training.cause_context import TAG_CAUSE_SCALE, training_scale
 
     tags = {TAG_BANDS: json.dumps({"high": bands.high, "medium": bands.medium}),
             TAG_FEATURE_RANGES: json.dumps(ranges, separators=(",", ":"))}
-    scale = training_scale(cfg, ts, booster, calibration)
+    if start is not None:
+        tags[TAG_BOOST_FROM] = start.to_json()
+    scale = training_scale(cfg, ts, booster, calibration, tags=tags)
     if scale is not None:
         tags[TAG_CAUSE_SCALE] = scale
     return tags
 
 
-def predictions(cfg: ModelSpec, booster, calibration, X) -> np.ndarray:
+def predictions(cfg: ModelSpec, booster, calibration, X, start=None) -> np.ndarray:
     """What the model says for ``X``: a calibrated probability (binary) or an amount (regression)."""
     if cfg.task == "binary":
-        return calibration.apply(booster.predict(X.to_numpy(), raw_score=True))
+        return calibration.apply(raw_scores(booster, X, start))
     return booster.predict(X.to_numpy())
 
 
-def fit_final(cfg: ModelSpec, ts: TrainingSet, data, best):
+def raw_scores(booster, X, start=None) -> np.ndarray:
+    """The binary model's raw score on ``X``: the trees, plus where they start from (``boost_from``)."""
+    raw = booster.predict(X.to_numpy(), raw_score=True)
+    return raw if start is None else raw + start_scores(start, X)
+
+
+def fit_final(cfg: ModelSpec, ts: TrainingSet, data, best, start=None):
     """Refit the best trial on the train split, calibrate on validation (binary models: the spec's
     ``calibration``), score the test split."""
     from training.metrics import fit_calibration, task_metrics
@@ -202,24 +241,24 @@ def fit_final(cfg: ModelSpec, ts: TrainingSet, data, best):
     booster = booster.model_from_string(booster.model_to_string(num_iteration=booster.best_iteration))
     calibration = None
     if cfg.task == "binary":
-        calibration = fit_calibration(booster.predict(ts.X(VALIDATION).to_numpy(), raw_score=True), ts.y(VALIDATION),
+        calibration = fit_calibration(raw_scores(booster, ts.X(VALIDATION), start), ts.y(VALIDATION),
                                       cfg.calibration.method, cfg.calibration.isotonic_min_rows)
         if calibration.method != cfg.calibration.method:
             log.info("%s: %d validation rows, fewer than calibration.isotonic_min_rows %d: Platt calibration "
                      "instead of isotonic (%s)", cfg.name, len(ts.y(VALIDATION)), cfg.calibration.isotonic_min_rows,
                      cfg.config_file)
-    val = task_metrics(cfg.task, ts.y(VALIDATION), predictions(cfg, booster, calibration, ts.X(VALIDATION)))
-    test = task_metrics(cfg.task, ts.y(TEST), predictions(cfg, booster, calibration, ts.X(TEST)))
+    val = task_metrics(cfg.task, ts.y(VALIDATION), predictions(cfg, booster, calibration, ts.X(VALIDATION), start))
+    test = task_metrics(cfg.task, ts.y(TEST), predictions(cfg, booster, calibration, ts.X(TEST), start))
     return booster, calibration, val, test
 
 
-def _log_artifacts(cfg: ModelSpec, ts: TrainingSet, booster, calibration, lineage: dict) -> None:
+def _log_artifacts(cfg: ModelSpec, ts: TrainingSet, booster, calibration, lineage: dict, start=None) -> None:
     import mlflow
 
     from training import plots
 
     X_test, y_test = ts.X(TEST), ts.y(TEST)
-    pred = predictions(cfg, booster, calibration, X_test)
+    pred = predictions(cfg, booster, calibration, X_test, start)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         title = f"{cfg.name} (test cutoff {lineage['test_cutoffs'][0]})"

@@ -73,13 +73,15 @@ class Datasets:
     feature_names: list[str]
 
     @classmethod
-    def build(cls, X_train: pd.DataFrame, y_train: np.ndarray, X_valid: pd.DataFrame, y_valid: np.ndarray):
+    def build(cls, X_train: pd.DataFrame, y_train: np.ndarray, X_valid: pd.DataFrame, y_valid: np.ndarray,
+              init_train: np.ndarray | None = None, init_valid: np.ndarray | None = None):
+        """``init_*``: raw scores the trees start from per row (a spec's ``boost_from``), else a constant."""
         import lightgbm as lgb
 
         # feature_pre_filter=False: otherwise trials that vary min_child_samples fail on a shared dataset.
         train = lgb.Dataset(X_train, y_train, params={"feature_pre_filter": False, "verbosity": -1},
-                            free_raw_data=False)
-        valid = lgb.Dataset(X_valid, y_valid, reference=train, free_raw_data=False)
+                            free_raw_data=False, init_score=init_train)
+        valid = lgb.Dataset(X_valid, y_valid, reference=train, free_raw_data=False, init_score=init_valid)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*Overriding the parameters from Reference Dataset.*")
             return cls(train.construct(), valid.construct(), list(X_train.columns))

@@ -15,7 +15,7 @@ import yaml
 
 from core.events import EventStore
 from core.settings import REPO_ROOT
-from training import btyd
+from features import btyd
 from training.backtest import (
     bootstrap,
     bootstrap_amounts,
@@ -475,7 +475,8 @@ def test_backtest_end_to_end_on_a_generated_business(project_home, tmp_path, mon
 
 
 def _check_binary(m: dict) -> None:
-    assert set(m["scorers"]) == {"model", "baseline", "rfm", "bgnbd_expected", "bgnbd_p_alive", "oracle"}, m["oracle"]
+    assert set(m["scorers"]) == {"model", "baseline", "rfm", "bgnbd_expected", "bgnbd_p_order", "bgnbd_p_alive",
+                                 "oracle"}, m["oracle"]
     for name, s in m["scorers"].items():
         for key in ("roc_auc", "pr_auc", "lift_top10", "capture_top10", "lift_top20", "capture_top20"):
             assert np.isfinite(s[key]), (m["model"], name, key)

@@ -19,11 +19,21 @@ from training.promotion import load_holdout
 pytestmark = pytest.mark.behaviour
 
 
-def champion_and_holdout(model: str):
+def champion_and_holdout(model: str, with_rhythm_fit: bool = False):
     champion = load_model_version(model, alias="champion")
     holdout = load_holdout(champion.run_id)
     assert len(holdout) > 50
-    return champion, holdout[champion.feature_names]
+    X = holdout[champion.feature_names]
+    if with_rhythm_fit:
+        # The BG/NBD parameters of the holdout's snapshot (not model inputs), so a shifted last order
+        # moves the BG/NBD readings through the product's own derivation too.
+        from core.settings import project_paths
+        from features.build import snapshot_file
+
+        day = pd.Timestamp(holdout["event_timestamp"].iloc[0]).date()
+        fit = pd.read_parquet(snapshot_file(project_paths().feature_sources, "customer_rhythm", day)).iloc[0]
+        X = X.assign(**{p: fit[p] for p in ("btyd_r", "btyd_alpha", "btyd_a", "btyd_b")})
+    return champion, X
 
 
 def mean_risk_never_falls(model, X, shift, steps) -> tuple[float, float]:
@@ -45,23 +55,32 @@ def test_more_complaints_never_lower_churn_risk(trained_home, columns):
 def last_order_earlier(X: pd.DataFrame, days: float) -> pd.DataFrame:
     """``X`` had each customer's last order been ``days`` earlier: the day count and what
     features.derived derives from it (the RFM recency score, the gap ratio) move together, computed by
-    the product's own derivation. Windowed counts stay as they are."""
+    the product's own derivation, and so do the BG/NBD readings when ``X`` carries its fit's parameters.
+    Windowed counts stay as they are."""
     from features.derived import SECONDS_PER_DAY, derive_arrays
     from features.settings import load_features_config
 
-    columns = {"last_order_at": -(X["days_since_last_order"].to_numpy() + days) * SECONDS_PER_DAY}
-    for name in ("orders_365d", "spend_365d", "orders_mean_gap_days"):
+    # Half a day more than the day counts say: the orders fell within their day (a day count is floored),
+    # which puts the order days where the BG/NBD summary counts them.
+    columns = {"last_order_at": -(X["days_since_last_order"].to_numpy() + days + 0.5) * SECONDS_PER_DAY}
+    if "days_since_first_order" in X.columns:
+        columns["first_order_at"] = -(X["days_since_first_order"].to_numpy() + 0.5) * SECONDS_PER_DAY
+    for name in ("orders_365d", "spend_365d", "orders_mean_gap_days", "order_days",
+                 "btyd_r", "btyd_alpha", "btyd_a", "btyd_b"):
         if name in X.columns:
             columns[name] = X[name].to_numpy()
     derived = derive_arrays(columns, np.zeros(len(X)), load_features_config())
-    moved = [c for c in ("days_since_last_order", "r_score", "gap_ratio") if c in X.columns]
+    moved = [c for c in ("days_since_last_order", "r_score", "gap_ratio", "btyd_p_alive", "btyd_expected_orders",
+                                  "btyd_p_no_order") if c in X.columns]
     return X.assign(**{c: derived[c] for c in moved})
 
 
 def test_longer_gap_never_lowers_churn_risk_and_matters(trained_home):
-    model, X = champion_and_holdout("churn")
+    model, X = champion_and_holdout("churn", with_rhythm_fit=True)
     assert X["days_since_last_order"].notna().all()  # churn rows are active buyers
-    np.testing.assert_allclose(last_order_earlier(X, 0)[["r_score"]], X[["r_score"]])  # derivation as Feast's
+    same = last_order_earlier(X, 0)  # the derivation reproduces Feast's
+    moved = ["r_score", "btyd_p_alive", "btyd_expected_orders", "btyd_p_no_order"]
+    np.testing.assert_allclose(same[moved], X[moved], rtol=1e-6)
     base, last = mean_risk_never_falls(model, X, last_order_earlier, [7, 30, 60, 120])
     assert last > base + 0.02  # the gap is the generator's main churn signal: the model must use it
 
@@ -80,3 +99,16 @@ def test_deeper_browsing_never_lowers_conversion(trained_home):
 
     base, last = mean_risk_never_falls(model, X, deeper, [1, 2, 4, 8])
     assert last > base  # browse depth carries signal in the generator, so it must move the score
+
+
+@pytest.mark.parametrize("feature", ["tenure_days", "days_since_first_order", "lifetime_orders", "order_days"])
+def test_a_customer_beyond_the_training_range_scores_like_the_most_extreme_inside(trained_home, feature):
+    """Features that only grow with time: a customer older (or with more orders) than any seen in
+    training is scored like the most extreme one inside the range, never pushed further by it."""
+    model, X = champion_and_holdout("churn")
+    if feature not in model.feature_names:
+        pytest.skip(f"{feature} is not an input of {model.feature_service}")
+    low, high = model.feature_ranges[feature]
+    at_edge = model.predict_proba(X.assign(**{feature: high}))
+    beyond = model.predict_proba(X.assign(**{feature: high * 3 + 365}))
+    np.testing.assert_allclose(beyond, at_edge, rtol=0, atol=1e-12)

@@ -109,7 +109,7 @@ def complaint_case(_trained_session, tmp_path_factory) -> Case:
             "resolved_at": pd.NaT,
         })
         after = features_with_events(home, tmp_path_factory.mktemp("complaint") / "project",
-                                     {"complaints": complaints}, ids, cutoff, "churn_v1")
+                                     {"complaints": complaints}, ids, cutoff, model.feature_service)
     case = Case(model, quiet, after[model.feature_names].astype("float64"))
     plus_one = lambda b, a: a == b.fillna(0) + 1  # noqa: E731
     assert_moved(case, {
@@ -156,7 +156,7 @@ def browsing_case(_trained_session, tmp_path_factory) -> Case:
         ], columns=["customer_id", "session_id", "viewed_at", "page_type", "product_id"])
         ids = latest["customer_id"].tolist()
         after = features_with_events(home, tmp_path_factory.mktemp("browsing") / "project",
-                                     {"page_views": extra}, ids, cutoff, "conversion_v1")
+                                     {"page_views": extra}, ids, cutoff, model.feature_service)
     within_7d = (cutoff - latest.set_index("customer_id")["viewed_at"]) < pd.Timedelta(days=7)
     case = Case(model, before.loc[ids], after[model.feature_names].astype("float64"))
     b = case.before

@@ -63,3 +63,30 @@ def test_missing_alias_and_missing_columns_are_clear_errors(project_home):
     model = load_model_version("churn")
     with pytest.raises(PropensityError, match="complaints_90d"):
         model.predict_proba(X.drop(columns=["complaints_90d"]))
+
+
+def test_boost_from_starts_at_the_features_log_odds_and_explains_it_as_that_feature():
+    """A model with ``boost_from``: raw score = log-odds(feature) + trees, its contributions still sum to
+    the raw score, and the start's deviation from the fill is the feature's own contribution."""
+    from training.champion import TAG_BOOST_FROM, BoostFrom, LoadedModel
+
+    rng = np.random.default_rng(1)
+    X = pd.DataFrame({"p_prior": rng.uniform(0.05, 0.95, 500), "other": rng.normal(size=500)})
+    X.loc[:9, "p_prior"] = np.nan  # missing: the fill, so no contribution
+    logit = np.log(X["p_prior"] / (1 - X["p_prior"]))
+    y = (rng.random(500) < 1 / (1 + np.exp(-(logit.fillna(0) + X["other"])))).astype(int)
+    start = BoostFrom.fit("p_prior", X["p_prior"].to_numpy())
+    init = start.offset(X.to_numpy(), list(X.columns))
+    assert start.fill == pytest.approx(logit.mean()) and (init[:10] == start.fill).all()
+    booster = lgb.train({"objective": "binary", "verbosity": -1, "num_threads": 1},
+                        lgb.Dataset(X, y, init_score=init), 10)
+    model = LoadedModel("churn", "1", booster, list(X.columns), "churn_v2", Calibration(),
+                        tags={TAG_BOOST_FROM: start.to_json()})
+    trees = booster.predict(X.to_numpy(), raw_score=True)
+    np.testing.assert_allclose(model.raw_score(X), trees + init, rtol=1e-12)
+    contrib = model.contributions(X)
+    np.testing.assert_allclose(contrib.sum(axis=1), trees + init, rtol=1e-9, atol=1e-9)
+    plain = booster.predict(X.to_numpy(), pred_contrib=True)
+    np.testing.assert_allclose(contrib[:, 0] - plain[:, 0], init - start.fill, atol=1e-12)
+    np.testing.assert_allclose(contrib[:, 1], plain[:, 1])  # the other feature keeps its own part
+    assert BoostFrom.from_json(start.to_json()) == start and BoostFrom.from_json(None) is None

@@ -149,3 +149,15 @@ def test_future_spend_labels_sum_the_amount_in_the_horizon(tmp_path):
     # a: one order of 10.0 inside the 30 days after the cutoff (day 40 is beyond); b: none; c: not
     # active before the cutoff, so not in the population.
     assert spend.to_dict() == {"a": 10.0, "b": 0.0}
+
+
+def test_without_purge_test_validation_sits_right_before_the_test_cutoff():
+    """What the backtest uses: no gap between validation and the internal test; train stays purged."""
+    end = pd.Timestamp("2026-11-01", tz="UTC")
+    horizon, week = pd.Timedelta(days=60), pd.Timedelta(days=7)
+    purged = plan_split(end, 60, Cutoffs(every_days=7), Split(validation_cutoffs=3, train_cutoffs=5))
+    plan = plan_split(end, 60, Cutoffs(every_days=7), Split(validation_cutoffs=3, train_cutoffs=5, purge_test=False))
+    assert plan.test == purged.test
+    assert max(plan.validation) == plan.test - week
+    assert max(plan.train) + horizon <= min(plan.validation)
+    assert min(plan.train) - min(purged.train) >= horizon - week  # training moves a horizon closer to the test

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from core.specs import load_spec
 from training.champion import load_model_version
 
 METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_top10", "recall_top10")
@@ -32,11 +34,11 @@ def test_training_logs_parent_run_with_nested_trials(trained_home):
     assert artifacts == {f"plots/{n}.png" for n in ("shap_summary", "calibration_curve", "cumulative_gain",
                                                     "feature_importance")}
     lineage = mlflow.artifacts.load_dict(f"runs:/{result.run_id}/lineage.json")
-    assert lineage["feature_service"] == "churn_v1"
+    assert lineage["feature_service"] == load_spec("churn").feature_service
     assert len(lineage["training_set_sha256"]) == 64
     assert lineage["test_rows"] == result.test_metrics["rows"]
     assert max(lineage["train_cutoffs"]) < min(lineage["validation_cutoffs"]) < lineage["test_cutoffs"][0]
-    assert parent.data.params["feature_service"] == "churn_v1"
+    assert parent.data.params["feature_service"] == load_spec("churn").feature_service
 
 
 def test_model_is_registered_as_challenger_with_contract_tags(trained_home):
@@ -47,7 +49,7 @@ def test_model_is_registered_as_challenger_with_contract_tags(trained_home):
     for name, result in results.items():
         model = load_model_version(name, alias="challenger")
         assert model.version == result.version
-        assert model.feature_service == f"{name}_v1"
+        assert model.feature_service == load_spec(name).feature_service
         assert model.feature_names == model_feature_names(model.feature_service)
         # The spec's isotonic calibration, or Platt where validation has too few rows for it.
         spec = load_spec(name).calibration
@@ -81,3 +83,26 @@ def test_mean_probability_tracks_label_rate(trained_home):
         assert np.all((p > 0) & (p < 1))
         # The logged test metrics are those of the registered model on the logged holdout.
         assert model.holdout_auc == pytest.approx(roc_auc_score(holdout["label"], p), abs=1e-6)
+
+
+def test_boost_from_must_be_a_probability_input_of_the_service(project_home):
+    """The spec's boost_from: fitted on the train split; not an input, or not within [0, 1], is an error
+    naming the spec file and the feature."""
+    from types import SimpleNamespace
+
+    from core.errors import ConfigError
+    from core.specs import load_spec
+    from training.labels import TRAIN
+    from training.train import boost_from
+
+    frame = pd.DataFrame({"btyd_p_no_order": [0.2, 0.9, np.nan], "days_since_last_order": [3.0, 40.0, 9.0]})
+    ts = SimpleNamespace(feature_names=list(frame.columns), X=lambda split: frame if split == TRAIN else None)
+    spec = load_spec("churn")
+    start = boost_from(spec, ts)
+    assert start.feature == "btyd_p_no_order"
+    assert start.fill == pytest.approx(np.mean(np.log([0.2 / 0.8, 0.9 / 0.1])))
+    assert boost_from(spec.model_copy(update={"boost_from": None}), ts) is None
+    with pytest.raises(ConfigError, match=r"churn\.yaml.*'tenure_days' is not an input"):
+        boost_from(spec.model_copy(update={"boost_from": "tenure_days"}), ts)
+    with pytest.raises(ConfigError, match=r"'days_since_last_order' is not a probability"):
+        boost_from(spec.model_copy(update={"boost_from": "days_since_last_order"}), ts)

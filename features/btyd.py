@@ -56,6 +56,14 @@ class BGNBD:
         head = (a + b + x - 1.0) / (a - 1.0) * (1.0 - ratio * hyp)
         return head / (1.0 + self._odds_dead(x, t_x, T))
 
+    def p_no_purchase(self, t: float, x, t_x, T) -> np.ndarray:
+        """P(no purchase in (T, T + t] | x, t_x, T): gone already, or alive and the Poisson-Gamma rate
+        gives no purchase in t, (1 - P(alive)) + P(alive) ((alpha + T) / (alpha + T + t)) ** (r + x)."""
+        x, t_x, T = _arrays(x, t_x, T)
+        alive = self.p_alive(x, t_x, T)
+        quiet = np.exp((self.r + x) * (np.log(self.alpha + T) - np.log(self.alpha + T + t)))
+        return (1.0 - alive) + alive * quiet
+
     def _odds_dead(self, x, t_x, T) -> np.ndarray:
         # a / (b + x - 1) * ((alpha + T) / (alpha + t_x)) ** (r + x) for x > 0, else 0; in logs (large x).
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -88,7 +96,9 @@ def log_likelihood(params: tuple[float, float, float, float], x, t_x, T) -> np.n
 
 def fit(x, t_x, T) -> BGNBD:
     """Maximum-likelihood BG/NBD on customer summaries (L-BFGS-B on the log-parameters, so they stay
-    positive). Identical summaries are pooled with a weight: daily data repeats them a lot."""
+    positive). Identical summaries are pooled with a weight: daily data repeats them a lot. Always from
+    the same start: a and b often lie on a flat ridge of the likelihood, where another start ends
+    elsewhere, so the same history must give the same fit (a snapshot built alone or in a backfill)."""
     from scipy.optimize import minimize
 
     x, t_x, T = _arrays(x, t_x, T)
@@ -107,8 +117,8 @@ def fit(x, t_x, T) -> BGNBD:
 
     # Start at r = a = b = 1 with alpha on the data's time scale (alpha is a scale parameter: its
     # order of magnitude is the typical time between purchases, which depends on the unit).
-    start = np.array([0.0, np.log(max(float(np.mean(T)), 1e-3)), 0.0, 0.0])
-    res = minimize(objective, start, method="L-BFGS-B", bounds=[(-12.0, 12.0)] * 4,
+    theta0 = np.array([0.0, np.log(max(float(np.mean(T)), 1e-3)), 0.0, 0.0])
+    res = minimize(objective, theta0, method="L-BFGS-B", bounds=[(-12.0, 12.0)] * 4,
                    options={"maxiter": 2000})
     r, alpha, a, b = (float(v) for v in np.exp(res.x))
     if not np.isfinite(res.fun) or res.fun >= 1e300:

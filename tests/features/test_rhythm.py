@@ -1,0 +1,145 @@
+"""customer_rhythm: the BG/NBD fit stored with every snapshot and the readings derived from it
+(btyd_p_alive, btyd_expected_orders, btyd_p_no_order), against a fit on a summary computed here from the
+raw orders with pandas, offline and online alike."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.settings import project_paths
+from features import btyd
+from features.build import build_features, built_dates, snapshot_file
+from features.derived import add_derived
+from features.retrieval import historical_features, online_features
+from features.settings import FeaturesConfig, RhythmConfig, SnapshotConfig
+from features.store import apply, materialize
+from tests.features.conftest import END, write_store
+
+READINGS = ["btyd_p_alive", "btyd_expected_orders", "btyd_p_no_order"]
+PARAMS = ["btyd_r", "btyd_alpha", "btyd_a", "btyd_b"]
+
+
+def repeat_buyers(n: int = 300, days: int = 300, seed: int = 3) -> dict[str, pd.DataFrame]:
+    """Customers buying at their own Poisson rate until they drop out (the BG/NBD story), orders ending
+    before END; some buy twice on one day (one buying occasion for BG/NBD)."""
+    rng = np.random.default_rng(seed)
+    start = END - pd.Timedelta(days=days)
+    rows = []
+    for i in range(n):
+        t = rng.uniform(0, days * 0.6)
+        rate, quit_after = rng.gamma(1.5, 1 / 20), rng.geometric(0.2)
+        for k in range(50):
+            rows.append((f"c{i:03d}", start + pd.Timedelta(days=t)))
+            if rng.random() < 0.1:  # a second order an hour later
+                rows.append((f"c{i:03d}", start + pd.Timedelta(days=t, hours=1)))
+            t += rng.exponential(1 / rate)
+            if k + 1 >= quit_after or t >= days:
+                break
+    orders = pd.DataFrame(rows, columns=["customer_id", "ordered_at"])
+    orders["ordered_at"] = pd.to_datetime(orders["ordered_at"], utc=True).astype("datetime64[us, UTC]")
+    orders["order_id"] = [f"o{k}" for k in range(len(orders))]
+    orders["amount"] = 20.0
+    return {"orders": orders}
+
+
+def summary_at(orders: pd.DataFrame, day: pd.Timestamp) -> pd.DataFrame:
+    """BG/NBD's summary per customer from the orders before ``day``, counted per UTC day."""
+    before = orders[orders["ordered_at"] < day]
+    days = before.assign(d=before["ordered_at"].dt.floor("D")).groupby("customer_id")["d"]
+    out = pd.DataFrame({"x": days.nunique() - 1, "first": days.min(), "last": days.max()})
+    out["t_x"] = (out["last"] - out["first"]).dt.days.astype(float)
+    out["T"] = (day - out["first"]).dt.days.astype(float)
+    return out
+
+
+@pytest.fixture
+def rhythm_home(project_home):
+    tables = repeat_buyers()
+    write_store(project_home, tables)
+    config = FeaturesConfig(snapshots=SnapshotConfig(history_days=28), rhythm=RhythmConfig(horizon_days=45))
+    build_features(END.date(), config=config)
+    return tables["orders"], config
+
+
+def test_each_snapshot_stores_the_fit_of_its_own_history(rhythm_home):
+    orders, _ = rhythm_home
+    sources = project_paths().feature_sources
+    for day in built_dates(sources):
+        snap = pd.read_parquet(snapshot_file(sources, "customer_rhythm", day))
+        ref = summary_at(orders, pd.Timestamp(day, tz="UTC"))
+        fit = btyd.fit(ref["x"], ref["t_x"], ref["T"])
+        assert snap[PARAMS].nunique().eq(1).all()  # one fit per snapshot
+        got = snap.iloc[0]
+        # Both are maximum likelihood on the same summaries: the same optimum. a and b lie on a flat ridge
+        # of the likelihood (only a / (a + b) is sharp here), so the likelihoods are compared, and r, alpha.
+        stored = btyd.log_likelihood(tuple(got[p] for p in PARAMS), ref["x"], ref["t_x"], ref["T"]).sum()
+        assert stored == pytest.approx(fit.log_likelihood, rel=1e-5)
+        np.testing.assert_allclose([got["btyd_r"], got["btyd_alpha"]], [fit.r, fit.alpha], rtol=2e-2)
+        order_days = snap.set_index("customer_id")["order_days"]
+        assert (order_days.reindex(ref.index) == ref["x"] + 1).all()
+
+
+def test_readings_offline_and_online_equal_the_fit_applied_to_the_summary(rhythm_home):
+    orders, config = rhythm_home
+    day = pd.Timestamp(max(built_dates(project_paths().feature_sources)), tz="UTC")
+    ref = summary_at(orders, day)
+    snap = pd.read_parquet(snapshot_file(project_paths().feature_sources, "customer_rhythm", day.date())).iloc[0]
+    model = btyd.BGNBD(*(snap[p] for p in PARAMS))
+    want = pd.DataFrame({
+        "btyd_p_alive": model.p_alive(ref["x"], ref["t_x"], ref["T"]),
+        "btyd_expected_orders": model.expected_purchases(45.0, ref["x"], ref["t_x"], ref["T"]),
+        "btyd_p_no_order": model.p_no_purchase(45.0, ref["x"], ref["t_x"], ref["T"]),
+    }, index=ref.index)
+    ids = list(ref.index)
+    offline = historical_features(pd.DataFrame({"customer_id": ids, "event_timestamp": day}), "churn_v2", config)
+    np.testing.assert_allclose(offline[READINGS].to_numpy(), want.loc[ids].to_numpy(), rtol=1e-9)
+    apply(config)
+    materialize(config=config)
+    online = online_features(ids, "churn_v2", as_of=day, config=config)
+    np.testing.assert_allclose(online[READINGS].to_numpy(), want.loc[ids].to_numpy(), rtol=1e-9)
+    # A customer of every kind is there: likely gone, surely alive (one order day: no dropout yet).
+    assert want["btyd_p_alive"].min() < 0.5 and (want.loc[ref["x"] == 0, "btyd_p_alive"] == 1).all()
+
+
+def test_readings_follow_the_date_asked_for(rhythm_home):
+    """Like the day counts: a week after the snapshot with no new order, the customer looks less alive."""
+    _, config = rhythm_home
+    day = pd.Timestamp(max(built_dates(project_paths().feature_sources)), tz="UTC")
+    snap = pd.read_parquet(snapshot_file(project_paths().feature_sources, "customer_rhythm", day.date()))
+    snap = snap[snap["order_days"] > 1].head(50)
+    recency = pd.read_parquet(snapshot_file(project_paths().feature_sources, "customer_recency", day.date()))
+    cadence = pd.read_parquet(snapshot_file(project_paths().feature_sources, "customer_cadence", day.date()))
+    rows = snap.merge(recency, on=["customer_id", "event_timestamp"]).merge(cadence, on=["customer_id", "event_timestamp"])
+    now, later = add_derived(rows, day, config), add_derived(rows, day + pd.Timedelta(days=7), config)
+    assert (later["btyd_p_alive"] <= now["btyd_p_alive"] + 1e-12).all()
+    assert (later["btyd_p_no_order"] >= now["btyd_p_no_order"] - 1e-12).all()
+    assert (later["btyd_p_alive"] < now["btyd_p_alive"]).any()
+
+
+def test_a_history_without_repeat_orders_gives_null_readings(project_home):
+    orders = pd.DataFrame({"customer_id": [f"c{i}" for i in range(20)], "order_id": [f"o{i}" for i in range(20)],
+                           "ordered_at": pd.to_datetime([END - pd.Timedelta(days=3 + i) for i in range(20)], utc=True)
+                           .astype("datetime64[us, UTC]"), "amount": 5.0})
+    write_store(project_home, {"orders": orders})
+    config = FeaturesConfig(snapshots=SnapshotConfig(history_days=0))
+    build_features(END.date(), config=config)
+    snap = pd.read_parquet(snapshot_file(project_paths().feature_sources, "customer_rhythm", END.date()))
+    assert snap[PARAMS].isna().all().all() and (snap["order_days"] == 1).all()
+    got = historical_features(pd.DataFrame({"customer_id": ["c1"], "event_timestamp": END}), "churn_v2", config)
+    assert got[READINGS].isna().all().all()
+
+
+def test_p_no_purchase_agrees_with_the_model():
+    """P(no purchase in t): 1 at t = 0, falls with t towards 1 - P(alive) (an active customer buys
+    eventually), and never exceeds what the expected count allows (P(X > 0) <= E[X])."""
+    model = btyd.BGNBD(r=0.8, alpha=40.0, a=0.7, b=3.0)
+    x, t_x, T = np.array([0.0, 1, 4, 10]), np.array([0.0, 20, 90, 100]), np.array([30.0, 60, 120, 300])
+    np.testing.assert_allclose(model.p_no_purchase(0.0, x, t_x, T), 1.0)
+    ts = [1.0, 10, 60, 365, 1e6]
+    p = np.array([model.p_no_purchase(t, x, t_x, T) for t in ts])
+    assert (np.diff(p, axis=0) < 0).all()
+    np.testing.assert_allclose(p[-1], 1.0 - model.p_alive(x, t_x, T), atol=1e-3)
+    for t in ts[:-1]:
+        assert (1.0 - model.p_no_purchase(t, x, t_x, T) <= model.expected_purchases(t, x, t_x, T) + 1e-12).all()
