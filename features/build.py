@@ -406,12 +406,13 @@ def rhythm_sql(day: dt.date, present: dict[str, bool]) -> str:
     return _select(ctes, cols, ["LEFT JOIN o USING (customer_id)", "CROSS JOIN rhythm_fit r"], day)
 
 
-def _fit_rhythm(con, day: dt.date) -> None:
+def _fit_rhythm(con, day: dt.date, fit_customers: int) -> None:
     """Fit BG/NBD on every customer's order history before ``day`` and leave its parameters in the temp
     table ``rhythm_fit`` (one row; nulls when the history cannot be fitted: too few customers, no repeat
     order). The summary is the model's (Fader, Hardie and Lee): x repeat order days, t_x days from the
     first to the last order day, T days from the first order day to ``day``; orders are counted per UTC
-    day, as two orders an hour apart are one buying occasion. features.derived applies the fit."""
+    day, as two orders an hour apart are one buying occasion. At most ``fit_customers`` are read, the
+    same ones at every build (ordered by a hash of the id). features.derived applies the fit."""
     import numpy as np
 
     from features import btyd
@@ -419,7 +420,8 @@ def _fit_rhythm(con, day: dt.date) -> None:
     d = _date(day)
     x, t_x, T = con.execute(
         f"SELECT sum(days) - 1, CAST(max(last_ts) AS DATE) - CAST(min(first_ts) AS DATE), "
-        f"{d} - CAST(min(first_ts) AS DATE) FROM order_buckets WHERE bucket <= {d} GROUP BY customer_id"
+        f"{d} - CAST(min(first_ts) AS DATE) FROM order_buckets WHERE bucket <= {d} GROUP BY customer_id "
+        f"ORDER BY md5(CAST(customer_id AS VARCHAR)) LIMIT {int(fit_customers)}"
     ).fetchnumpy().values()
     fitted = None
     if len(x):
@@ -509,7 +511,7 @@ def build_features(
             families={t: ("present" if present[t] else "absent") for t in tables}
         )
         summary.events = _events_read(con, present)
-        _write_snapshots(con, dates, present, sources, summary, progress)
+        _write_snapshots(con, dates, present, sources, summary, progress, config.rhythm.fit_customers)
     except duckdb.Error as exc:
         raise PropensityError(f"feature build failed in DuckDB on {paths.events}: {exc}") from exc
     finally:
@@ -525,13 +527,14 @@ def build_features(
     return summary
 
 
-def _write_snapshots(con, dates, present, sources: Path, summary: BuildSummary, progress: bool) -> None:
+def _write_snapshots(con, dates, present, sources: Path, summary: BuildSummary, progress: bool,
+                     fit_customers: int) -> None:
     from rich.progress import Progress
 
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("feature snapshots", total=len(dates))
         for day in dates:
-            _fit_rhythm(con, day)
+            _fit_rhythm(con, day, fit_customers)
             # All views of a date are written to temp files first and swapped in together.
             moves = []
             try:

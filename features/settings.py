@@ -117,6 +117,11 @@ class RhythmConfig(StrictModel):
         description="btyd_expected_orders counts the orders expected in this many days after the snapshot; "
         "set it to the horizon the models predict over (the churn label's horizon_days)",
     )
+    fit_customers: int = Field(
+        20_000, ge=100,
+        description="the fit reads at most this many customers (the same ones at every build: ordered by a "
+        "hash of the id); four population parameters need no more, and a million take 8 s per snapshot",
+    )
 
 
 class FeaturesConfig(StrictModel):

@@ -143,3 +143,26 @@ def test_p_no_purchase_agrees_with_the_model():
     np.testing.assert_allclose(p[-1], 1.0 - model.p_alive(x, t_x, T), atol=1e-3)
     for t in ts[:-1]:
         assert (1.0 - model.p_no_purchase(t, x, t_x, T) <= model.expected_purchases(t, x, t_x, T) + 1e-12).all()
+
+
+def test_the_fit_reads_a_fixed_sample_of_at_most_fit_customers(project_home):
+    """rhythm.fit_customers: the fit reads the customers with the smallest md5 of their id, the same
+    ones at every build; every customer still gets the readings."""
+    import hashlib
+
+    tables = repeat_buyers()
+    write_store(project_home, tables)
+    config = FeaturesConfig(snapshots=SnapshotConfig(history_days=0), rhythm=RhythmConfig(fit_customers=100))
+    build_features(END.date(), config=config)
+    snap = pd.read_parquet(snapshot_file(project_paths().feature_sources, "customer_rhythm", END.date()))
+    ref = summary_at(tables["orders"], END)
+    sample = sorted(ref.index, key=lambda c: hashlib.md5(c.encode()).hexdigest())[:100]
+    fit = btyd.fit(ref.loc[sample, "x"], ref.loc[sample, "t_x"], ref.loc[sample, "T"])
+    stored = btyd.log_likelihood(tuple(snap.iloc[0][p] for p in PARAMS), ref.loc[sample, "x"],
+                                 ref.loc[sample, "t_x"], ref.loc[sample, "T"]).sum()
+    assert stored == pytest.approx(fit.log_likelihood, rel=1e-6)
+    everyone = btyd.fit(ref["x"], ref["t_x"], ref["T"])
+    assert snap.iloc[0]["btyd_alpha"] != pytest.approx(everyone.alpha, rel=1e-3)  # not the fit on all 300
+    got = historical_features(pd.DataFrame({"customer_id": list(ref.index), "event_timestamp": END}), "churn_v2",
+                              config)
+    assert got["btyd_p_alive"].notna().all()
