@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -140,9 +141,10 @@ class LoadedModel:
     def task(self) -> str:
         return self.tags.get(TAG_TASK, "binary")
 
-    @property
+    @cached_property
     def boost_from(self) -> BoostFrom | None:
-        """The probability feature the trees start from (TAG_BOOST_FROM), or None."""
+        """The probability feature the trees start from (TAG_BOOST_FROM), or None; read once per model
+        (every /predict call scores through it)."""
         return BoostFrom.from_json(self.tags.get(TAG_BOOST_FROM))
 
     def predict(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:

@@ -103,9 +103,8 @@ def train_model(
                          "optuna_storage": _redact(storage), "feature_service": cfg.feature_service})
         mlflow.log_params(_lineage_params(lineage))
         start = boost_from(cfg, ts)
-        data = Datasets.build(ts.X(TRAIN), ts.y(TRAIN), ts.X(VALIDATION), ts.y(VALIDATION),
-                              *(None, None) if start is None else (start_scores(start, ts.X(TRAIN)),
-                                                                   start_scores(start, ts.X(VALIDATION))))
+        init = (None, None) if start is None else (start_scores(start, ts.X(TRAIN)), start_scores(start, ts.X(VALIDATION)))
+        data = Datasets.build(ts.X(TRAIN), ts.y(TRAIN), ts.X(VALIDATION), ts.y(VALIDATION), *init)
         # An extra worker gets another sampler seed, or it would repeat the first worker's random trials.
         study = open_study(study_name, storage, cfg.tuning, worker_seed_offset=os.getpid() if tune_only else 0,
                            task=cfg.task)
