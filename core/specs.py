@@ -251,9 +251,11 @@ class ModelSpec(StrictModel):
     shap_sample_rows: int = Field(2000, ge=10, description="rows explained for the SHAP summary plot")
     boost_from: str | None = Field(
         None,
-        description="binary models: a model input that is itself a probability of the positive label (e.g. "
-        "btyd_p_no_order, BG/NBD's); the trees start from its log-odds instead of a constant and learn what "
-        "it misses. Its part is shown as that feature's contribution",
+        description="a model input that already predicts the label, for the trees to start from instead of a "
+        "constant and learn what it misses: for a binary model a probability of the positive label (e.g. "
+        "btyd_p_no_order, BG/NBD's), started from as log-odds; for a regression an amount (e.g. "
+        "btyd_expected_spend, BG/NBD x Gamma-Gamma's), started from as its log scaled to the label's level "
+        "on the train split. Its part is shown as that feature's contribution",
     )
     baseline: Baseline
     ground_truth: GroundTruth | None = Field(None, description="generated data only: the oracle columns")
@@ -280,8 +282,6 @@ class ModelSpec(StrictModel):
             raise ValueError(f"bands.high {self.bands.high} is not a probability (binary task)")
         if LABEL_TASK[self.labels.kind] != self.task:
             raise ValueError(f"labels.kind {self.labels.kind!r} is a {LABEL_TASK[self.labels.kind]} label; task is {self.task!r}")
-        if self.boost_from is not None and self.task != "binary":
-            raise ValueError(f"boost_from {self.boost_from!r}: only binary models start from a probability")
         binary_metric = self.promotion.metric in ("roc_auc", "pr_auc")
         if binary_metric != (self.task == "binary"):
             raise ValueError(f"promotion.metric {self.promotion.metric!r} does not fit task {self.task!r}")

@@ -171,6 +171,10 @@ def _prepare(con, store: EventStore, present: dict[str, bool], dates: list[dt.da
         "sum(n) AS n, count(*) AS days, sum(spend) AS spend, min(first_ts) AS first_ts, max(last_ts) AS last_ts, "
         "sum(gap_sum) AS gap_sum, sum(gap_sq) AS gap_sq FROM orders_daily GROUP BY ALL"
     )
+    # The spend of each customer's first order day: Gamma-Gamma leaves it out of the mean value per
+    # buying day (customer_spend_rhythm). Read only by snapshots after that day.
+    con.execute("CREATE TEMP TABLE first_day_spend AS SELECT customer_id, arg_min(spend, day) AS spend "
+                "FROM orders_daily GROUP BY 1")
     # Orders that can close a cart session of some snapshot's 30-day window (abandoned carts).
     con.execute(f"CREATE TEMP TABLE recent_orders AS SELECT customer_id, ts FROM raw_orders WHERE ts >= {_ts(first)} - INTERVAL 31 DAY")
     firsts = ["SELECT customer_id, min(first_ts) AS first_at FROM order_buckets GROUP BY 1"]
@@ -402,36 +406,67 @@ def rhythm_sql(day: dt.date, present: dict[str, bool]) -> str:
     d = _date(day)
     ctes = [_population(day), f"o AS (SELECT customer_id, sum(days) AS days FROM order_buckets WHERE bucket <= {d} GROUP BY 1)"]
     cols = ["coalesce(o.days, 0)::BIGINT AS order_days",
-            *(f"r.{p}::DOUBLE AS btyd_{p}" for p in ("r", "alpha", "a", "b"))]
+            *(f"r.{p}::DOUBLE AS btyd_{p}" for p in _BGNBD_PARAMS)]
     return _select(ctes, cols, ["LEFT JOIN o USING (customer_id)", "CROSS JOIN rhythm_fit r"], day)
 
 
+# Gamma-Gamma's input, the mean spend of the repeat order days; NaN (an order without an amount) is null.
+_REPEAT_MEAN = "nullif((o.spend - f.spend) / (o.days - 1), 'NaN')"
+
+
+def spend_rhythm_sql(day: dt.date, present: dict[str, bool]) -> str:
+    # rhythm_fit also holds this day's Gamma-Gamma parameters (_fit_rhythm).
+    d = _date(day)
+    ctes = [_population(day),
+            f"o AS (SELECT customer_id, sum(days) AS days, sum(spend) AS spend FROM order_buckets WHERE bucket <= {d} GROUP BY 1)"]
+    cols = [f"CASE WHEN o.days >= 2 THEN {_REPEAT_MEAN} END::DOUBLE AS repeat_day_mean_spend",
+            *(f"r.{p}::DOUBLE AS gg_{p}" for p in _GG_PARAMS)]
+    joins = ["LEFT JOIN o USING (customer_id)", "LEFT JOIN first_day_spend f USING (customer_id)",
+             "CROSS JOIN rhythm_fit r"]
+    return _select(ctes, cols, joins, day)
+
+
+_BGNBD_PARAMS = ("r", "alpha", "a", "b")
+_GG_PARAMS = ("p", "q", "gamma")
+
+
 def _fit_rhythm(con, day: dt.date, fit_customers: int) -> None:
-    """Fit BG/NBD on every customer's order history before ``day`` and leave its parameters in the temp
-    table ``rhythm_fit`` (one row; nulls when the history cannot be fitted: too few customers, no repeat
-    order). The summary is the model's (Fader, Hardie and Lee): x repeat order days, t_x days from the
-    first to the last order day, T days from the first order day to ``day``; orders are counted per UTC
-    day, as two orders an hour apart are one buying occasion. At most ``fit_customers`` are read, the
-    same ones at every build (ordered by a hash of the id). features.derived applies the fit."""
+    """Fit BG/NBD and Gamma-Gamma on every customer's order history before ``day`` and leave their
+    parameters in the temp table ``rhythm_fit`` (one row; nulls for a model whose fit fails: too few
+    customers, no repeat order, no amounts). The summary is the models' (Fader, Hardie and Lee): x repeat
+    order days, t_x days from the first to the last order day, T days from the first order day to
+    ``day``, m the mean spend of the repeat order days; orders are counted per UTC day, as two orders an
+    hour apart are one buying occasion. At most ``fit_customers`` are read, the same ones at every build
+    (ordered by a hash of the id). features.derived applies the fits."""
     import numpy as np
 
     from features import btyd
 
     d = _date(day)
-    x, t_x, T = con.execute(
-        f"SELECT sum(days) - 1, CAST(max(last_ts) AS DATE) - CAST(min(first_ts) AS DATE), "
-        f"{d} - CAST(min(first_ts) AS DATE) FROM order_buckets WHERE bucket <= {d} GROUP BY customer_id "
-        f"ORDER BY md5(CAST(customer_id AS VARCHAR)) LIMIT {int(fit_customers)}"
-    ).fetchnumpy().values()
-    fitted = None
+    x, t_x, T, m = (np.asarray(v, np.float64) for v in con.execute(
+        f"SELECT sum(o.days) - 1, CAST(max(o.last_ts) AS DATE) - CAST(min(o.first_ts) AS DATE), "
+        f"{d} - CAST(min(o.first_ts) AS DATE), "
+        # 0 (not a value Gamma-Gamma reads) below two order days; NaN without amounts.
+        f"CASE WHEN sum(o.days) >= 2 THEN (sum(o.spend) - any_value(f.spend)) / (sum(o.days) - 1) ELSE 0 END "
+        f"FROM order_buckets o JOIN first_day_spend f USING (customer_id) WHERE o.bucket <= {d} "
+        f"GROUP BY customer_id ORDER BY md5(CAST(customer_id AS VARCHAR)) LIMIT {int(fit_customers)}"
+    ).fetchnumpy().values())
+    bg = gg = None
     if len(x):
         try:
-            fitted = btyd.fit(np.asarray(x, np.float64), np.asarray(t_x, np.float64), np.asarray(T, np.float64))
+            bg = btyd.fit(x, t_x, T)
         except PropensityError as exc:
             log.info("customer_rhythm at %s: no BG/NBD fit (%s); its readings are null", day, exc)
-    values = ", ".join(f"{getattr(fitted, p):.17g}::DOUBLE AS {p}" if fitted else f"NULL::DOUBLE AS {p}"
-                       for p in ("r", "alpha", "a", "b"))
-    con.execute(f"CREATE OR REPLACE TEMP TABLE rhythm_fit AS SELECT {values}")
+        try:
+            gg = btyd.fit_gamma_gamma(x, np.nan_to_num(m, nan=0.0))
+        except PropensityError as exc:
+            log.info("customer_spend_rhythm at %s: no Gamma-Gamma fit (%s); its readings are null", day, exc)
+
+    def values(fitted, names):
+        return [f"{getattr(fitted, p):.17g}::DOUBLE AS {p}" if fitted else f"NULL::DOUBLE AS {p}" for p in names]
+
+    con.execute(f"CREATE OR REPLACE TEMP TABLE rhythm_fit AS SELECT "
+                f"{', '.join([*values(bg, _BGNBD_PARAMS), *values(gg, _GG_PARAMS)])}")
 
 
 def _select(ctes: list[str], cols: list[str], joins: list[str], day: dt.date) -> str:
@@ -448,6 +483,7 @@ VIEW_SQL = {
     "customer_complaints": complaints_sql,
     "customer_cadence": cadence_sql,
     "customer_rhythm": rhythm_sql,
+    "customer_spend_rhythm": spend_rhythm_sql,
 }
 
 

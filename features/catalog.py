@@ -171,7 +171,31 @@ RHYTHM = ViewSpec(
     ),
 )
 
-VIEWS: dict[str, ViewSpec] = {v.name: v for v in (RECENCY, FREQUENCY, BROWSE, COMPLAINTS, CADENCE, RHYTHM)}
+# A Gamma-Gamma model (features.btyd) of the value per buying day, fitted at every snapshot like BG/NBD
+# above; with BG/NBD's expected order days it gives the spend expected (features.derived:
+# btyd_expected_spend), the classic BG/NBD x Gamma-Gamma value a value model can start from.
+_GG_PARAM = "Parameter {} of the snapshot's Gamma-Gamma fit (the same for every customer of a snapshot); " \
+    "null when the history could not be fitted or orders carry no amounts."
+SPEND_RHYTHM = ViewSpec(
+    "customer_spend_rhythm",
+    family="orders",
+    description="The customer's value per buying day read through a Gamma-Gamma model fitted on the orders "
+    "before the snapshot: the mean spend of the repeat buying days, and the model's parameters.",
+    features=(
+        FeatureSpec(
+            "repeat_day_mean_spend",
+            FLOAT,
+            "Mean spend per UTC day with an order, the first such day left out (Gamma-Gamma's input); null "
+            "below 2 order days or without amounts.",
+        ),
+        FeatureSpec("gg_p", FLOAT, _GG_PARAM.format("p"), model_input=False),
+        FeatureSpec("gg_q", FLOAT, _GG_PARAM.format("q"), model_input=False),
+        FeatureSpec("gg_gamma", FLOAT, _GG_PARAM.format("gamma (money)"), model_input=False),
+    ),
+)
+
+VIEWS: dict[str, ViewSpec] = {v.name: v for v in (RECENCY, FREQUENCY, BROWSE, COMPLAINTS, CADENCE, RHYTHM,
+                                                  SPEND_RHYTHM)}
 
 # One service per model version; both training (historical) and serving (online) read through it.
 SERVICES: dict[str, tuple[str, ...]] = {
@@ -179,6 +203,9 @@ SERVICES: dict[str, tuple[str, ...]] = {
     "conversion_v1": (RECENCY.name, FREQUENCY.name, BROWSE.name, CADENCE.name),
     # v2: v1 and the BG/NBD reading of the customer's buying rhythm (churn and value read it).
     "churn_v2": (RECENCY.name, FREQUENCY.name, BROWSE.name, COMPLAINTS.name, CADENCE.name, RHYTHM.name),
+    # The value model's own: churn_v2 and the Gamma-Gamma reading of the value per buying day.
+    "value_v1": (RECENCY.name, FREQUENCY.name, BROWSE.name, COMPLAINTS.name, CADENCE.name, RHYTHM.name,
+                 SPEND_RHYTHM.name),
 }
 
 # Derived at retrieval time by features.derived.add_derived (numeric ones are model inputs).
@@ -198,11 +225,15 @@ DERIVED_NUMERIC: tuple[str, ...] = (
     "btyd_p_alive",
     "btyd_expected_orders",
     "btyd_p_no_order",
+    "btyd_expected_spend",
 )
 DERIVED_STRING: tuple[str, ...] = ("rfm_segment", "lifecycle_stage")
 # Derived features computed from one view's stored inputs: model inputs only of the services with it.
-DERIVED_FROM_VIEW: dict[str, str] = {name: RHYTHM.name for name in ("btyd_p_alive", "btyd_expected_orders",
-                                                                    "btyd_p_no_order")}
+# (btyd_expected_spend reads both fits; every service with the spend view has the rhythm view too.)
+DERIVED_FROM_VIEW: dict[str, str] = {
+    **{name: RHYTHM.name for name in ("btyd_p_alive", "btyd_expected_orders", "btyd_p_no_order")},
+    "btyd_expected_spend": SPEND_RHYTHM.name,
+}
 
 
 def service_views(service: str) -> tuple[str, ...]:

@@ -6,7 +6,8 @@ from the stored unix timestamps, so a snapshot taken days earlier never makes a 
 recent than they are. RFM scores, the eight RFM segments and the lifecycle stage follow from them with
 the cut points of configs/features.yaml; the gap ratios set the day counts against the customer's own
 mean gap between orders (visit days); the BG/NBD readings apply the fit stored with the row's snapshot
-to the customer's order days and the days since the first and last order.
+to the customer's order days and the days since the first and last order, and the expected spend
+multiplies the expected order days by the value per buying day under the snapshot's Gamma-Gamma fit.
 
 Missing inputs stay missing: an unknown customer gets NaN scores and no segment or stage.
 """
@@ -41,8 +42,9 @@ _GAP_RATIOS = {
     "visit_gap_ratio": ("days_since_last_visit", "visit_mean_gap_days"),
 }
 _BTYD_PARAMS = ("btyd_r", "btyd_alpha", "btyd_a", "btyd_b")
+_GG_PARAMS = ("gg_p", "gg_q", "gg_gamma")
 _INPUTS = (*_DAY_COUNTS.values(), "orders_365d", "spend_365d", *(gap for _, gap in _GAP_RATIOS.values()),
-           "order_days", *_BTYD_PARAMS)
+           "order_days", *_BTYD_PARAMS, "repeat_day_mean_spend", *_GG_PARAMS)
 
 
 def as_unix_seconds(as_of, n_rows: int) -> np.ndarray:
@@ -85,6 +87,7 @@ def derive_arrays(
 
     out["btyd_p_alive"], out["btyd_expected_orders"], out["btyd_p_no_order"] = _btyd_readings(
         columns, as_of_seconds, n, config.rhythm.horizon_days)
+    out["btyd_expected_spend"] = out["btyd_expected_orders"] * _gamma_gamma_value(columns, n)
 
     rfm = config.rfm
     orders_365d = _float(columns, "orders_365d", n)
@@ -151,6 +154,25 @@ def _btyd_readings(columns: Mapping[str, np.ndarray], as_of_seconds: np.ndarray,
         expected[sel] = model.expected_purchases(float(horizon_days), x[sel], t_x[sel], T[sel])
         no_order[sel] = model.p_no_purchase(float(horizon_days), x[sel], t_x[sel], T[sel])
     return p_alive, expected, no_order
+
+
+def _gamma_gamma_value(columns: Mapping[str, np.ndarray], n: int) -> np.ndarray:
+    """The value expected per buying day under the Gamma-Gamma fit of the row's own snapshot: a weighted
+    mean of the population's and the customer's own repeat-day mean (features.btyd.GammaGamma). Null
+    without a fit, and where the fit has no finite population mean (q <= 1)."""
+    from features.btyd import GammaGamma
+
+    value = np.full(n, np.nan)
+    params = np.column_stack([_float(columns, name, n) for name in _GG_PARAMS])
+    x = _float(columns, "order_days", n) - 1.0
+    mean = np.nan_to_num(_float(columns, "repeat_day_mean_spend", n), nan=0.0)  # none: the population's
+    ok = np.isfinite(params).all(axis=1) & (x >= 0)
+    fits, which = np.unique(params[ok], axis=0, return_inverse=True)
+    rows = np.flatnonzero(ok)
+    for k, (p, q, gamma) in enumerate(fits):
+        sel = rows[which.ravel() == k]
+        value[sel] = GammaGamma(p, q, gamma).expected_value(x[sel], mean[sel])
+    return np.where(np.isfinite(value), value, np.nan)
 
 
 def add_derived(df: pd.DataFrame, as_of, config: FeaturesConfig | None = None) -> pd.DataFrame:

@@ -86,40 +86,56 @@ class Calibration:
 
 @dataclass(frozen=True)
 class BoostFrom:
-    """A binary model whose trees start from a probability feature's log-odds (the spec's ``boost_from``,
-    e.g. BG/NBD's P(no order)) instead of a constant: raw score = log-odds(feature) + trees. ``fill`` is the
-    log-odds where the feature is missing: the training rows' mean, so a missing value moves nothing."""
+    """A model whose trees start from a feature that already predicts the label (the spec's
+    ``boost_from``) instead of a constant: raw score = link(feature) + trees. A binary model starts from a
+    probability's log-odds (e.g. BG/NBD's P(no order)); a regression (log link: Tweedie) from the log of an
+    amount (e.g. BG/NBD x Gamma-Gamma's expected spend), plus ``shift``, the log of the train rows' ratio of
+    label to feature: the feature may count over another horizon than the label. ``fill`` is the start
+    where the feature is missing: the train rows' mean, so a missing value moves nothing."""
 
     feature: str
     fill: float
+    link: str = "logit"  # or "log"
+    shift: float = 0.0
 
-    EPS = 1e-6  # probabilities of exactly 0 or 1 (a fit that is sure) stay finite
-
-    @classmethod
-    def fit(cls, feature: str, values: np.ndarray) -> BoostFrom:
-        logits = cls._logit(np.asarray(values, dtype=np.float64))
-        known = logits[np.isfinite(logits)]
-        return cls(feature, float(known.mean()) if len(known) else 0.0)
+    EPS = 1e-6  # probabilities of exactly 0 or 1 (a fit that is sure), amounts of 0: stay finite
 
     @classmethod
-    def _logit(cls, p: np.ndarray) -> np.ndarray:
-        p = np.clip(p, cls.EPS, 1.0 - cls.EPS)
+    def fit(cls, feature: str, values: np.ndarray, link: str = "logit", y: np.ndarray | None = None) -> BoostFrom:
+        values = np.asarray(values, dtype=np.float64)
+        shift = 0.0
+        if link == "log":
+            known = np.isfinite(values)
+            total = float(np.maximum(values[known], 0.0).sum())
+            labels = float(np.asarray(y, dtype=np.float64)[known].sum()) if y is not None else total
+            shift = float(np.log(labels / total)) if total > 0 and labels > 0 else 0.0
+        elif link != "logit":
+            raise ValueError(f"boost_from link {link!r}: expected 'logit' or 'log'")
+        starts = cls(feature, 0.0, link, shift)._link(values)
+        known = starts[np.isfinite(starts)]
+        return cls(feature, float(known.mean()) if len(known) else 0.0, link, shift)
+
+    def _link(self, v: np.ndarray) -> np.ndarray:
+        if self.link == "log":
+            return np.log(np.maximum(v, self.EPS)) + self.shift
+        p = np.clip(v, self.EPS, 1.0 - self.EPS)
         return np.log(p) - np.log1p(-p)
 
     def offset(self, X: np.ndarray, feature_names: list[str]) -> np.ndarray:
-        """Per row of the model's input matrix ``X``: the log-odds the trees start from."""
-        logits = self._logit(X[:, feature_names.index(self.feature)])
-        return np.where(np.isfinite(logits), logits, self.fill)
+        """Per row of the model's input matrix ``X``: the raw score the trees start from."""
+        starts = self._link(X[:, feature_names.index(self.feature)])
+        return np.where(np.isfinite(starts), starts, self.fill)
 
     def to_json(self) -> str:
-        return json.dumps({"feature": self.feature, "fill": self.fill})
+        return json.dumps({"feature": self.feature, "fill": self.fill, "link": self.link, "shift": self.shift})
 
     @classmethod
     def from_json(cls, text: str | None) -> BoostFrom | None:
         if not text:
             return None
         data = json.loads(text)
-        return cls(str(data["feature"]), float(data["fill"]))
+        return cls(str(data["feature"]), float(data["fill"]), str(data.get("link", "logit")),
+                   float(data.get("shift", 0.0)))
 
 
 @dataclass
@@ -151,7 +167,7 @@ class LoadedModel:
         """What the model says per row: a calibrated probability (binary) or an amount (regression)."""
         if self.task == "binary":
             return self.predict_proba(X)
-        return self.booster.predict(self.matrix(X))
+        return np.exp(self.raw_score(X))  # the log link (Tweedie), with where the trees start from
 
     def from_contributions(self, contributions: np.ndarray) -> np.ndarray:
         """The prediction from its SHAP contributions (their row sum is the raw score, exactly): one
@@ -213,7 +229,7 @@ class LoadedModel:
 
     def contributions(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Exact TreeSHAP values in raw-score space, shape (rows, features + 1); last column = base value.
-        With ``boost_from`` the starting log-odds belong to that feature: its deviation from the fill goes
+        With ``boost_from`` the start (log-odds, or log amount) belongs to that feature: its deviation from the fill goes
         to the feature's column, the fill to the base value, so every row still sums to its raw score."""
         X = self.matrix(X)
         contrib = self.booster.predict(X, pred_contrib=True)

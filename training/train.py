@@ -178,9 +178,14 @@ def boost_from(cfg: ModelSpec, ts: TrainingSet):
                           f"{cfg.feature_service!r} ({', '.join(ts.feature_names)})")
     values = ts.X(TRAIN)[cfg.boost_from].to_numpy(dtype=np.float64)
     known = values[~np.isnan(values)]
-    if len(known) and (known.min() < 0 or known.max() > 1):
+    if cfg.task == "binary" and len(known) and (known.min() < 0 or known.max() > 1):
         raise ConfigError(f"{cfg.config_file}: boost_from {cfg.boost_from!r} is not a probability (values "
                           f"{known.min():g}..{known.max():g} in the train split)")
+    if cfg.task == "regression":
+        if len(known) and known.min() < 0:
+            raise ConfigError(f"{cfg.config_file}: boost_from {cfg.boost_from!r} is not an amount (values down to "
+                              f"{known.min():g} in the train split)")
+        return BoostFrom.fit(cfg.boost_from, values, link="log", y=ts.y(TRAIN))
     return BoostFrom.fit(cfg.boost_from, values)
 
 
@@ -219,11 +224,12 @@ def predictions(cfg: ModelSpec, booster, calibration, X, start=None) -> np.ndarr
     """What the model says for ``X``: a calibrated probability (binary) or an amount (regression)."""
     if cfg.task == "binary":
         return calibration.apply(raw_scores(booster, X, start))
-    return booster.predict(X.to_numpy())
+    return np.exp(raw_scores(booster, X, start))  # the log link (Tweedie)
 
 
 def raw_scores(booster, X, start=None) -> np.ndarray:
-    """The binary model's raw score on ``X``: the trees, plus where they start from (``boost_from``)."""
+    """The model's raw score on ``X`` (log-odds, or log amount): the trees, plus where they start from
+    (``boost_from``)."""
     raw = booster.predict(X.to_numpy(), raw_score=True)
     return raw if start is None else raw + start_scores(start, X)
 

@@ -1,6 +1,7 @@
-"""customer_rhythm: the BG/NBD fit stored with every snapshot and the readings derived from it
-(btyd_p_alive, btyd_expected_orders, btyd_p_no_order), against a fit on a summary computed here from the
-raw orders with pandas, offline and online alike."""
+"""customer_rhythm and customer_spend_rhythm: the BG/NBD and Gamma-Gamma fits stored with every snapshot
+and the readings derived from them (btyd_p_alive, btyd_expected_orders, btyd_p_no_order,
+btyd_expected_spend), against fits on a summary computed here from the raw orders with pandas, offline
+and online alike."""
 
 from __future__ import annotations
 
@@ -30,17 +31,17 @@ def repeat_buyers(n: int = 300, days: int = 300, seed: int = 3) -> dict[str, pd.
     for i in range(n):
         t = rng.uniform(0, days * 0.6)
         rate, quit_after = rng.gamma(1.5, 1 / 20), rng.geometric(0.2)
+        nu = rng.gamma(3.0, 1 / 60)  # the customer's own value per order: Gamma(2, nu) (Gamma-Gamma's story)
         for k in range(50):
-            rows.append((f"c{i:03d}", start + pd.Timedelta(days=t)))
+            rows.append((f"c{i:03d}", start + pd.Timedelta(days=t), rng.gamma(2.0, 1 / nu)))
             if rng.random() < 0.1:  # a second order an hour later
-                rows.append((f"c{i:03d}", start + pd.Timedelta(days=t, hours=1)))
+                rows.append((f"c{i:03d}", start + pd.Timedelta(days=t, hours=1), rng.gamma(2.0, 1 / nu)))
             t += rng.exponential(1 / rate)
             if k + 1 >= quit_after or t >= days:
                 break
-    orders = pd.DataFrame(rows, columns=["customer_id", "ordered_at"])
+    orders = pd.DataFrame(rows, columns=["customer_id", "ordered_at", "amount"])
     orders["ordered_at"] = pd.to_datetime(orders["ordered_at"], utc=True).astype("datetime64[us, UTC]")
     orders["order_id"] = [f"o{k}" for k in range(len(orders))]
-    orders["amount"] = 20.0
     return {"orders": orders}
 
 
@@ -51,6 +52,10 @@ def summary_at(orders: pd.DataFrame, day: pd.Timestamp) -> pd.DataFrame:
     out = pd.DataFrame({"x": days.nunique() - 1, "first": days.min(), "last": days.max()})
     out["t_x"] = (out["last"] - out["first"]).dt.days.astype(float)
     out["T"] = (day - out["first"]).dt.days.astype(float)
+    # Gamma-Gamma's m: the mean spend of the repeat order days (the first order day left out).
+    spend = before.assign(d=before["ordered_at"].dt.floor("D")).groupby(["customer_id", "d"])["amount"].sum()
+    first = spend.groupby(level=0).first()  # days sorted within each customer
+    out["m"] = ((spend.groupby(level=0).sum() - first) / out["x"]).where(out["x"] > 0)
     return out
 
 
@@ -129,6 +134,56 @@ def test_a_history_without_repeat_orders_gives_null_readings(project_home):
     assert snap[PARAMS].isna().all().all() and (snap["order_days"] == 1).all()
     got = historical_features(pd.DataFrame({"customer_id": ["c1"], "event_timestamp": END}), "churn_v2", config)
     assert got[READINGS].isna().all().all()
+
+
+def test_spend_rhythm_stores_the_gamma_gamma_fit_and_the_expected_spend(rhythm_home):
+    """customer_spend_rhythm: each customer's mean spend of the repeat order days, the snapshot's
+    Gamma-Gamma fit on them, and btyd_expected_spend = expected order days x Gamma-Gamma's value per
+    buying day, offline and online alike."""
+    orders, config = rhythm_home
+    sources = project_paths().feature_sources
+    day = pd.Timestamp(max(built_dates(sources)), tz="UTC")
+    ref = summary_at(orders, day)
+    snap = pd.read_parquet(snapshot_file(sources, "customer_spend_rhythm", day.date())).set_index("customer_id")
+    got_m = snap["repeat_day_mean_spend"].reindex(ref.index)
+    np.testing.assert_allclose(got_m.to_numpy(dtype=float), ref["m"].to_numpy(dtype=float), rtol=1e-9)
+    assert got_m.isna().eq(ref["x"] == 0).all()  # null below two order days
+    gg_cols = ["gg_p", "gg_q", "gg_gamma"]
+    assert snap[gg_cols].nunique().eq(1).all()
+    fitted = btyd.fit_gamma_gamma(ref["x"], ref["m"].fillna(0.0))
+    stored = btyd.GammaGamma(*(snap.iloc[0][c] for c in gg_cols))
+    keep = ref["x"] > 0
+    ll = btyd.gamma_gamma_log_likelihood((stored.p, stored.q, stored.gamma), ref.loc[keep, "x"], ref.loc[keep, "m"])
+    assert ll.sum() == pytest.approx(fitted.log_likelihood, rel=1e-6)
+
+    rhythm = pd.read_parquet(snapshot_file(sources, "customer_rhythm", day.date())).iloc[0]
+    bg = btyd.BGNBD(*(rhythm[p] for p in PARAMS))
+    want = (bg.expected_purchases(45.0, ref["x"], ref["t_x"], ref["T"])
+            * stored.expected_value(ref["x"], ref["m"].fillna(0.0)))
+    ids = list(ref.index)
+    offline = historical_features(pd.DataFrame({"customer_id": ids, "event_timestamp": day}), "value_v1", config)
+    np.testing.assert_allclose(offline["btyd_expected_spend"].to_numpy(), np.asarray(want), rtol=1e-9)
+    apply(config)
+    materialize(config=config)
+    online = online_features(ids, "value_v1", as_of=day, config=config)
+    np.testing.assert_allclose(online["btyd_expected_spend"].to_numpy(), np.asarray(want), rtol=1e-9)
+    # The churn service has no spend view, so no expected spend among its inputs.
+    from features.retrieval import model_feature_names
+
+    assert "btyd_expected_spend" not in model_feature_names("churn_v2")
+    assert "btyd_expected_spend" in model_feature_names("value_v1")
+
+
+def test_a_log_without_amounts_gives_no_expected_spend(project_home):
+    tables = repeat_buyers(n=100)
+    tables["orders"] = tables["orders"].drop(columns=["amount"])
+    write_store(project_home, tables)
+    config = FeaturesConfig(snapshots=SnapshotConfig(history_days=0))
+    build_features(END.date(), config=config)
+    snap = pd.read_parquet(snapshot_file(project_paths().feature_sources, "customer_spend_rhythm", END.date()))
+    assert snap[["repeat_day_mean_spend", "gg_p", "gg_q", "gg_gamma"]].isna().all().all()
+    got = historical_features(pd.DataFrame({"customer_id": ["c001"], "event_timestamp": END}), "value_v1", config)
+    assert got["btyd_expected_spend"].isna().all() and got["btyd_p_alive"].notna().all()
 
 
 def test_p_no_purchase_agrees_with_the_model():

@@ -90,3 +90,26 @@ def test_boost_from_starts_at_the_features_log_odds_and_explains_it_as_that_feat
     np.testing.assert_allclose(contrib[:, 0] - plain[:, 0], init - start.fill, atol=1e-12)
     np.testing.assert_allclose(contrib[:, 1], plain[:, 1])  # the other feature keeps its own part
     assert BoostFrom.from_json(start.to_json()) == start and BoostFrom.from_json(None) is None
+
+
+def test_a_regression_boosts_from_the_log_amount_and_predicts_through_it():
+    """A Tweedie model with ``boost_from``: amount = exp(log(feature) + shift + trees), the same from
+    ``predict`` and from its contributions; an old tag without a link reads as log-odds."""
+    from training.champion import TAG_BOOST_FROM, TAG_TASK, BoostFrom, LoadedModel
+
+    rng = np.random.default_rng(2)
+    X = pd.DataFrame({"expected": rng.gamma(2.0, 50.0, 400), "other": rng.normal(size=400)})
+    X.loc[:4, "expected"] = np.nan
+    y = rng.poisson(3.0 * np.nan_to_num(X["expected"], nan=100.0) / 50.0) * 50.0
+    start = BoostFrom.fit("expected", X["expected"].to_numpy(), link="log", y=y)
+    init = start.offset(X.to_numpy(), list(X.columns))
+    assert start.shift == pytest.approx(np.log(y[5:].sum() / X["expected"][5:].sum()))
+    booster = lgb.train({"objective": "tweedie", "verbosity": -1, "num_threads": 1},
+                        lgb.Dataset(X, y, init_score=init), 10)
+    model = LoadedModel("value", "1", booster, list(X.columns), "value_v1", Calibration(),
+                        tags={TAG_BOOST_FROM: start.to_json(), TAG_TASK: "regression"})
+    amount = np.exp(booster.predict(X.to_numpy(), raw_score=True) + init)
+    np.testing.assert_allclose(model.predict(X), amount, rtol=1e-12)
+    np.testing.assert_allclose(model.from_contributions(model.contributions(X)), amount, rtol=1e-9)
+    assert BoostFrom.from_json(start.to_json()) == start
+    assert BoostFrom.from_json('{"feature": "p", "fill": 0.5}') == BoostFrom("p", 0.5, "logit", 0.0)

@@ -106,3 +106,28 @@ def test_boost_from_must_be_a_probability_input_of_the_service(project_home):
         boost_from(spec.model_copy(update={"boost_from": "tenure_days"}), ts)
     with pytest.raises(ConfigError, match=r"'days_since_last_order' is not a probability"):
         boost_from(spec.model_copy(update={"boost_from": "days_since_last_order"}), ts)
+
+
+def test_a_regression_boosts_from_the_log_of_an_amount_at_the_labels_level(project_home):
+    """The value spec's boost_from: log(amount) + log(sum of labels / sum of the amount) over the train rows
+    where the amount is known (it may count over another horizon); a negative amount is an error."""
+    from types import SimpleNamespace
+
+    from core.errors import ConfigError
+    from core.specs import load_spec
+    from training.labels import TRAIN
+    from training.train import boost_from
+
+    frame = pd.DataFrame({"btyd_expected_spend": [10.0, 30.0, np.nan], "spend_365d": [-5.0, 40.0, 0.0]})
+    y = pd.Series([40.0, 80.0, 500.0])  # 3x the known amounts; the row without one does not count
+    ts = SimpleNamespace(feature_names=list(frame.columns), X=lambda split: frame if split == TRAIN else None,
+                         y=lambda split: y if split == TRAIN else None)
+    spec = load_spec("value")
+    start = boost_from(spec, ts)
+    assert (start.feature, start.link) == ("btyd_expected_spend", "log")
+    assert start.shift == pytest.approx(np.log(3.0))
+    offsets = start.offset(frame.to_numpy(), list(frame.columns))
+    assert offsets[:2] == pytest.approx(np.log([30.0, 90.0]))
+    assert offsets[2] == pytest.approx(start.fill) and start.fill == pytest.approx(np.log([30.0, 90.0]).mean())
+    with pytest.raises(ConfigError, match=r"value\.yaml.*'spend_365d' is not an amount"):
+        boost_from(spec.model_copy(update={"boost_from": "spend_365d"}), ts)
