@@ -126,6 +126,15 @@ def derive_arrays(
     return {name: out[name] for name in (*DERIVED_NUMERIC, *DERIVED_STRING)}
 
 
+def _rows_per_fit(params: np.ndarray, ok: np.ndarray):
+    """(one fit's parameters, the indices of the ``ok`` rows stored with it): rows of one snapshot share
+    one fit; a training set mixes several."""
+    fits, which = np.unique(params[ok], axis=0, return_inverse=True)
+    rows = np.flatnonzero(ok)
+    for k, fit in enumerate(fits):
+        yield fit, rows[which.ravel() == k]
+
+
 def _btyd_readings(columns: Mapping[str, np.ndarray], as_of_seconds: np.ndarray, n: int,
                    horizon_days: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """P(alive), the order days expected in ``horizon_days`` and P(no order in them), under the BG/NBD fit of the row's own
@@ -144,11 +153,7 @@ def _btyd_readings(columns: Mapping[str, np.ndarray], as_of_seconds: np.ndarray,
         return p_alive, expected, no_order
     T = np.maximum(as_of_seconds / SECONDS_PER_DAY - first_day, 0.0)
     t_x = np.clip(last_day - first_day, 0.0, T)  # as_of before the snapshot's last order: clip to "today"
-    # Rows of one snapshot share one fit; a training set mixes several.
-    fits, which = np.unique(params[ok], axis=0, return_inverse=True)
-    rows = np.flatnonzero(ok)
-    for k, (r, alpha, a, b) in enumerate(fits):
-        sel = rows[which.ravel() == k]
+    for (r, alpha, a, b), sel in _rows_per_fit(params, ok):
         model = BGNBD(r, alpha, a, b)
         p_alive[sel] = model.p_alive(x[sel], t_x[sel], T[sel])
         expected[sel] = model.expected_purchases(float(horizon_days), x[sel], t_x[sel], T[sel])
@@ -167,10 +172,7 @@ def _gamma_gamma_value(columns: Mapping[str, np.ndarray], n: int) -> np.ndarray:
     x = _float(columns, "order_days", n) - 1.0
     mean = np.nan_to_num(_float(columns, "repeat_day_mean_spend", n), nan=0.0)  # none: the population's
     ok = np.isfinite(params).all(axis=1) & (x >= 0)
-    fits, which = np.unique(params[ok], axis=0, return_inverse=True)
-    rows = np.flatnonzero(ok)
-    for k, (p, q, gamma) in enumerate(fits):
-        sel = rows[which.ravel() == k]
+    for (p, q, gamma), sel in _rows_per_fit(params, ok):
         value[sel] = GammaGamma(p, q, gamma).expected_value(x[sel], mean[sel])
     return np.where(np.isfinite(value), value, np.nan)
 
