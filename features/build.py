@@ -444,12 +444,13 @@ def _fit_rhythm(con, day: dt.date, fit_customers: int) -> None:
 
     d = _date(day)
     x, t_x, T, m = (np.asarray(v, np.float64) for v in con.execute(
-        f"SELECT sum(o.days) - 1, CAST(max(o.last_ts) AS DATE) - CAST(min(o.first_ts) AS DATE), "
-        f"{d} - CAST(min(o.first_ts) AS DATE), "
-        # 0 (not a value Gamma-Gamma reads) below two order days; NaN without amounts.
-        f"CASE WHEN sum(o.days) >= 2 THEN (sum(o.spend) - any_value(f.spend)) / (sum(o.days) - 1) ELSE 0 END "
-        f"FROM order_buckets o JOIN first_day_spend f USING (customer_id) WHERE o.bucket <= {d} "
-        f"GROUP BY customer_id ORDER BY md5(CAST(customer_id AS VARCHAR)) LIMIT {int(fit_customers)}"
+        f"SELECT o.days - 1, CAST(o.last_ts AS DATE) - CAST(o.first_ts AS DATE), {d} - CAST(o.first_ts AS DATE), "
+        # 0 (not a value Gamma-Gamma reads) below two order days or without amounts.
+        f"coalesce(CASE WHEN o.days >= 2 THEN {_REPEAT_MEAN} END, 0) "
+        "FROM (SELECT customer_id, sum(days) AS days, sum(spend) AS spend, min(first_ts) AS first_ts, "
+        f"max(last_ts) AS last_ts FROM order_buckets WHERE bucket <= {d} GROUP BY 1) o "
+        "JOIN first_day_spend f USING (customer_id) "
+        f"ORDER BY md5(CAST(customer_id AS VARCHAR)) LIMIT {int(fit_customers)}"
     ).fetchnumpy().values())
     bg = gg = None
     if len(x):
@@ -458,7 +459,7 @@ def _fit_rhythm(con, day: dt.date, fit_customers: int) -> None:
         except PropensityError as exc:
             log.info("customer_rhythm at %s: no BG/NBD fit (%s); its readings are null", day, exc)
         try:
-            gg = btyd.fit_gamma_gamma(x, np.nan_to_num(m, nan=0.0))
+            gg = btyd.fit_gamma_gamma(x, m)
         except PropensityError as exc:
             log.info("customer_spend_rhythm at %s: no Gamma-Gamma fit (%s); its readings are null", day, exc)
 
