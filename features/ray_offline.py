@@ -32,7 +32,6 @@ is handed to Feast whole, as it is.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from pathlib import Path
@@ -40,12 +39,14 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from feast import FileSource
 from feast.infra.offline_stores.contrib.ray_offline_store.ray import RayOfflineStore, RayOfflineStoreConfig
 from feast.infra.offline_stores.offline_store import RetrievalJob
 from pydantic import Field
 
 from core.local_ray import start_ray
+from features.pinning import pins as _pins
+from features.pinning import snapshot_files
+from features.pinning import with_path as _with_path
 
 log = logging.getLogger("propensity.features")
 
@@ -59,63 +60,6 @@ class PropensityRayOfflineStoreConfig(RayOfflineStoreConfig):
     type: Literal["features.ray_offline.PropensityRayOfflineStore"] = STORE_TYPE  # type: ignore[assignment]
     num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray (RAY_ADDRESS unset)")
     min_chunk_rows: int = Field(50_000, ge=1, description="entity rows per Ray task at least")
-
-
-def snapshot_files(view) -> dict[str, pd.Timestamp] | None:
-    """Each Parquet file of ``view``'s glob and the one event time it holds, or None when the source is
-    not a glob of single-time files (then Feast reads it whole)."""
-    import pyarrow.parquet as pq
-
-    source = view.batch_source
-    if not isinstance(source, FileSource) or "*" not in Path(source.path).name:
-        return None
-    pattern = Path(source.path)
-    out = {}
-    for path in sorted(pattern.parent.glob(pattern.name)):
-        meta = pq.ParquetFile(path).metadata
-        col = meta.schema.to_arrow_schema().get_field_index(source.timestamp_field)
-        if col < 0:
-            return None
-        lows, highs = set(), set()
-        for g in range(meta.num_row_groups):
-            stats = meta.row_group(g).column(col).statistics
-            if stats is None or not stats.has_min_max:
-                return None
-            lows.add(stats.min)
-            highs.add(stats.max)
-        if meta.num_row_groups and (len(lows | highs) != 1):
-            return None
-        if meta.num_row_groups:
-            stamp = pd.Timestamp(lows.pop())
-            out[str(path)] = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return out
-
-
-def _with_path(view, path: str):
-    """A copy of ``view`` reading ``path`` (a file or folder) instead of its glob."""
-    source = view.batch_source
-    out = copy.copy(view)
-    out.batch_source = FileSource(
-        name=source.name, path=path, timestamp_field=source.timestamp_field,
-        created_timestamp_column=source.created_timestamp_column, field_mapping=source.field_mapping,
-    )
-    return out
-
-
-def _pins(times: pd.Series, files: dict[str, pd.Timestamp], ttl) -> np.ndarray:
-    """Per row: the index into ``sorted(files)`` by time of the newest file at or before the row's time and
-    within ``ttl`` (Feast's rule: feature time <= row time <= feature time + ttl), or -1."""
-    stamps = pd.DatetimeIndex(sorted(files.values())).tz_convert("UTC").tz_localize(None).to_numpy("datetime64[ns]")
-    t = times.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]")
-    at = np.searchsorted(stamps, t, side="right") - 1
-    pins = at.copy()
-    if ttl and ttl.total_seconds() > 0:
-        ok = at >= 0
-        limit = np.timedelta64(int(ttl.total_seconds() * 1e9), "ns")
-        stale = np.zeros(len(t), dtype=bool)
-        stale[ok] = t[ok] - stamps[at[ok]] > limit
-        pins[stale] = -1
-    return pins
 
 
 def _feature_names(feature_refs: list[str], full_feature_names: bool) -> list[str]:

@@ -72,12 +72,13 @@ def historical_features(
     result = job.to_df()
     if len(result) != len(entities):
         raise DataError(f"historical retrieval returned {len(result)} rows for {len(entities)} entity rows")
-    if not result[_ROW].is_monotonic_increasing:  # Feast's joins do not keep the entity order
-        result = result.sort_values(_ROW, kind="stable")
-    result = result.drop(columns=_ROW).reset_index(drop=True)
+    if not result[_ROW].is_monotonic_increasing:  # Feast's own join does not keep the entity order
+        result = result.sort_values(_ROW, kind="stable").reset_index(drop=True)
+    del result[_ROW]  # in place: a drop() would copy every column of a large set once more
     result[TIMESTAMP_FIELD] = pd.to_datetime(result[TIMESTAMP_FIELD], utc=True)
     for name in service_raw_features(service):
-        result[name] = pd.to_numeric(result[name], errors="coerce").astype("float64")
+        if result[name].dtype != np.float64:
+            result[name] = pd.to_numeric(result[name], errors="coerce").astype("float64")
     return add_derived(result, result[TIMESTAMP_FIELD], config)
 
 

@@ -35,7 +35,9 @@ def offline_store_config(config: FeaturesConfig, paths: ProjectPaths) -> dict:
     """Feast's ``offline_store`` block for ``offline_store.type`` in configs/features.yaml."""
     offline = config.offline_store
     if offline.type == "duckdb":
-        return {"type": "duckdb"}
+        from features.duckdb_offline import STORE_TYPE as DUCKDB_STORE
+
+        return {"type": DUCKDB_STORE}
     from features.ray_offline import STORE_TYPE
 
     # storage_path: Feast's Ray store refuses to run without one; only its persist() would write there.

@@ -20,7 +20,7 @@ SECOND = pd.Timedelta(seconds=1)
 
 
 def test_rows_are_pinned_to_the_newest_snapshot_within_the_ttl():
-    from features.ray_offline import _pins
+    from features.pinning import pins as _pins
 
     snaps = {"a": pd.Timestamp("2026-01-01", tz="UTC"), "b": pd.Timestamp("2026-01-08", tz="UTC")}
     ttl = pd.Timedelta(days=30)
@@ -32,10 +32,11 @@ def test_rows_are_pinned_to_the_newest_snapshot_within_the_ttl():
 
 
 def test_the_setting_picks_feasts_ray_store(project_home):
+    from features.duckdb_offline import STORE_TYPE as DUCKDB_STORE
     from features.ray_offline import STORE_TYPE, PropensityRayOfflineStoreConfig
     from features.store import repo_config
 
-    assert repo_config(FeaturesConfig()).offline_store.type == "duckdb"
+    assert repo_config(FeaturesConfig()).offline_store.type == DUCKDB_STORE
     ray = FeaturesConfig(offline_store=OfflineStoreConfig(type="ray", ray=RayOfflineConfig(num_cpus=2)))
     offline = repo_config(ray).offline_store
     assert isinstance(offline, PropensityRayOfflineStoreConfig)
