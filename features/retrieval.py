@@ -81,7 +81,7 @@ def historical_features(
 
 def _float_features(table, names: Sequence[str]):
     """``names`` as float64 (null -> NaN), cast in Arrow: one pandas conversion afterwards instead of a
-    copy per column (measured: a sixth of a 500k-row retrieval)."""
+    copy per column (500k rows warm, best of 3, taking turns: 2.17 s against 2.30 s)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 

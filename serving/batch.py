@@ -445,11 +445,11 @@ def write_scores(scores: pd.DataFrame, snapshot: pd.DataFrame | None, as_of: pd.
     """Write the as-of's folder (Parquet, CSV, feature snapshot, the ranked customers' past for /predict)
     into a temp folder and swap it in, then refresh the latest copy if this as-of is the newest. A failure
     leaves the previous files intact."""
-    from core.io import atomic_path
-    from core.settings import SCORES_CSV, SCORES_FILE, project_paths
-
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from core.io import atomic_path
+    from core.settings import SCORES_CSV, SCORES_FILE, project_paths
 
     paths = paths or project_paths()
     final = paths.scores_for(as_of)
