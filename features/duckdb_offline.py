@@ -16,7 +16,6 @@ on-demand view) goes to Feast's join unchanged.
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Literal
 
 import numpy as np
@@ -24,9 +23,7 @@ import pandas as pd
 from feast.infra.offline_stores.duckdb import DuckDBOfflineStore, DuckDBOfflineStoreConfig
 from feast.infra.offline_stores.offline_store import RetrievalJob
 
-from features.pinning import pins, snapshot_files
-
-log = logging.getLogger("propensity.features")
+from features.pinning import PinnedJob, pins, snapshot_files
 
 STORE_TYPE = "features.duckdb_offline.PropensityDuckDBOfflineStore"
 EVENT_TIMESTAMP = "event_timestamp"  # Feast's name for the entity frame's time column
@@ -45,21 +42,13 @@ def _paths_sql(paths: list[str]) -> str:
     return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
 
 
-class PinnedDuckDBRetrievalJob(RetrievalJob):
+class PinnedDuckDBRetrievalJob(PinnedJob):
     """The entity rows in their order, then each requested feature, from one DuckDB query."""
 
     def __init__(self, entity_df: pd.DataFrame, sql: str, pin_columns: dict[str, pd.Series],
                  full_feature_names: bool) -> None:
+        super().__init__(full_feature_names)
         self._entity_df, self._sql, self._pins = entity_df, sql, pin_columns
-        self._full = full_feature_names
-
-    @property
-    def full_feature_names(self) -> bool:
-        return self._full
-
-    @property
-    def on_demand_feature_views(self) -> list:
-        return []
 
     def _to_arrow_internal(self, timeout: int | None = None):
         import duckdb
@@ -79,13 +68,6 @@ class PinnedDuckDBRetrievalJob(RetrievalJob):
 
     def _to_df_internal(self, timeout: int | None = None) -> pd.DataFrame:
         return self._to_arrow_internal(timeout).to_pandas()
-
-    def persist(self, storage, allow_overwrite: bool = False, timeout: int | None = None):
-        raise NotImplementedError("persist: write the frame of to_df() instead")
-
-    @property
-    def metadata(self):
-        return None
 
 
 class PropensityDuckDBOfflineStore(DuckDBOfflineStore):

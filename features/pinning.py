@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from feast.infra.offline_stores.offline_store import RetrievalJob
 
 # path -> ((mtime_ns, size), time or None): a file's footer is read once while it is unchanged.
 _file_times: dict[str, tuple[tuple[int, int], pd.Timestamp | None]] = {}
@@ -99,3 +100,26 @@ def pins(times: pd.Series, files: dict[str, pd.Timestamp], ttl) -> np.ndarray:
         stale[ok] = t[ok] - stamps[at[ok]] > limit
         out[stale] = -1
     return out
+
+
+class PinnedJob(RetrievalJob):
+    """What both stores' jobs share: a frame built by the store itself, so no on-demand views, no
+    metadata and no ``persist`` (write the frame of ``to_df()`` instead)."""
+
+    def __init__(self, full_feature_names: bool) -> None:
+        self._full = full_feature_names
+
+    @property
+    def full_feature_names(self) -> bool:
+        return self._full
+
+    @property
+    def on_demand_feature_views(self) -> list:
+        return []
+
+    def persist(self, storage, allow_overwrite: bool = False, timeout: int | None = None):
+        raise NotImplementedError("persist: write the frame of to_df() instead")
+
+    @property
+    def metadata(self):
+        return None

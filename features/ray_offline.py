@@ -40,12 +40,11 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 from feast.infra.offline_stores.contrib.ray_offline_store.ray import RayOfflineStore, RayOfflineStoreConfig
-from feast.infra.offline_stores.offline_store import RetrievalJob
 from pydantic import Field
 
 from core.local_ray import start_ray
+from features.pinning import PinnedJob, snapshot_files
 from features.pinning import pins as _pins
-from features.pinning import snapshot_files
 from features.pinning import with_path as _with_path
 
 log = logging.getLogger("propensity.features")
@@ -66,21 +65,14 @@ def _feature_names(feature_refs: list[str], full_feature_names: bool) -> list[st
     return [ref.replace(":", "__") if full_feature_names else ref.split(":", 1)[1] for ref in feature_refs]
 
 
-class PinnedRetrievalJob(RetrievalJob):
+class PinnedRetrievalJob(PinnedJob):
     """Feast's Ray jobs, one per (pin group, chunk), run together and joined back onto the entity rows."""
 
     def __init__(self, entity_df: pd.DataFrame, keys: list[str], jobs: list, feature_names: list[str],
                  full_feature_names: bool) -> None:
+        super().__init__(full_feature_names)
         self._entity_df, self._keys, self._jobs = entity_df, keys, jobs
-        self._names, self._full = feature_names, full_feature_names
-
-    @property
-    def full_feature_names(self) -> bool:
-        return self._full
-
-    @property
-    def on_demand_feature_views(self) -> list:
-        return []
+        self._names = feature_names
 
     def to_df(self, validation_reference=None, timeout=None) -> pd.DataFrame:
         return self._to_df_internal(timeout)
@@ -112,13 +104,6 @@ class PinnedRetrievalJob(RetrievalJob):
         import pyarrow as pa
 
         return pa.Table.from_pandas(self._to_df_internal(timeout), preserve_index=False)
-
-    def persist(self, storage, allow_overwrite: bool = False, timeout: int | None = None):
-        raise NotImplementedError("persist: write the frame of to_df() instead")
-
-    @property
-    def metadata(self):
-        return None
 
 
 class PropensityRayOfflineStore(RayOfflineStore):

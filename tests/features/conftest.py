@@ -89,3 +89,32 @@ def random_store(project_home):
     tables = random_events()
     write_store(project_home, tables)
     return tables
+
+
+# The point-in-time edge rows both offline-store tests ask for, after the random ones (positions n..n+6).
+EDGE_ROWS = 7
+
+
+def point_in_time_rows(dates: list[pd.Timestamp], ttl: pd.Timedelta, n: int, seed: int) -> pd.DataFrame:
+    """Entity rows for a store comparison: ``n`` random (customer, time) rows from two days before the first
+    snapshot to three days past the last one's TTL (44 ids for the 40 customers: some unknown), then the
+    edges: at the TTL edge twice (kept), one second past it (nulls), on two snapshot dates, before the
+    first snapshot, and the last second before the second snapshot. ``label`` numbers the rows."""
+    day, second = pd.Timedelta(days=1), pd.Timedelta(seconds=1)
+    rng = np.random.default_rng(seed)
+    ids = [f"c{i:03d}" for i in rng.integers(0, 44, n)]
+    span = (dates[-1] + ttl + 3 * day - (dates[0] - 2 * day)).total_seconds()
+    times = [dates[0] - 2 * day + pd.Timedelta(seconds=int(s)) for s in rng.integers(0, span, n)]
+    edge = [
+        ("c001", dates[-1] + ttl), ("c001", dates[-1] + ttl),
+        ("c002", dates[-1] + ttl + second),
+        ("c003", dates[1]), ("c004", dates[0]),
+        ("c005", dates[0] - second),
+        ("c006", dates[1] - second),
+    ]
+    assert len(edge) == EDGE_ROWS
+    return pd.DataFrame({
+        "customer_id": ids + [c for c, _ in edge],
+        "event_timestamp": pd.to_datetime(times + [t for _, t in edge], utc=True).astype("datetime64[us, UTC]"),
+        "label": np.arange(n + len(edge)),
+    })

@@ -6,7 +6,6 @@ too; and a source that is not one snapshot per file goes to Feast's join."""
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -14,10 +13,9 @@ from core.settings import project_paths
 from features.build import build_features, built_dates
 from features.catalog import SERVICES, VIEWS, service_views
 from features.settings import FeaturesConfig, SnapshotConfig
-from tests.features.conftest import END
+from tests.features.conftest import EDGE_ROWS, END, point_in_time_rows
 
 DAY = pd.Timedelta(days=1)
-SECOND = pd.Timedelta(seconds=1)
 
 
 @pytest.fixture
@@ -33,22 +31,7 @@ def three_snapshots(project_home, random_store):
 
 
 def _entity_rows(dates, ttl, n=150):
-    rng = np.random.default_rng(5)
-    ids = [f"c{i:03d}" for i in rng.integers(0, 44, n)]  # 44 of 40 customers: some unknown
-    span = (dates[-1] + ttl + 3 * DAY - (dates[0] - 2 * DAY)).total_seconds()
-    times = [dates[0] - 2 * DAY + pd.Timedelta(seconds=int(s)) for s in rng.integers(0, span, n)]
-    edge = [
-        ("c001", dates[-1] + ttl), ("c001", dates[-1] + ttl),  # at the TTL edge (kept), twice
-        ("c002", dates[-1] + ttl + SECOND),                    # one second past it: no features
-        ("c003", dates[1]), ("c004", dates[0]),                # exactly on snapshot dates
-        ("c005", dates[0] - SECOND),                           # before the first snapshot
-        ("c006", dates[1] - SECOND),                           # the last second before a snapshot
-    ]
-    return pd.DataFrame({
-        "customer_id": ids + [c for c, _ in edge],
-        "event_timestamp": pd.to_datetime(times + [t for _, t in edge], utc=True).astype("datetime64[us, UTC]"),
-        "label": np.arange(n + len(edge)),
-    })
+    return point_in_time_rows(dates, ttl, n, seed=5)
 
 
 def _both(config, entity, full_feature_names=False):
@@ -79,7 +62,7 @@ def test_pinned_join_gives_feasts_rows(three_snapshots):
     pd.testing.assert_frame_equal(got, expected[got.columns], check_exact=True)
     assert list(got.columns) == list(expected.columns)
     # The comparison covers what it claims: values from every snapshot, and nulls past the TTL.
-    n = len(entity) - 7
+    n = len(entity) - EDGE_ROWS
     features = [c for c in got.columns if c not in entity.columns]
     for day in dates:
         on = (entity["event_timestamp"] >= day) & (entity["event_timestamp"] < day + 7 * DAY)

@@ -5,7 +5,6 @@ duplicated row (features.ray_offline says what Feast's Ray store does differentl
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -13,7 +12,7 @@ from core.settings import project_paths
 from features.build import build_features, built_dates
 from features.catalog import SERVICES, VIEWS, service_raw_features, service_views
 from features.settings import FeaturesConfig, OfflineStoreConfig, RayOfflineConfig, SnapshotConfig
-from tests.features.conftest import END
+from tests.features.conftest import END, point_in_time_rows
 
 DAY = pd.Timedelta(days=1)
 SECOND = pd.Timedelta(seconds=1)
@@ -66,23 +65,8 @@ def test_ray_store_gives_the_duckdb_stores_rows_for_every_view(project_home, ran
     dates = [pd.Timestamp(d, tz="UTC") for d in built_dates(project_paths().feature_sources)]
     assert len(dates) == 2
     ttl = duck.snapshots.ttl_days * DAY
-    rng = np.random.default_rng(4)
     n = 120
-    ids = [f"c{i:03d}" for i in rng.integers(0, 44, n)]  # 44 of 40 customers: some unknown
-    span = (dates[-1] + ttl + 3 * DAY - (dates[0] - 2 * DAY)).total_seconds()
-    times = [dates[0] - 2 * DAY + pd.Timedelta(seconds=int(s)) for s in rng.integers(0, span, n)]
-    edge = [
-        ("c001", dates[-1] + ttl), ("c001", dates[-1] + ttl),  # at the TTL edge (kept), twice
-        ("c002", dates[-1] + ttl + SECOND),                    # one second past it: no features
-        ("c003", dates[1]), ("c004", dates[0]),                # exactly on snapshot dates
-        ("c005", dates[0] - SECOND),                           # before the first snapshot
-        ("c006", dates[1] - SECOND),                           # the last second before a snapshot
-    ]
-    entity = pd.DataFrame({
-        "customer_id": ids + [c for c, _ in edge],
-        "event_timestamp": times + [t for _, t in edge],
-        "label": np.arange(n + len(edge)),
-    })
+    entity = point_in_time_rows(dates, ttl, n, seed=4)
     ray = duck.model_copy(update={"offline_store": OfflineStoreConfig(
         type="ray", ray=RayOfflineConfig(num_cpus=2, min_chunk_rows=20))})  # several chunks per snapshot
     # One service that reads every view (each Feast call on Ray costs seconds of Ray Data start-up;
