@@ -10,8 +10,8 @@ per view (numpy, from the files' Parquet statistics), and one DuckDB query equi-
 snapshot time), reading only the pinned files. Same answers as Feast's join (tests/features/
 test_duckdb_offline_store.py compares them), 2.1x to 5x faster measured (docs/features.md, "Measured").
 
-Anything else (an entity query instead of a frame, a source that is not a glob of single-time files, an
-on-demand view) goes to Feast's join unchanged.
+Anything else (an entity query instead of a frame, a source that is not a glob of single-time files, a
+view without any snapshot, a renamed or composite join key) goes to Feast's join unchanged.
 """
 
 from __future__ import annotations
@@ -75,8 +75,10 @@ class PropensityDuckDBOfflineStore(DuckDBOfflineStore):
     def get_historical_features(config, feature_views, feature_refs, entity_df, registry, project,
                                 full_feature_names: bool = False, **kwargs: Any) -> RetrievalJob:
         files = {v.name: snapshot_files(v) for v in feature_views} if isinstance(entity_df, pd.DataFrame) else {}
-        if (not files or any(f is None for f in files.values()) or EVENT_TIMESTAMP not in entity_df.columns
-                or any(len(v.join_keys) != 1 for v in feature_views)):
+        # Feast's join for anything else: an entity query, a source that is not one time per file, a view
+        # with no snapshot yet (Feast knows its types), a renamed or composite join key.
+        if (not files or not all(files.values()) or EVENT_TIMESTAMP not in entity_df.columns
+                or any(len(v.join_keys) != 1 or v.projection.join_key_map for v in feature_views)):
             return DuckDBOfflineStore.get_historical_features(config, feature_views, feature_refs, entity_df,
                                                               registry, project, full_feature_names, **kwargs)
         times = pd.to_datetime(entity_df[EVENT_TIMESTAMP], utc=True).reset_index(drop=True)
@@ -89,7 +91,7 @@ class PropensityDuckDBOfflineStore(DuckDBOfflineStore):
             by_time = files[view.name]
             ordered = sorted(by_time, key=by_time.get)
             name = view.projection.name_to_use()
-            at = pins(times, by_time, view.ttl) if ordered else np.full(len(times), -1)
+            at = pins(times, by_time, view.ttl)
             stamps = pd.DatetimeIndex([by_time[p] for p in ordered], tz="UTC").as_unit("us")
             pin = pd.Series(pd.NaT, index=times.index, dtype="datetime64[us, UTC]")
             hit = at >= 0
@@ -100,11 +102,8 @@ class PropensityDuckDBOfflineStore(DuckDBOfflineStore):
             source = view.batch_source
             if needed:
                 read = f"read_parquet({_paths_sql(needed)}, union_by_name = true)"
-            elif ordered:  # no row has a snapshot of this view: its columns, typed, and no rows
+            else:  # no row has a snapshot of this view: its columns, typed, and no rows
                 read = f"(SELECT * FROM read_parquet({_paths_sql(ordered[-1:])}) WHERE false)"
-            else:  # no snapshot at all yet: Feast's join says the same (nulls) and knows the types
-                return DuckDBOfflineStore.get_historical_features(config, feature_views, feature_refs, entity_df,
-                                                                  registry, project, full_feature_names, **kwargs)
             joins.append(f"LEFT JOIN {read} v{i} ON v{i}.{key} = e.{key} "
                          f"AND v{i}.{_quote(source.timestamp_field)} = e.{_quote(_PIN.format(i))}")
             for feature in wanted.get(name, []):
