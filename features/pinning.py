@@ -16,20 +16,20 @@ import numpy as np
 import pandas as pd
 from feast.infra.offline_stores.offline_store import RetrievalJob
 
-# path -> ((mtime_ns, size), time or None): a file's footer is read once while it is unchanged.
-_file_times: dict[str, tuple[tuple[int, int], pd.Timestamp | None]] = {}
+# path -> ((mtime_ns, size), (time or None, rows)): a file's footer is read once while it is unchanged.
+_file_facts: dict[str, tuple[tuple[int, int], tuple[pd.Timestamp | None, int]]] = {}
 _lock = threading.Lock()
 
 
-def _file_time(path: Path, timestamp_field: str) -> pd.Timestamp | None:
-    """The one event time ``path`` holds (from the Parquet statistics), or None if it holds several or
-    the statistics do not say."""
+def _file_time(path: Path, timestamp_field: str) -> tuple[pd.Timestamp | None, int]:
+    """The one event time ``path`` holds (from the Parquet statistics; None if it holds several or the
+    statistics do not say) and its row count."""
     import pyarrow.parquet as pq
 
     st = path.stat()
     key = (st.st_mtime_ns, st.st_size)
     with _lock:
-        hit = _file_times.get(str(path))
+        hit = _file_facts.get(str(path))
     if hit is not None and hit[0] == key:
         return hit[1]
     meta = pq.ParquetFile(path).metadata
@@ -46,9 +46,10 @@ def _file_time(path: Path, timestamp_field: str) -> pd.Timestamp | None:
         if len(values) == 1:
             stamp = pd.Timestamp(values.pop())
             stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    facts = (stamp, meta.num_rows)
     with _lock:
-        _file_times[str(path)] = (key, stamp)
-    return stamp
+        _file_facts[str(path)] = (key, facts)
+    return facts
 
 
 def snapshot_files(view) -> dict[str, pd.Timestamp] | None:
@@ -59,15 +60,13 @@ def snapshot_files(view) -> dict[str, pd.Timestamp] | None:
     source = view.batch_source
     if not isinstance(source, FileSource) or "*" not in Path(source.path).name or source.field_mapping:
         return None
-    import pyarrow.parquet as pq
-
     pattern = Path(source.path)
     out = {}
     for path in sorted(pattern.parent.glob(pattern.name)):
-        stamp = _file_time(path, source.timestamp_field)
+        stamp, rows = _file_time(path, source.timestamp_field)
+        if rows == 0:
+            continue  # an empty snapshot holds nobody
         if stamp is None:
-            if pq.ParquetFile(path).metadata.num_rows == 0:
-                continue  # an empty snapshot holds nobody
             return None
         out[str(path)] = stamp
     return out
