@@ -75,7 +75,9 @@ class StageTimes:
         log.info("%-22s %s", name, text)
 
     def record(self, name: str, seconds: float, rows: int) -> None:
-        self.stages[name] = (seconds, rows)
+        """A stage met again (e.g. a model's causes ranked for a rule, then for the reasons) adds up."""
+        before = self.stages.get(name, (0.0, 0))
+        self.stages[name] = (before[0] + seconds, before[1] + rows)
         log.info("%-22s %9d rows %7.2f s %12.0f rows/s", name, rows, seconds, rows / seconds if seconds else 0)
 
     @property
@@ -367,7 +369,8 @@ def add_reasons(frame: pd.DataFrame, models: dict[str, Any], features: dict[str,
     rows = np.flatnonzero(frame["action"].to_numpy() != cfg.default.action)
     explain_with = frame["explain"].to_numpy()[rows]
     if engine is not None:
-        reasons[rows], reasons_json[rows], causes[rows] = engine.explain(features, rows, explain_with, times)
+        reasons[rows], reasons_json[rows], causes[rows] = engine.explain(features, rows, explain_with, times,
+                                                                         ranks or CauseRanks(models, features, remote=engine))
     else:
         reasons[rows], reasons_json[rows], causes[rows] = explain_rows(
             models, features, rows, explain_with, cfg.scoring.top_k, cfg.scoring.lang, times, ranks=ranks)
@@ -542,8 +545,9 @@ def score(as_of: Any = None, cfg: ActionsConfig | None = None, models: dict[str,
         )
     with times.stage("features (offline)", len(ids)):
         features = retrieve_features(ids, as_of, models)
-    ranks = CauseRanks(models, features)  # a row's causes are ranked once, for the rules and the reasons
     with _engine(engine, cfg, models, times) as runner:
+        # A row's causes are ranked once (on the runner, if any), for the rules and the reasons.
+        ranks = CauseRanks(models, features, remote=runner)
         frame = predict_and_tag(ids, as_of, models, features, cfg, load_bands(list(models)), times, runner, ranks)
         frame = add_reasons(frame, models, features, cfg, times, runner, ranks)
     check_not_degenerate(frame, models)

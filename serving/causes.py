@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.cause_context import RankingContext, ranking_context
+from training.cause_context import RankingContext, model_scale, ranking_context
 from training.reasons import History, ReasonTemplates, load_templates, top_causes
 
 SHAP_CHUNK = 50_000
@@ -45,11 +45,14 @@ class CauseRanks:
     ``customer_id`` and ``event_timestamp``): contributions and ranking context, cached per row."""
 
     def __init__(self, models: dict[str, Any], features: dict[str, pd.DataFrame],
-                 templates: ReasonTemplates | None = None, source=None, on_shap=None) -> None:
+                 templates: ReasonTemplates | None = None, source=None, on_shap=None, remote=None) -> None:
         self.models, self.features = models, features
         self.templates = templates or load_templates()
         self.source = source
         self.on_shap = on_shap  # called with the number of input rows each TreeSHAP chunk covered
+        # Ranks rows elsewhere (serving.ray_engine.RayEngine.rank: contributions, past, distinct rows);
+        # None: in this process.
+        self.remote = remote
         # Per model, the rows computed so far (in computation order) and, in the same order, their
         # contributions and their past (None: the model's ranking reads no past at this date).
         self._rows: dict[str, np.ndarray] = {}
@@ -64,12 +67,29 @@ class CauseRanks:
         if rows.size == 0:
             return
         frame = self.features[name].iloc[rows]
+        if self.remote is not None:
+            contrib, history, n_distinct = self.remote.rank(name, frame)
+            self._scale[name] = model_scale(model, self.templates)
+        else:
+            contrib, history, n_distinct = self._rank_here(name, model, frame)
+        seen = self.distinct.get(name, (0, 0))
+        self.distinct[name] = (seen[0] + n_distinct, seen[1] + len(rows))
+        first = name not in self._contrib
+        self._rows[name] = np.concatenate([self._rows[name], rows])
+        self._contrib[name] = contrib if first else np.concatenate([self._contrib[name], contrib])
+        # Either every computation of a model reads a past or none does: the ranking and the dates it
+        # reads depend on the model and the as-of date only.
+        if first or history is None:
+            self._history[name] = history
+        else:
+            self._history[name] = _concat_history([self._history[name], history])
+
+    def _rank_here(self, name: str, model: Any, frame: pd.DataFrame) -> tuple[np.ndarray, History | None, int]:
+        """Contributions and past of ``frame``'s rows in this process, and the distinct rows TreeSHAP ran on."""
         X = model.matrix(frame)
         # TreeSHAP once per distinct input row: real logs repeat rows (a one-order customer last seen
         # N days ago looks like every other one), and equal inputs have equal contributions.
         distinct, back = distinct_rows(X)
-        seen = self.distinct.get(name, (0, 0))
-        self.distinct[name] = (seen[0] + len(distinct), seen[1] + len(X))
         parts = []
         for start in range(0, len(distinct), SHAP_CHUNK):
             parts.append(model.contributions(distinct[start:start + SHAP_CHUNK]))
@@ -77,16 +97,7 @@ class CauseRanks:
                 self.on_shap(min(SHAP_CHUNK, len(distinct) - start) * len(X) / max(len(distinct), 1))
         width = len(model.feature_names) + 1
         contrib = (np.concatenate(parts) if parts else np.empty((0, width)))[back]
-        context = self._context(name, model, frame, X)
-        first = name not in self._contrib
-        self._rows[name] = np.concatenate([self._rows[name], rows])
-        self._contrib[name] = contrib if first else np.concatenate([self._contrib[name], contrib])
-        # Either every computation of a model reads a past or none does: the ranking and the dates it
-        # reads depend on the model and the as-of date only.
-        if first or context.history is None:
-            self._history[name] = context.history
-        else:
-            self._history[name] = _concat_history([self._history[name], context.history])
+        return contrib, self._context(name, model, frame, X).history, len(distinct)
 
     def _context(self, name: str, model: Any, frame: pd.DataFrame, X: np.ndarray) -> RankingContext:
         as_of = pd.Timestamp(frame["event_timestamp"].iloc[0])

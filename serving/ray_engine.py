@@ -1,20 +1,29 @@
 """Batch scoring on Ray (actions.yaml ``scoring.engine: ray``, or ``propensity score --engine ray``).
 
-The same maths as the local engine, run as Ray Data batches: ``serving.batch.predict_columns`` (every
-model's number, band, version) and ``serving.batch.explain_rows`` (TreeSHAP + reasons) are called by a
-Ray actor per worker, which loads the models once from the MLflow registry (the versions the driver
-resolved ``@champion`` to, so an alias moved mid-run cannot mix versions). Row by row the results are
-those of the local engine: every step is per row.
+The same maths as the local engine, run as Ray Data batches in three kinds of pass:
+
+- **predict**: ``serving.batch.predict_columns`` (every model's number, band, version) for every customer;
+- **rank**: a model's TreeSHAP contributions and ranking past (``serving.causes.CauseRanks``) for the rows
+  whose causes are asked for: by a rule that tests a top cause during the layers + actions, then by the
+  reasons for the flagged rows not ranked yet. The driver's ``CauseRanks`` sends its missing rows here
+  (``rank``) and keeps what comes back, so the driver runs no TreeSHAP and no row is explained twice;
+- **text**: the reason text, JSON and top cause (``training.reasons.explain_table``) from the rows'
+  contributions and past, one pass per model.
+
+The predict and rank passes run in Ray actors that hold the driver's loaded models (the versions it
+resolved ``@champion`` to, shipped once through Ray's object store, so an alias moved mid-run cannot mix
+versions); the text pass needs no model and runs as tasks. Row by row the results are those of the
+local engine: every step is per row.
 
 What stays on the driver: the active customers and the feature retrieval (one DuckDB query over the
-snapshot), and the layers + actions between the two Ray passes: quantile layers and queue capacities
-rank the whole population, so they cannot be decided batch by batch (they are vectorised and cheap).
+snapshot), and the layers + actions between the passes: quantile layers and queue capacities rank the
+whole population, so they cannot be decided batch by batch (they are vectorised and cheap).
 
 Where Ray runs: the cluster at ``RAY_ADDRESS`` when it is set (`ray start --head`, KubeRay; docs/scale.md),
 else a Ray started for the run on this machine with ``scoring.ray.num_cpus`` CPUs, bound to loopback,
 without dashboard and with usage stats off. Workers read the project through the same environment as
-the driver (PROPENSITY_HOME, PROPENSITY_CONFIGS, MLFLOW_TRACKING_URI): on a cluster these must name
-storage every node can read (see docs/scale.md).
+the driver (PROPENSITY_HOME, PROPENSITY_CONFIGS): a ranking that reads the customers' past reads it from
+the offline store there, so on a cluster these must name storage every node can read (see docs/scale.md).
 """
 
 from __future__ import annotations
@@ -27,13 +36,15 @@ import pandas as pd
 
 from core.errors import PropensityError
 from serving.actions import RaySettings
+from training.reasons import History
 
 log = logging.getLogger("propensity.score")
 
 # What a worker needs from the driver's environment to find the project and the registry.
 WORKER_ENV = ("PROPENSITY_HOME", "PROPENSITY_CONFIGS", "MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY",
               "DO_NOT_TRACK", "FEAST_USAGE", "GIT_PYTHON_REFRESH")
-ROW, EXPLAIN = "_row", "_explain"
+ROW, EXPLAIN, SHAP_ROWS = "_row", "_explain", "_shap_rows"
+CONTRIB, PAST = "_c/", "_h/"  # column prefixes of a ranking in a Ray frame
 
 
 def start_ray(settings: RaySettings) -> bool:
@@ -44,18 +55,63 @@ def start_ray(settings: RaySettings) -> bool:
     return start(settings.num_cpus, WORKER_ENV)
 
 
+# ---- a ranking as columns: what the rank pass sends back and the text pass is sent -----------------------
+def pack_ranking(contributions: np.ndarray, history: History | None) -> dict[str, np.ndarray]:
+    """Row-aligned columns for a model's contributions and its past (``unpack_ranking`` reads them back
+    exactly): ``_c/<j>`` per contribution, ``_h/<what>/<date ns>[/<cause>]`` per past date."""
+    columns = {f"{CONTRIB}{j}": contributions[:, j] for j in range(contributions.shape[1])}
+    if history is None:
+        return columns
+    for d, date in enumerate(history.dates):
+        stamp = pd.Timestamp(date).value
+        columns[f"{PAST}raw/{stamp}"] = history.raw[d]
+        columns[f"{PAST}probability/{stamp}"] = history.probabilities[d]
+        columns[f"{PAST}present/{stamp}"] = history.present[d]
+        for c, cause in enumerate(history.causes):
+            columns[f"{PAST}sum/{stamp}/{cause}"] = history.cause_sums[d, :, c]
+            if history.events is not None and d > 0:  # events[t - 1]: the step into date t
+                columns[f"{PAST}event/{stamp}/{cause}"] = history.events[d - 1, :, c]
+    return columns
+
+
+def unpack_ranking(frame: pd.DataFrame) -> tuple[np.ndarray, History | None]:
+    """The contributions and the past in ``frame``'s ``pack_ranking`` columns, rows in frame order."""
+    width = sum(c.startswith(CONTRIB) for c in frame.columns)
+    contributions = frame[[f"{CONTRIB}{j}" for j in range(width)]].to_numpy(dtype=np.float64)
+    stamps = [int(c.rsplit("/", 1)[1]) for c in frame.columns if c.startswith(f"{PAST}raw/")]
+    if not stamps:
+        return contributions, None
+    first = f"{PAST}sum/{stamps[0]}/"
+    causes = tuple(c[len(first):] for c in frame.columns if c.startswith(first))
+
+    def stack(what: str, dtype) -> np.ndarray:
+        return np.stack([frame[f"{PAST}{what}/{s}"].to_numpy(dtype=dtype) for s in stamps])
+
+    def per_cause(what: str, at: list[int], dtype) -> np.ndarray:  # dates x rows x causes
+        return np.stack([np.stack([frame[f"{PAST}{what}/{s}/{c}"].to_numpy(dtype=dtype) for c in causes], axis=1)
+                         for s in at]) if at else np.empty((0, len(frame), len(causes)), dtype=dtype)
+
+    has_events = f"{PAST}event/{stamps[-1]}/{causes[0]}" in frame.columns if causes and len(stamps) > 1 else False
+    history = History(
+        [pd.Timestamp(s, tz="UTC") for s in stamps], stack("raw", np.float64), stack("probability", np.float64),
+        per_cause("sum", stamps, np.float64), stack("present", bool), causes,
+        per_cause("event", stamps[1:], bool) if has_events else None,
+    )
+    return contributions, history
+
+
 class RayEngine:
-    """The runner ``serving.batch`` hands the per-chunk work to (``predict``, ``explain``); a context
-    manager that starts Ray (unless one is running) and stops what it started."""
+    """The runner ``serving.batch`` hands the per-row work to (``predict``, ``rank``, ``explain``); a
+    context manager that starts Ray (unless one is running) and stops what it started."""
 
     def __init__(self, settings: RaySettings, models: dict[str, Any], top_k: int, lang: str, times) -> None:
         self.settings = settings
-        self.versions = {name: str(model.version) for name, model in models.items()}
+        self.models = models
         self.services = {name: model.feature_service for name, model in models.items()}
-        self.feature_names = {name: list(model.feature_names) for name, model in models.items()}
         self.top_k, self.lang, self.times = top_k, lang, times
         self.started = False
         self.workers = 1
+        self._models_ref: Any = None
 
     def __enter__(self) -> RayEngine:
         import ray
@@ -64,6 +120,8 @@ class RayEngine:
         with self.times.stage("ray: start", 0):
             self.started = start_ray(self.settings)
             cpus = int(ray.cluster_resources().get("CPU", 0))
+            # Once into the object store: every actor of every pass gets these very versions.
+            self._models_ref = ray.put(self.models)
         if cpus < self.settings.cpus_per_worker:
             raise PropensityError(f"actions.yaml scoring.ray.cpus_per_worker is {self.settings.cpus_per_worker} "
                                   f"but the Ray cluster has {cpus} CPUs")
@@ -74,38 +132,63 @@ class RayEngine:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._models_ref = None
         if self.started:
             import ray
 
             ray.shutdown()
 
-    # ---- the two passes ---------------------------------------------------------------------------
+    # ---- the passes -------------------------------------------------------------------------------
     def predict(self, features: dict[str, pd.DataFrame], bands: dict[str, Any]) -> dict[str, np.ndarray]:
         """``predict_columns`` over every row, in batches; only the model inputs travel."""
         inputs: dict[str, list[str]] = {}
         for name, service in self.services.items():
             inputs.setdefault(service, [])
-            inputs[service] += [c for c in self.feature_names[name] if c not in inputs[service]]
+            inputs[service] += [c for c in self.models[name].feature_names if c not in inputs[service]]
         first = {service: name for name, service in reversed(self.services.items())}
         n = len(next(iter(features.values())))
         shipped = self._frame(n, {s: features[first[s]][cols] for s, cols in inputs.items()})
-        out = self._run(shipped, {"stage": "predict", "bands": bands})
+        out = self._run(shipped, _Worker, {"stage": "predict", "bands": bands})
         return {c: out[c].to_numpy() for c in out.columns if c != ROW}
 
-    def explain(self, features: dict[str, pd.DataFrame], rows: np.ndarray, explain_with: np.ndarray,
-                times) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``explain_rows`` for ``rows``, in batches; every column of each feature service travels (a
-        reason's sentence may cite any of them)."""
+    def rank(self, name: str, frame: pd.DataFrame) -> tuple[np.ndarray, History | None, int]:
+        """Model ``name``'s contributions and ranking past for the rows of ``frame`` (its service's
+        features with ``customer_id`` and ``event_timestamp``), and how many distinct rows TreeSHAP ran on
+        (the workers skip repeated rows within each batch)."""
+        with self.times.stage(f"causes: TreeSHAP (ray, {name})", len(frame)):
+            out = self._run(self._frame(len(frame), {"": frame}), _Worker, {"stage": "rank", "model": name})
+            contributions, history = unpack_ranking(out)
+        return contributions, history, int(out[SHAP_ROWS].sum())
+
+    def explain(self, features: dict[str, pd.DataFrame], rows: np.ndarray, explain_with: np.ndarray, times,
+                ranks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Reasons, JSON and top cause for ``rows``, each from the model in ``explain_with``: the rows'
+        rankings from ``ranks`` (its missing rows go through ``rank``), then a text pass per model, where
+        every column of the model's service travels (a reason's sentence may cite any of them)."""
         from training.reasons import load_templates
 
-        with times.stage("reasons: SHAP + text (ray)", len(rows)):
-            if len(rows) == 0:
-                return np.empty(0, dtype=object), np.empty(0, dtype=object), np.empty(0, dtype=object)
-            by_service = {s: features[name].iloc[rows] for name, s in reversed(self.services.items())}
-            shipped = self._frame(len(rows), by_service).assign(**{EXPLAIN: explain_with})
-            out = self._run(shipped, {"stage": "explain", "templates": load_templates()})
-        return (out["reasons"].to_numpy(dtype=object), out["reasons_json"].to_numpy(dtype=object),
-                out["top_cause"].to_numpy(dtype=object))
+        reasons = np.full(len(rows), "", dtype=object)
+        reasons_json = np.full(len(rows), "[]", dtype=object)
+        causes = np.full(len(rows), "", dtype=object)
+        templates = load_templates()
+        for name, model in self.models.items():
+            mine = np.flatnonzero(explain_with == name)
+            if mine.size == 0:
+                continue
+            contributions = ranks.contributions(name, rows[mine])
+            context = ranks.context(name, rows[mine])
+            with times.stage(f"reasons: text + JSON (ray, {name})", mine.size):
+                frame = features[name].iloc[rows[mine]].reset_index(drop=True)
+                shipped = self._frame(mine.size, {"": frame}).assign(
+                    **pack_ranking(contributions, context.history))
+                out = self._run(shipped, _text_batch, {
+                    "model": name, "feature_names": list(model.feature_names), "top_k": self.top_k,
+                    "lang": self.lang, "templates": templates, "scale": context.scale,
+                })
+            reasons[mine] = out["reasons"].to_numpy(dtype=object)
+            reasons_json[mine] = out["reasons_json"].to_numpy(dtype=object)
+            causes[mine] = out["top_cause"].to_numpy(dtype=object)
+        return reasons, reasons_json, causes
 
     @staticmethod
     def _frame(n: int, by_service: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -115,19 +198,23 @@ class RayEngine:
         parts += [frame.reset_index(drop=True).add_prefix(f"{service}/") for service, frame in by_service.items()]
         return pd.concat(parts, axis=1)
 
-    def _run(self, shipped: pd.DataFrame, kwargs: dict[str, Any]) -> pd.DataFrame:
-        """Map ``shipped`` through a pool of ``_Worker`` actors, one block per batch; back in row order."""
+    def _run(self, shipped: pd.DataFrame, fn: Any, kwargs: dict[str, Any]) -> pd.DataFrame:
+        """Map ``shipped`` through ``fn`` (a pool of ``_Worker`` actors, or tasks for a function), one block
+        per batch; back in row order."""
         import ray
 
         size = self.settings.batch_rows
-        # One block per batch: a single block would go to a single actor.
+        # One block per batch: a single block would go to a single worker.
         blocks = [shipped.iloc[i:i + size] for i in range(0, len(shipped), size)]
+        pool = min(self.workers, len(blocks))
+        if fn is _Worker:
+            call = {"fn_constructor_kwargs": {"models": [self._models_ref], "services": self.services, **kwargs},
+                    "compute": ray.data.ActorPoolStrategy(size=pool)}
+        else:
+            call = {"fn_kwargs": kwargs, "compute": ray.data.TaskPoolStrategy(size=pool)}
         ds = ray.data.from_pandas(blocks).map_batches(
-            _Worker, batch_size=None, batch_format="pandas", zero_copy_batch=True,
-            fn_constructor_kwargs={"versions": self.versions, "services": self.services, "top_k": self.top_k,
-                                   "lang": self.lang, **kwargs},
-            compute=ray.data.ActorPoolStrategy(size=min(self.workers, len(blocks))),
-            num_cpus=self.settings.cpus_per_worker,
+            fn, batch_size=None, batch_format="pandas", zero_copy_batch=True,
+            num_cpus=self.settings.cpus_per_worker, **call,
         )
         out = ds.to_pandas().sort_values(ROW, kind="stable").reset_index(drop=True)
         if len(out) != len(shipped) or not (out[ROW].to_numpy() == np.arange(len(shipped))).all():
@@ -135,33 +222,46 @@ class RayEngine:
         return out
 
 
+def _columns(batch: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    """The columns of ``batch`` under ``prefix``, without it."""
+    cols = [c for c in batch.columns if c.startswith(prefix)]
+    return batch[cols].rename(columns=lambda c, k=len(prefix): c[k:]).reset_index(drop=True)
+
+
 class _Worker:
-    """One Ray actor: the models loaded once, then one batch per call through the local engine's code."""
+    """One Ray actor: the driver's models, then one batch per call through the local engine's code."""
 
-    def __init__(self, versions: dict[str, str], services: dict[str, str], top_k: int, lang: str, stage: str,
-                 bands: dict[str, Any] | None = None, templates: Any = None) -> None:
-        from training.champion import load_model_version
+    def __init__(self, models: list[Any], services: dict[str, str], stage: str, bands: dict[str, Any] | None = None,
+                 model: str | None = None) -> None:
+        import ray
 
-        self.services, self.top_k, self.lang, self.stage = services, top_k, lang, stage
-        self.bands, self.templates = bands, templates
-        self.models = {n: load_model_version(n, version=v) for n, v in versions.items()}
-
-    def _features(self, batch: pd.DataFrame) -> dict[str, pd.DataFrame]:
-        out = {}
-        for name, service in self.services.items():
-            prefix = f"{service}/"
-            cols = [c for c in batch.columns if c.startswith(prefix)]
-            out[name] = batch[cols].rename(columns=lambda c, k=len(prefix): c[k:]).reset_index(drop=True)
-        return out
+        self.models = ray.get(models[0]) if isinstance(models[0], ray.ObjectRef) else models[0]
+        self.services, self.stage, self.bands, self.model = services, stage, bands, model
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        from serving.batch import StageTimes, explain_rows, predict_columns
+        from serving.batch import predict_columns
+        from serving.causes import CauseRanks
 
         rows = batch[ROW].to_numpy()
-        features = self._features(batch)
         if self.stage == "predict":
+            features = {name: _columns(batch, f"{service}/") for name, service in self.services.items()}
             return pd.DataFrame({ROW: rows, **predict_columns(self.models, features, self.bands)})
-        reasons, as_json, causes = explain_rows(self.models, features, np.arange(len(batch)),
-                                                batch[EXPLAIN].to_numpy(), self.top_k, self.lang, StageTimes(),
-                                                self.templates, progress=False)
-        return pd.DataFrame({ROW: rows, "reasons": reasons, "reasons_json": as_json, "top_cause": causes})
+        frame = _columns(batch, "/")
+        ranks = CauseRanks({self.model: self.models[self.model]}, {self.model: frame})
+        every = np.arange(len(frame))
+        contributions = ranks.contributions(self.model, every)
+        history = ranks.context(self.model, every).history
+        shap_rows = np.zeros(len(frame), dtype=np.int64)
+        shap_rows[:1] = ranks.distinct.get(self.model, (0, 0))[0]
+        return pd.DataFrame({ROW: rows, SHAP_ROWS: shap_rows, **pack_ranking(contributions, history)})
+
+
+def _text_batch(batch: pd.DataFrame, model: str, feature_names: list[str], top_k: int, lang: str, templates: Any,
+                scale: Any) -> pd.DataFrame:
+    """The text pass for one batch of one model's rows (a Ray task: no model needed)."""
+    from training.reasons import explain_table
+
+    contributions, history = unpack_ranking(batch)
+    reasons, as_json, causes = explain_table(contributions, _columns(batch, "/"), feature_names, model, top_k, lang,
+                                             templates, history, scale, with_top_cause=True)
+    return pd.DataFrame({ROW: batch[ROW].to_numpy(), "reasons": reasons, "reasons_json": as_json, "top_cause": causes})
