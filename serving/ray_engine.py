@@ -1,6 +1,6 @@
 """Batch scoring on Ray (actions.yaml ``scoring.engine: ray``, or ``propensity score --engine ray``).
 
-The same maths as the local engine, run as Ray Data batches in three kinds of pass:
+The same maths as the local engine, run in batches on a pool of Ray actors, in three kinds of pass:
 
 - **predict**: ``serving.batch.predict_columns`` (every model's number, band, version) for every customer;
 - **rank**: a model's TreeSHAP contributions and ranking past (``serving.causes.CauseRanks``) for the rows
@@ -10,10 +10,11 @@ The same maths as the local engine, run as Ray Data batches in three kinds of pa
 - **text**: the reason text, JSON and top cause (``training.reasons.explain_table``) from the rows'
   contributions and past, one pass per model.
 
-The predict and rank passes run in Ray actors that hold the driver's loaded models (the versions it
-resolved ``@champion`` to, shipped once through Ray's object store, so an alias moved mid-run cannot mix
-versions); the text pass needs no model and runs as tasks. Row by row the results are those of the
-local engine: every step is per row.
+The actors live for the whole run and hold the driver's loaded models (the versions it resolved
+``@champion`` to, put once into Ray's object store, so an alias moved mid-run cannot mix versions). One
+pool for every pass, not one per pass as a Ray Data ``map_batches`` would start: a run has five passes,
+and a fresh actor pays a process start, the imports and the models' load each time (docs/scale.md).
+Row by row the results are those of the local engine: every step is per row.
 
 What stays on the driver: the active customers and the feature retrieval (one DuckDB query over the
 snapshot), and the layers + actions between the passes: quantile layers and queue capacities rank the
@@ -40,7 +41,8 @@ from training.reasons import History
 
 log = logging.getLogger("propensity.score")
 
-# What a worker needs from the driver's environment to find the project and the registry.
+# What a worker takes from the driver's environment: where the project is (a ranking's past is read from its
+# offline store there) and the phone-home switches, off as here.
 WORKER_ENV = ("PROPENSITY_HOME", "PROPENSITY_CONFIGS", "MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY",
               "DO_NOT_TRACK", "FEAST_USAGE", "GIT_PYTHON_REFRESH")
 ROW, EXPLAIN, SHAP_ROWS = "_row", "_explain", "_shap_rows"
@@ -111,31 +113,34 @@ class RayEngine:
         self.top_k, self.lang, self.times = top_k, lang, times
         self.started = False
         self.workers = 1
-        self._models_ref: Any = None
+        self._actors: list[Any] = []
 
     def __enter__(self) -> RayEngine:
         import ray
-        from ray.data import DataContext
 
         with self.times.stage("ray: start", 0):
             self.started = start_ray(self.settings)
             cpus = int(ray.cluster_resources().get("CPU", 0))
-            # Once into the object store: every actor of every pass gets these very versions.
-            self._models_ref = ray.put(self.models)
-        if cpus < self.settings.cpus_per_worker:
-            raise PropensityError(f"actions.yaml scoring.ray.cpus_per_worker is {self.settings.cpus_per_worker} "
-                                  f"but the Ray cluster has {cpus} CPUs")
-        self.workers = self.settings.workers or max(1, cpus // self.settings.cpus_per_worker)
+            if cpus < self.settings.cpus_per_worker:
+                raise PropensityError(f"actions.yaml scoring.ray.cpus_per_worker is "
+                                      f"{self.settings.cpus_per_worker} but the Ray cluster has {cpus} CPUs")
+            self.workers = self.settings.workers or max(1, cpus // self.settings.cpus_per_worker)
+            # One pool of actors for the whole run, each holding the driver's models (put once into the
+            # object store): a pass costs no process start, no import and no model load.
+            actor = ray.remote(num_cpus=self.settings.cpus_per_worker)(_Worker)
+            models = ray.put(self.models)
+            self._actors = [actor.remote(models, self.services) for _ in range(self.workers)]
         self.times.note("ray", f"{self.workers} workers x {self.settings.cpus_per_worker} CPUs "
                         f"({cpus} CPUs in the cluster), batches of {self.settings.batch_rows:,}")
-        DataContext.get_current().enable_progress_bars = False  # the stage lines say the same, once
         return self
 
     def __exit__(self, *exc) -> None:
-        self._models_ref = None
-        if self.started:
-            import ray
+        import ray
 
+        for actor in self._actors:
+            ray.kill(actor)
+        self._actors = []
+        if self.started:
             ray.shutdown()
 
     # ---- the passes -------------------------------------------------------------------------------
@@ -148,7 +153,7 @@ class RayEngine:
         first = {service: name for name, service in reversed(self.services.items())}
         n = len(next(iter(features.values())))
         shipped = self._frame(n, {s: features[first[s]][cols] for s, cols in inputs.items()})
-        out = self._run(shipped, _Worker, {"stage": "predict", "bands": bands})
+        out = self._run(shipped, "predict", {"bands": bands})
         return {c: out[c].to_numpy() for c in out.columns if c != ROW}
 
     def rank(self, name: str, frame: pd.DataFrame) -> tuple[np.ndarray, History | None, int]:
@@ -156,7 +161,7 @@ class RayEngine:
         features with ``customer_id`` and ``event_timestamp``), and how many distinct rows TreeSHAP ran on
         (the workers skip repeated rows within each batch)."""
         with self.times.stage(f"causes: TreeSHAP (ray, {name})", len(frame)):
-            out = self._run(self._frame(len(frame), {"": frame}), _Worker, {"stage": "rank", "model": name})
+            out = self._run(self._frame(len(frame), {"": frame}), "rank", {"model": name})
             contributions, history = unpack_ranking(out)
         return contributions, history, int(out[SHAP_ROWS].sum())
 
@@ -181,7 +186,7 @@ class RayEngine:
                 frame = features[name].iloc[rows[mine]].reset_index(drop=True)
                 shipped = self._frame(mine.size, {"": frame}).assign(
                     **pack_ranking(contributions, context.history))
-                out = self._run(shipped, _text_batch, {
+                out = self._run(shipped, "text", {
                     "model": name, "feature_names": list(model.feature_names), "top_k": self.top_k,
                     "lang": self.lang, "templates": templates, "scale": context.scale,
                 })
@@ -198,27 +203,21 @@ class RayEngine:
         parts += [frame.reset_index(drop=True).add_prefix(f"{service}/") for service, frame in by_service.items()]
         return pd.concat(parts, axis=1)
 
-    def _run(self, shipped: pd.DataFrame, fn: Any, kwargs: dict[str, Any]) -> pd.DataFrame:
-        """Map ``shipped`` through ``fn`` (a pool of ``_Worker`` actors, or tasks for a function), one block
-        per batch; back in row order."""
+    def _run(self, shipped: pd.DataFrame, stage: str, kwargs: dict[str, Any]) -> pd.DataFrame:
+        """``shipped`` through the workers' ``stage``, in batches of about equal size (at most
+        ``batch_rows``, at least one per worker); back in row order."""
         import ray
+        from ray.util import ActorPool
 
-        size = self.settings.batch_rows
-        # One block per batch: a single block would go to a single worker.
-        blocks = [shipped.iloc[i:i + size] for i in range(0, len(shipped), size)]
-        pool = min(self.workers, len(blocks))
-        if fn is _Worker:
-            call = {"fn_constructor_kwargs": {"models": [self._models_ref], "services": self.services, **kwargs},
-                    "compute": ray.data.ActorPoolStrategy(size=pool)}
-        else:
-            call = {"fn_kwargs": kwargs, "compute": ray.data.TaskPoolStrategy(size=pool)}
-        ds = ray.data.from_pandas(blocks).map_batches(
-            fn, batch_size=None, batch_format="pandas", zero_copy_batch=True,
-            num_cpus=self.settings.cpus_per_worker, **call,
-        )
-        out = ds.to_pandas().sort_values(ROW, kind="stable").reset_index(drop=True)
-        if len(out) != len(shipped) or not (out[ROW].to_numpy() == np.arange(len(shipped))).all():
-            raise PropensityError(f"ray: {len(out)} rows came back for {len(shipped)} sent, or some twice")
+        n = len(shipped)
+        count = min(n, max(-(-n // self.settings.batch_rows), len(self._actors)))
+        bounds = np.linspace(0, n, count + 1).astype(np.int64)
+        shared = ray.put(kwargs)  # once per pass, not once per batch
+        parts = list(ActorPool(self._actors).map(
+            lambda actor, b: actor.run.remote(stage, shipped.iloc[bounds[b]:bounds[b + 1]], shared), range(count)))
+        out = pd.concat(parts, ignore_index=True) if parts else shipped.iloc[:0]
+        if len(out) != n or not (out[ROW].to_numpy() == np.arange(n)).all():
+            raise PropensityError(f"ray: {len(out)} rows came back for {n} sent, or some twice")
         return out
 
 
@@ -229,39 +228,40 @@ def _columns(batch: pd.DataFrame, prefix: str) -> pd.DataFrame:
 
 
 class _Worker:
-    """One Ray actor: the driver's models, then one batch per call through the local engine's code."""
+    """One Ray actor for the whole run: the driver's models, then one batch per call through the local
+    engine's code."""
 
-    def __init__(self, models: list[Any], services: dict[str, str], stage: str, bands: dict[str, Any] | None = None,
-                 model: str | None = None) -> None:
-        import ray
+    def __init__(self, models: dict[str, Any], services: dict[str, str]) -> None:
+        self.models, self.services = models, services
 
-        self.models = ray.get(models[0]) if isinstance(models[0], ray.ObjectRef) else models[0]
-        self.services, self.stage, self.bands, self.model = services, stage, bands, model
+    def run(self, stage: str, batch: pd.DataFrame, kwargs: dict[str, Any]) -> pd.DataFrame:
+        return getattr(self, stage)(batch, **kwargs)
 
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+    def predict(self, batch: pd.DataFrame, bands: dict[str, Any]) -> pd.DataFrame:
         from serving.batch import predict_columns
+
+        features = {name: _columns(batch, f"{service}/") for name, service in self.services.items()}
+        return pd.DataFrame({ROW: batch[ROW].to_numpy(), **predict_columns(self.models, features, bands)})
+
+    def rank(self, batch: pd.DataFrame, model: str) -> pd.DataFrame:
         from serving.causes import CauseRanks
 
-        rows = batch[ROW].to_numpy()
-        if self.stage == "predict":
-            features = {name: _columns(batch, f"{service}/") for name, service in self.services.items()}
-            return pd.DataFrame({ROW: rows, **predict_columns(self.models, features, self.bands)})
         frame = _columns(batch, "/")
-        ranks = CauseRanks({self.model: self.models[self.model]}, {self.model: frame})
+        ranks = CauseRanks({model: self.models[model]}, {model: frame})
         every = np.arange(len(frame))
-        contributions = ranks.contributions(self.model, every)
-        history = ranks.context(self.model, every).history
+        contributions = ranks.contributions(model, every)
+        history = ranks.context(model, every).history
         shap_rows = np.zeros(len(frame), dtype=np.int64)
-        shap_rows[:1] = ranks.distinct.get(self.model, (0, 0))[0]
-        return pd.DataFrame({ROW: rows, SHAP_ROWS: shap_rows, **pack_ranking(contributions, history)})
+        shap_rows[:1] = ranks.distinct.get(model, (0, 0))[0]
+        return pd.DataFrame({ROW: batch[ROW].to_numpy(), SHAP_ROWS: shap_rows, **pack_ranking(contributions, history)})
 
+    def text(self, batch: pd.DataFrame, model: str, feature_names: list[str], top_k: int, lang: str, templates: Any,
+             scale: Any) -> pd.DataFrame:
+        """The reason text from the rows' contributions and past (no model needed)."""
+        from training.reasons import explain_table
 
-def _text_batch(batch: pd.DataFrame, model: str, feature_names: list[str], top_k: int, lang: str, templates: Any,
-                scale: Any) -> pd.DataFrame:
-    """The text pass for one batch of one model's rows (a Ray task: no model needed)."""
-    from training.reasons import explain_table
-
-    contributions, history = unpack_ranking(batch)
-    reasons, as_json, causes = explain_table(contributions, _columns(batch, "/"), feature_names, model, top_k, lang,
-                                             templates, history, scale, with_top_cause=True)
-    return pd.DataFrame({ROW: batch[ROW].to_numpy(), "reasons": reasons, "reasons_json": as_json, "top_cause": causes})
+        contributions, history = unpack_ranking(batch)
+        reasons, as_json, causes = explain_table(contributions, _columns(batch, "/"), feature_names, model, top_k,
+                                                 lang, templates, history, scale, with_top_cause=True)
+        return pd.DataFrame({ROW: batch[ROW].to_numpy(), "reasons": reasons, "reasons_json": as_json,
+                             "top_cause": causes})
