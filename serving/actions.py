@@ -145,7 +145,7 @@ class RaySettings(StrictModel):
         "cpus_per_worker CPUs of the cluster"
     )
     cpus_per_worker: int = Field(1, ge=1, description="CPUs (LightGBM threads) per worker")
-    batch_rows: int = Field(50_000, ge=1, description="customers per Ray Data batch")
+    batch_rows: int = Field(50_000, ge=1, description="most customers per Ray batch")
 
 
 class ScoringSettings(StrictModel):
@@ -159,7 +159,7 @@ class ScoringSettings(StrictModel):
         True, description="keep the model inputs beside the scores (monitoring reads them for drift)"
     )
     engine: Literal["local", "ray"] = Field(
-        "local", description="local: this process (the fastest on one machine); ray: Ray Data batches"
+        "local", description="local: this process (the fastest on one machine); ray: batches on a pool of Ray actors"
     )
     ray: RaySettings = RaySettings()
 

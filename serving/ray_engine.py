@@ -45,7 +45,7 @@ log = logging.getLogger("propensity.score")
 # offline store there) and the phone-home switches, off as here.
 WORKER_ENV = ("PROPENSITY_HOME", "PROPENSITY_CONFIGS", "MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY",
               "DO_NOT_TRACK", "FEAST_USAGE", "GIT_PYTHON_REFRESH")
-ROW, EXPLAIN, SHAP_ROWS = "_row", "_explain", "_shap_rows"
+SHAP_ROWS = "_shap_rows"  # per batch, on its first row: the distinct rows TreeSHAP ran on
 CONTRIB, PAST = "_c/", "_h/"  # column prefixes of a ranking in a Ray frame
 
 
@@ -130,6 +130,7 @@ class RayEngine:
             actor = ray.remote(num_cpus=self.settings.cpus_per_worker)(_Worker)
             models = ray.put(self.models)
             self._actors = [actor.remote(models, self.services) for _ in range(self.workers)]
+            ray.get([a.ready.remote() for a in self._actors])  # started and imported: part of the start-up
         self.times.note("ray", f"{self.workers} workers x {self.settings.cpus_per_worker} CPUs "
                         f"({cpus} CPUs in the cluster), batches of {self.settings.batch_rows:,}")
         return self
@@ -151,17 +152,15 @@ class RayEngine:
             inputs.setdefault(service, [])
             inputs[service] += [c for c in self.models[name].feature_names if c not in inputs[service]]
         first = {service: name for name, service in reversed(self.services.items())}
-        n = len(next(iter(features.values())))
-        shipped = self._frame(n, {s: features[first[s]][cols] for s, cols in inputs.items()})
-        out = self._run(shipped, "predict", {"bands": bands})
-        return {c: out[c].to_numpy() for c in out.columns if c != ROW}
+        out = self._run({s: features[first[s]][cols] for s, cols in inputs.items()}, "predict", {"bands": bands})
+        return {c: out[c].to_numpy() for c in out.columns}
 
     def rank(self, name: str, frame: pd.DataFrame) -> tuple[np.ndarray, History | None, int]:
         """Model ``name``'s contributions and ranking past for the rows of ``frame`` (its service's
         features with ``customer_id`` and ``event_timestamp``), and how many distinct rows TreeSHAP ran on
         (the workers skip repeated rows within each batch)."""
         with self.times.stage(f"causes: TreeSHAP (ray, {name})", len(frame)):
-            out = self._run(self._frame(len(frame), {"": frame}), "rank", {"model": name})
+            out = self._run({"features": frame}, "rank", {"model": name})
             contributions, history = unpack_ranking(out)
         return contributions, history, int(out[SHAP_ROWS].sum())
 
@@ -183,10 +182,8 @@ class RayEngine:
             contributions = ranks.contributions(name, rows[mine])
             context = ranks.context(name, rows[mine])
             with times.stage(f"reasons: text + JSON (ray, {name})", mine.size):
-                frame = features[name].iloc[rows[mine]].reset_index(drop=True)
-                shipped = self._frame(mine.size, {"": frame}).assign(
-                    **pack_ranking(contributions, context.history))
-                out = self._run(shipped, "text", {
+                out = self._run({"features": features[name].iloc[rows[mine]],
+                                 "ranking": pd.DataFrame(pack_ranking(contributions, context.history))}, "text", {
                     "model": name, "feature_names": list(model.feature_names), "top_k": self.top_k,
                     "lang": self.lang, "templates": templates, "scale": context.scale,
                 })
@@ -195,73 +192,69 @@ class RayEngine:
             causes[mine] = out["top_cause"].to_numpy(dtype=object)
         return reasons, reasons_json, causes
 
-    @staticmethod
-    def _frame(n: int, by_service: dict[str, pd.DataFrame]) -> pd.DataFrame:
-        """One frame for Ray: the row number, then each service's columns as ``<service>/<column>``
-        (dtypes kept: pandas blocks travel as they are)."""
-        parts = [pd.DataFrame({ROW: np.arange(n)})]
-        parts += [frame.reset_index(drop=True).add_prefix(f"{service}/") for service, frame in by_service.items()]
-        return pd.concat(parts, axis=1)
-
-    def _run(self, shipped: pd.DataFrame, stage: str, kwargs: dict[str, Any]) -> pd.DataFrame:
-        """``shipped`` through the workers' ``stage``, in batches of about equal size (at most
-        ``batch_rows``, at least one per worker); back in row order."""
+    def _run(self, parts: dict[str, pd.DataFrame], stage: str, kwargs: dict[str, Any]) -> pd.DataFrame:
+        """The row-aligned frames ``parts`` through the workers' ``stage``, in batches of about equal size
+        (at most ``batch_rows``, at least one per worker); the results in row order."""
         import ray
         from ray.util import ActorPool
 
-        n = len(shipped)
+        n = len(next(iter(parts.values())))
         count = min(n, max(-(-n // self.settings.batch_rows), len(self._actors)))
         bounds = np.linspace(0, n, count + 1).astype(np.int64)
         shared = ray.put(kwargs)  # once per pass, not once per batch
-        parts = list(ActorPool(self._actors).map(
-            lambda actor, b: actor.run.remote(stage, shipped.iloc[bounds[b]:bounds[b + 1]], shared), range(count)))
-        out = pd.concat(parts, ignore_index=True) if parts else shipped.iloc[:0]
-        if len(out) != n or not (out[ROW].to_numpy() == np.arange(n)).all():
-            raise PropensityError(f"ray: {len(out)} rows came back for {n} sent, or some twice")
-        return out
 
+        def submit(actor, b: int):
+            batch = {key: frame.iloc[bounds[b]:bounds[b + 1]].reset_index(drop=True) for key, frame in parts.items()}
+            return actor.run.remote(stage, batch, shared)
 
-def _columns(batch: pd.DataFrame, prefix: str) -> pd.DataFrame:
-    """The columns of ``batch`` under ``prefix``, without it."""
-    cols = [c for c in batch.columns if c.startswith(prefix)]
-    return batch[cols].rename(columns=lambda c, k=len(prefix): c[k:]).reset_index(drop=True)
+        results = list(ActorPool(self._actors).map(submit, range(count)))  # in submission order
+        sizes = [len(r) for r in results]
+        if sizes != list(np.diff(bounds)):
+            raise PropensityError(f"ray: {stage} batches came back with {sizes} rows for {list(np.diff(bounds))} sent")
+        return pd.concat(results, ignore_index=True) if results else pd.DataFrame()
 
 
 class _Worker:
     """One Ray actor for the whole run: the driver's models, then one batch per call through the local
-    engine's code."""
+    engine's code (a batch: row-aligned frames by name)."""
 
     def __init__(self, models: dict[str, Any], services: dict[str, str]) -> None:
+        # What every pass imports, now: the actor is started before the first pass and ready for it.
+        import serving.batch  # noqa: F401
+        import serving.causes  # noqa: F401
+
         self.models, self.services = models, services
 
-    def run(self, stage: str, batch: pd.DataFrame, kwargs: dict[str, Any]) -> pd.DataFrame:
+    def ready(self) -> bool:
+        return True
+
+    def run(self, stage: str, batch: dict[str, pd.DataFrame], kwargs: dict[str, Any]) -> pd.DataFrame:
         return getattr(self, stage)(batch, **kwargs)
 
-    def predict(self, batch: pd.DataFrame, bands: dict[str, Any]) -> pd.DataFrame:
+    def predict(self, batch: dict[str, pd.DataFrame], bands: dict[str, Any]) -> pd.DataFrame:
         from serving.batch import predict_columns
 
-        features = {name: _columns(batch, f"{service}/") for name, service in self.services.items()}
-        return pd.DataFrame({ROW: batch[ROW].to_numpy(), **predict_columns(self.models, features, bands)})
+        features = {name: batch[service] for name, service in self.services.items()}
+        return pd.DataFrame(predict_columns(self.models, features, bands))
 
-    def rank(self, batch: pd.DataFrame, model: str) -> pd.DataFrame:
+    def rank(self, batch: dict[str, pd.DataFrame], model: str) -> pd.DataFrame:
         from serving.causes import CauseRanks
 
-        frame = _columns(batch, "/")
+        frame = batch["features"]
         ranks = CauseRanks({model: self.models[model]}, {model: frame})
         every = np.arange(len(frame))
         contributions = ranks.contributions(model, every)
         history = ranks.context(model, every).history
         shap_rows = np.zeros(len(frame), dtype=np.int64)
         shap_rows[:1] = ranks.distinct.get(model, (0, 0))[0]
-        return pd.DataFrame({ROW: batch[ROW].to_numpy(), SHAP_ROWS: shap_rows, **pack_ranking(contributions, history)})
+        return pd.DataFrame({SHAP_ROWS: shap_rows, **pack_ranking(contributions, history)})
 
-    def text(self, batch: pd.DataFrame, model: str, feature_names: list[str], top_k: int, lang: str, templates: Any,
-             scale: Any) -> pd.DataFrame:
+    def text(self, batch: dict[str, pd.DataFrame], model: str, feature_names: list[str], top_k: int, lang: str,
+             templates: Any, scale: Any) -> pd.DataFrame:
         """The reason text from the rows' contributions and past (no model needed)."""
         from training.reasons import explain_table
 
-        contributions, history = unpack_ranking(batch)
-        reasons, as_json, causes = explain_table(contributions, _columns(batch, "/"), feature_names, model, top_k,
+        contributions, history = unpack_ranking(batch["ranking"])
+        reasons, as_json, causes = explain_table(contributions, batch["features"], feature_names, model, top_k,
                                                  lang, templates, history, scale, with_top_cause=True)
-        return pd.DataFrame({ROW: batch[ROW].to_numpy(), "reasons": reasons, "reasons_json": as_json,
-                             "top_cause": causes})
+        return pd.DataFrame({"reasons": reasons, "reasons_json": as_json, "top_cause": causes})
