@@ -121,6 +121,15 @@ class Param(StrictModel):
         return self
 
 
+class RayFit(StrictModel):
+    """The final fit on Ray Train (``engine: ray``): data-parallel LightGBM over the workers."""
+
+    workers: int = Field(2, ge=1, description="Ray Train workers, each fitting on its shard of the training rows")
+    cpus_per_worker: int = Field(1, ge=1, description="CPUs (LightGBM threads) per worker")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of the Ray started for the fit when RAY_ADDRESS is "
+                                 "unset; null: every core of this machine")
+
+
 class Tuning(StrictModel):
     trials: int = Field(30, ge=0)
     timeout_seconds: float | None = Field(None, gt=0)
@@ -142,6 +151,11 @@ class Tuning(StrictModel):
         description="feature -> +1 (never lowers the score) or -1 (never raises it): LightGBM monotone constraints",
     )
     search_space: dict[str, Param]
+    engine: Literal["local", "ray"] = Field(
+        "local", description="where the final fit of the best trial runs: local (this process, the fastest on "
+        "one machine) or ray (Ray Train's LightGBM trainer over tuning.ray.workers; the trials stay on Optuna)"
+    )
+    ray: RayFit = RayFit()
 
 
 class CalibrationSpec(StrictModel):

@@ -241,7 +241,13 @@ def fit_final(cfg: ModelSpec, ts: TrainingSet, data, best, start=None):
     from training.tune import base_params, fit_booster
 
     params = {**base_params(cfg.tuning, cfg.tuning.seed, ts.feature_names, cfg.task), **best.params}
-    booster = fit_booster(params, data, cfg.tuning.max_boost_rounds, cfg.tuning.early_stopping_rounds)
+    if cfg.tuning.engine == "ray":
+        from training.ray_train import fit_booster_on_ray
+
+        booster = fit_booster_on_ray(params, data, cfg.tuning.max_boost_rounds, cfg.tuning.early_stopping_rounds,
+                                     cfg.tuning.ray)
+    else:
+        booster = fit_booster(params, data, cfg.tuning.max_boost_rounds, cfg.tuning.early_stopping_rounds)
     # Keep only the trees up to the best validation round.
     booster = booster.model_from_string(booster.model_to_string(num_iteration=booster.best_iteration))
     calibration = None

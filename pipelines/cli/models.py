@@ -38,12 +38,17 @@ def register(app: typer.Typer) -> None:
         storage: str | None = typer.Option(None, "--storage", help="Optuna storage URL (default sqlite under mlruns/); share it to tune one study from several processes."),
         study: str | None = typer.Option(None, "--study", help="Optuna study name (default <model>-<training-set hash>)."),
         tune_only: bool = typer.Option(False, "--tune-only", help="Only add trials to the study (an extra worker); do not fit or register a model."),
+        engine: str | None = typer.Option(None, "--engine", help="Where the final fit runs: local or ray (Ray Train; default: the spec's tuning.engine)."),
     ) -> None:
         """Tune, train, calibrate and register a model as 'challenger'."""
         from core.specs import load_spec
         from training.train import train_model
 
         cfg = load_spec(_check_model(model), config)
+        if engine is not None:
+            if engine not in ("local", "ray"):
+                raise typer.BadParameter(f"{engine!r} is not one of local, ray", param_hint="--engine")
+            cfg = cfg.model_copy(update={"tuning": cfg.tuning.model_copy(update={"engine": engine})})
         result = train_model(cfg, trials=trials, timeout=timeout, storage=storage, study_name=study,
                              tune_only=tune_only)
         if tune_only:
