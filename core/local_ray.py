@@ -11,10 +11,14 @@ from collections.abc import Iterable
 
 log = logging.getLogger("propensity.ray")
 
+# What a cluster's workers take from this process's environment: where the project is (its offline store,
+# configs, registry) and the phone-home switches, off as here.
+PROJECT_ENV = ("PROPENSITY_HOME", "PROPENSITY_CONFIGS", "MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY",
+               "DO_NOT_TRACK", "FEAST_USAGE", "GIT_PYTHON_REFRESH")
 LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray binds to loopback (ray._private.ray_constants)
 
 
-def start_ray(num_cpus: int | None = None, worker_env: Iterable[str] = ()) -> bool:
+def start_ray(num_cpus: int | None = None, worker_env: Iterable[str] = PROJECT_ENV) -> bool:
     """Connect to RAY_ADDRESS or start a local Ray with ``num_cpus`` CPUs (None: every core); True when
     this call started or connected it. An already initialised Ray (a bench, a notebook) is used as it is.
     ``worker_env``: variables a cluster's workers get from this process (a local Ray inherits them)."""

@@ -41,10 +41,6 @@ from training.reasons import History
 
 log = logging.getLogger("propensity.score")
 
-# What a worker takes from the driver's environment: where the project is (a ranking's past is read from its
-# offline store there) and the phone-home switches, off as here.
-WORKER_ENV = ("PROPENSITY_HOME", "PROPENSITY_CONFIGS", "MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY",
-              "DO_NOT_TRACK", "FEAST_USAGE", "GIT_PYTHON_REFRESH")
 SHAP_ROWS = "_shap_rows"  # per batch, on its first row: the distinct rows TreeSHAP ran on
 CONTRIB, PAST = "_c/", "_h/"  # column prefixes of a ranking in a Ray frame
 
@@ -54,7 +50,7 @@ def start_ray(settings: RaySettings) -> bool:
     (the caller stops it). An already initialised Ray (a bench, a notebook) is used as it is."""
     from core.local_ray import start_ray as start
 
-    return start(settings.num_cpus, WORKER_ENV)
+    return start(settings.num_cpus)
 
 
 # ---- a ranking as columns: what the rank pass sends back and the text pass is sent -----------------------

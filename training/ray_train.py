@@ -30,7 +30,6 @@ log = logging.getLogger("propensity.training")
 
 LABEL, INIT = "_label", "_init_score"
 MODEL_FILE = "model.txt"
-WORKER_ENV = ("PROPENSITY_HOME", "PROPENSITY_CONFIGS", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")
 
 
 def _frame(dataset) -> pd.DataFrame:
@@ -83,7 +82,7 @@ def fit_booster_on_ray(params: dict[str, Any], data, max_rounds: int, early_stop
 
     from core.local_ray import start_ray
 
-    started = start_ray(settings.num_cpus, WORKER_ENV)
+    started = start_ray(settings.num_cpus)
     try:
         if int(ray.cluster_resources().get("CPU", 0)) < settings.workers * settings.cpus_per_worker:
             raise PropensityError(f"tuning.ray asks for {settings.workers} workers x {settings.cpus_per_worker} "
