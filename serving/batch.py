@@ -277,7 +277,7 @@ def predict_and_tag(
     history = contact_history(as_of, lookback) if lookback is not None else None
     with times.stage("layers + actions", n):
         decided = decide(frame, cfg, skipped_models(models), ranges, tags, previous, due, history,
-                         ranks or CauseRanks(models, features))
+                         ranks or CauseRanks(models, features, remote=engine))
         frame = pd.concat([frame, decided], axis=1)
     return frame
 

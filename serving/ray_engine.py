@@ -186,6 +186,8 @@ class RayEngine:
             reasons[mine] = out["reasons"].to_numpy(dtype=object)
             reasons_json[mine] = out["reasons_json"].to_numpy(dtype=object)
             causes[mine] = out["top_cause"].to_numpy(dtype=object)
+        for name, (distinct, asked) in ranks.distinct.items():
+            times.note(f"{name}: distinct rows", f"{distinct:,} of {asked:,} (distinct within each batch)")
         return reasons, reasons_json, causes
 
     def _run(self, parts: dict[str, pd.DataFrame], stage: str, kwargs: dict[str, Any]) -> pd.DataFrame:

@@ -28,7 +28,10 @@ def data():
     y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(float)
     cut, end = 4000, 5000
     built = Datasets.build(X.iloc[:cut], y[:cut], X.iloc[cut:end], y[cut:end])
-    return built, X.iloc[end:], y[end:]
+    # Where the trees start from per row (a spec's boost_from), as a second set.
+    start = 0.5 * np.nan_to_num(X["f0"].to_numpy())
+    started = Datasets.build(X.iloc[:cut], y[:cut], X.iloc[cut:end], y[cut:end], start[:cut], start[cut:end])
+    return built, started, X.iloc[end:], y[end:]
 
 
 def _params():
@@ -64,14 +67,18 @@ def test_ray_train_gives_the_local_fit_on_one_worker_and_a_fit_as_good_on_two(da
     from training.ray_train import fit_booster_on_ray
     from training.tune import fit_booster
 
-    built, X_test, y_test = data
+    built, started, X_test, y_test = data
+    # One worker, with start scores: the local fit's trees.
+    alone = fit_booster(_params(), started, 300, 20)
+    alone = alone.model_from_string(alone.model_to_string(num_iteration=alone.best_iteration))
+    one = fit_booster_on_ray(_params(), started, 300, 20, RayFit(workers=1, num_cpus=2))
+    assert one.num_trees() == alone.num_trees() > 5
+    assert _trees(one) == _trees(alone)
+    np.testing.assert_array_equal(one.predict(X_test.to_numpy()), alone.predict(X_test.to_numpy()))
+
+    # Two workers: LightGBM's distributed trees, as good on held-out rows.
     local = fit_booster(_params(), built, 300, 20)
     local = local.model_from_string(local.model_to_string(num_iteration=local.best_iteration))
-
-    one = fit_booster_on_ray(_params(), built, 300, 20, RayFit(workers=1, num_cpus=2))
-    assert one.num_trees() == local.num_trees() > 5
-    assert _trees(one) == _trees(local)
-    np.testing.assert_array_equal(one.predict(X_test.to_numpy()), local.predict(X_test.to_numpy()))
 
     two = fit_booster_on_ray(_params(), built, 300, 20, RayFit(workers=2, num_cpus=2))
     auc_local = roc_auc_score(y_test, local.predict(X_test.to_numpy()))
