@@ -4,9 +4,9 @@ workers (one CPU each), in one throw-away project (the same set-up as bench.benc
 What it prints: per run the stage times; for the Ray runs the rows/s per worker of the Ray passes
 (predict: every customer; causes: TreeSHAP and the past of the rows a rule or the reasons rank; text: the
 reasons of the customers with an action) and the scaling factor from 1 to 2 workers on those passes (the
-issue's target: at least 1.6x). Ray's start-up (a local
-Ray for the run) is shown apart: it is a fixed cost, not a per-row one. Every run's CSV must equal the
-local engine's byte for byte; a difference fails the bench.
+issue's target: at least 1.6x). Ray's start-up (a local Ray for the run and its actors) is shown apart:
+it is a fixed cost, not a per-row one. Every run's CSV must equal the local engine's byte for byte; a
+difference fails the bench.
 
     .venv/bin/python -m bench.bench_scale --customers 1000000 --trees 67 --num-leaves 57 --max-depth 7
 """

@@ -98,3 +98,12 @@ def test_the_spec_names_a_wrong_engine():
         type(spec.tuning).model_validate({**spec.tuning.model_dump(), "engine": "spark"})
     with pytest.raises(ValidationError, match="worker"):
         RayFit.model_validate({"worker": 2})
+
+
+def test_train_names_a_wrong_engine(project_home):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    result = CliRunner().invoke(app, ["train", "churn", "--engine", "spark"])
+    assert result.exit_code == 2 and "'spark' is not one of local, ray" in result.output
