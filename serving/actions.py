@@ -141,7 +141,7 @@ class RaySettings(StrictModel):
 
     num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray; null: every core of this machine")
     workers: int | None = Field(
-        None, ge=1, description="scoring workers (Ray actors, each loads the models once); null: one per "
+        None, ge=1, description="scoring workers (Ray actors for the run, each holding the models); null: one per "
         "cpus_per_worker CPUs of the cluster"
     )
     cpus_per_worker: int = Field(1, ge=1, description="CPUs (LightGBM threads) per worker")

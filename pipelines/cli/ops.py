@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
     @app.command("score")
     def score_command(
         as_of: str = typer.Option(None, "--as-of", help="Score as of this date (YYYY-MM-DD, UTC midnight); default: the latest feature build."),
-        engine: str = typer.Option(None, "--engine", help="local or ray (Ray Data batches; RAY_ADDRESS for a cluster); default: configs/actions.yaml scoring.engine."),
+        engine: str = typer.Option(None, "--engine", help="local or ray (a pool of Ray actors; RAY_ADDRESS for a cluster); default: configs/actions.yaml scoring.engine."),
     ) -> None:
         """Batch-score every active customer with the champion of every model the data supports into data/scores/<as_of>/ (Parquet + CSV) and latest.parquet."""
         from rich.table import Table
