@@ -369,8 +369,8 @@ def add_reasons(frame: pd.DataFrame, models: dict[str, Any], features: dict[str,
     rows = np.flatnonzero(frame["action"].to_numpy() != cfg.default.action)
     explain_with = frame["explain"].to_numpy()[rows]
     if engine is not None:
-        reasons[rows], reasons_json[rows], causes[rows] = engine.explain(features, rows, explain_with, times,
-                                                                         ranks or CauseRanks(models, features, remote=engine))
+        reasons[rows], reasons_json[rows], causes[rows] = engine.explain(
+            features, rows, explain_with, ranks or CauseRanks(models, features, remote=engine))
     else:
         reasons[rows], reasons_json[rows], causes[rows] = explain_rows(
             models, features, rows, explain_with, cfg.scoring.top_k, cfg.scoring.lang, times, ranks=ranks)

@@ -160,7 +160,7 @@ class RayEngine:
             contributions, history = unpack_ranking(out)
         return contributions, history, int(out[SHAP_ROWS].sum())
 
-    def explain(self, features: dict[str, pd.DataFrame], rows: np.ndarray, explain_with: np.ndarray, times,
+    def explain(self, features: dict[str, pd.DataFrame], rows: np.ndarray, explain_with: np.ndarray,
                 ranks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Reasons, JSON and top cause for ``rows``, each from the model in ``explain_with``: the rows'
         rankings from ``ranks`` (its missing rows go through ``rank``), then a text pass per model, where
@@ -177,7 +177,7 @@ class RayEngine:
                 continue
             contributions = ranks.contributions(name, rows[mine])
             context = ranks.context(name, rows[mine])
-            with times.stage(f"reasons: text + JSON (ray, {name})", mine.size):
+            with self.times.stage(f"reasons: text + JSON (ray, {name})", mine.size):
                 out = self._run({"features": features[name].iloc[rows[mine]],
                                  "ranking": pd.DataFrame(pack_ranking(contributions, context.history))}, "text", {
                     "model": name, "feature_names": list(model.feature_names), "top_k": self.top_k,
@@ -187,7 +187,7 @@ class RayEngine:
             reasons_json[mine] = out["reasons_json"].to_numpy(dtype=object)
             causes[mine] = out["top_cause"].to_numpy(dtype=object)
         for name, (distinct, asked) in ranks.distinct.items():
-            times.note(f"{name}: distinct rows", f"{distinct:,} of {asked:,} (distinct within each batch)")
+            self.times.note(f"{name}: distinct rows", f"{distinct:,} of {asked:,} (distinct within each batch)")
         return reasons, reasons_json, causes
 
     def _run(self, parts: dict[str, pd.DataFrame], stage: str, kwargs: dict[str, Any]) -> pd.DataFrame:
