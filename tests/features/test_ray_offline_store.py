@@ -42,6 +42,22 @@ def test_the_setting_picks_feasts_ray_store(project_home):
     assert offline.type == STORE_TYPE and offline.num_cpus == 2
 
 
+def test_feasts_reads_use_ray_datas_first_parquet_reader_unless_the_user_chose(monkeypatch):
+    import ray.data
+
+    from features.ray_offline import V2_READER, parquet_reader_v1
+
+    context = ray.data.DataContext.get_current()
+    monkeypatch.setattr(context, "use_datasource_v2", True)
+    monkeypatch.delenv(V2_READER, raising=False)
+    with parquet_reader_v1():
+        assert context.use_datasource_v2 is False
+    assert context.use_datasource_v2 is True  # restored: the caller's Ray Data is left as it was
+    monkeypatch.setenv(V2_READER, "1")  # the user's own choice stands
+    with parquet_reader_v1():
+        assert context.use_datasource_v2 is True
+
+
 @pytest.fixture
 def local_ray(monkeypatch):
     """The store starts Ray itself (a local one: RAY_ADDRESS unset); stopped after the test."""
