@@ -546,6 +546,8 @@ def backtest_model(spec: ModelSpec, as_of: date, *, trials: int | None = None, t
     out.seconds = seconds
     out.plateau = plateau_stats(prediction, feats[model.feature_names])
     out.scored = {"rows": rows, "features": feats, "model": model, "prediction": prediction}
+    if spec.task == "binary":  # the value-at-risk check's ceiling (None without ground truth)
+        out.scored["oracle"] = _oracle(spec, as_of, rows, ground_truth)[0]
     return out
 
 
@@ -662,7 +664,8 @@ def value_at_risk_check(risk: ModelBacktest, value: ModelBacktest, *, resamples:
     value model scores the risk model's population with its own features at D. Also shown: P(churn) x
     past spend over the value horizon (stakes without a value model), P(churn) x value / P(stays) (the
     spend expected if the customer stays), the value alone, P(churn) x the spend that counts as lost, and
-    the hindsight ranking by the revenue actually lost (the ceiling of the ratio)."""
+    the hindsight ranking by the revenue actually lost (the ceiling of the ratio); with ground truth, the
+    true P(churn) x the spend that counts as lost (the ceiling of a ranking made at D)."""
     from features.exact import exact_historical_features
 
     if risk.task != "binary" or value.task != "regression":
@@ -697,6 +700,11 @@ def value_at_risk_check(risk: ModelBacktest, value: ModelBacktest, *, resamples:
                 # Hindsight: ranked by the revenue actually lost. No ranking can beat it: its ratio is
                 # the largest ratio the data allows.
                 "hindsight": lost}
+    oracle = risk.scored.get("oracle")
+    if oracle is not None and np.isfinite(oracle).all():
+        # The true P(churn) x the spend that counts as lost: the expected lost revenue exactly, so the best
+        # any ranking made at D can do on this measure (hindsight sees the outcome).
+        rankings["oracle_churn_x_lost_days_spend"] = oracle * np.maximum(last_year, 0.0)
     pct = int(round(fraction * 100))
     ones = np.ones((1, len(lost)))
     point = {n: float(weighted_top_capture(lost, s, ones, fraction)[0]) for n, s in rankings.items()}

@@ -217,6 +217,13 @@ def test_value_at_risk_ranks_the_big_spenders_who_leave_first(project_home):
     hindsight = out["rankings"]["hindsight"]
     assert hindsight["lost_capture_top20"] == pytest.approx(1900 / lost)
     assert all(r["lost_capture_top20"] <= hindsight["lost_capture_top20"] + 1e-12 for r in out["rankings"].values())
+    assert "oracle_churn_x_lost_days_spend" not in out["rankings"]  # no ground truth: no ceiling row
+    # With the true P(churn): true risk x last year's spend, the expected lost revenue. A truth that knows
+    # the two big spenders leave (and nobody else does) puts exactly them on top.
+    risk.scored["oracle"] = np.array([1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    ceiling = value_at_risk_check(risk, value, resamples=50, seed=0, fraction=0.2)["rankings"]
+    assert ceiling["oracle_churn_x_lost_days_spend"]["lost_capture_top20"] == pytest.approx(1900 / lost)
+    assert ceiling["oracle_churn_x_lost_days_spend"]["ratio_to_churn_probability"] == pytest.approx(95.0)
     with pytest.raises(Exception, match="binary risk model"):
         value_at_risk_check(value, risk)
 
