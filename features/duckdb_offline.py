@@ -52,6 +52,7 @@ class PinnedDuckDBRetrievalJob(PinnedJob):
 
     def _to_arrow_internal(self, timeout: int | None = None):
         import duckdb
+        import pyarrow.compute as pc
 
         frame = self._entity_df.reset_index(drop=True).assign(**{_ROW: np.arange(len(self._entity_df))},
                                                               **self._pins)
@@ -64,7 +65,11 @@ class PinnedDuckDBRetrievalJob(PinnedJob):
             con.close()
         if table.num_rows != len(frame):  # a file holding a customer twice
             raise ValueError(f"duckdb offline store: {table.num_rows} rows for {len(frame)} entity rows")
-        return table
+        # Back into the entity rows' order here rather than with an ORDER BY: DuckDB would sort every
+        # feature column along (500k rows, 7 views, warm, taking turns, 3 runs each: 1.92-2.04 s against
+        # 2.05-2.19 s).
+        at = table.schema.get_field_index(_ROW)
+        return table.take(pc.sort_indices(table.column(at))).remove_column(at)
 
     def _to_df_internal(self, timeout: int | None = None) -> pd.DataFrame:
         return self._to_arrow_internal(timeout).to_pandas()
@@ -110,6 +115,5 @@ class PropensityDuckDBOfflineStore(DuckDBOfflineStore):
                 out = f"{name}__{feature}" if full_feature_names else feature
                 selects.append(f"v{i}.{_quote(feature)} AS {_quote(out)}")
         entity_cols = ", ".join(f"e.{_quote(c)}" for c in entity_df.columns)
-        sql = (f"SELECT {entity_cols}, {', '.join(selects)} FROM entity_rows e {' '.join(joins)} "
-               f"ORDER BY e.{_quote(_ROW)}")
+        sql = f"SELECT {entity_cols}, {', '.join(selects)}, e.{_quote(_ROW)} FROM entity_rows e {' '.join(joins)}"
         return PinnedDuckDBRetrievalJob(entity_df, sql, pin_columns, full_feature_names)
