@@ -545,9 +545,7 @@ def backtest_model(spec: ModelSpec, as_of: date, *, trials: int | None = None, t
     out.training = training
     out.seconds = seconds
     out.plateau = plateau_stats(prediction, feats[model.feature_names])
-    out.scored = {"rows": rows, "features": feats, "model": model, "prediction": prediction}
-    if spec.task == "binary":  # the value-at-risk check's ceiling (None without ground truth)
-        out.scored["oracle"] = _oracle(spec, as_of, rows, ground_truth)[0]
+    out.scored = {**out.scored, "rows": rows, "features": feats, "model": model, "prediction": prediction}
     return out
 
 
@@ -603,8 +601,10 @@ def _measure_binary(spec, as_of, store, rows, y, feats, p_model, resamples, seed
                "time_unit": "day", "fitted_on": f"every customer with an order before {as_of}"}
     log.info("%s at %s: %d rows, model AUC %.4f [%.4f, %.4f]", spec.name, as_of, len(rows),
              stats[MODEL]["roc_auc"], *stats[MODEL]["roc_auc_ci"])
+    # The truth goes on to the value-at-risk check (its ceiling), when every row has one.
     return ModelBacktest(spec.name, f"{as_of}", len(rows), int(y.sum()), float(y.mean()), _population(spec),
-                         {}, stats, calibration, bg_note, oracle_note, task="binary")
+                         {}, stats, calibration, bg_note, oracle_note, task="binary",
+                         scored={"oracle": scores.get(ORACLE)})
 
 
 def _measure_amounts(spec, as_of, store, rows, y, feats, value, resamples, seed, progress, ground_truth,
@@ -701,7 +701,7 @@ def value_at_risk_check(risk: ModelBacktest, value: ModelBacktest, *, resamples:
                 # the largest ratio the data allows.
                 "hindsight": lost}
     oracle = risk.scored.get("oracle")
-    if oracle is not None and np.isfinite(oracle).all():
+    if oracle is not None:
         # The true P(churn) x the spend that counts as lost: the expected lost revenue exactly, so the best
         # any ranking made at D can do on this measure (hindsight sees the outcome).
         rankings["oracle_churn_x_lost_days_spend"] = oracle * np.maximum(last_year, 0.0)

@@ -376,6 +376,9 @@ def test_backtest_end_to_end_on_a_generated_business(project_home, tmp_path, mon
             r["lost_capture_top10_ci"][1], name
     assert var["ratio"] == pytest.approx(var["rankings"]["value_at_risk"]["lost_capture_top10"]
                                          / var["rankings"]["churn_probability"]["lost_capture_top10"])
+    # Generated data: the churn model's truth reaches the check as the ceiling of a ranking made at D.
+    ceiling = var["rankings"]["oracle_churn_x_lost_days_spend"]["lost_capture_top10"]
+    assert ceiling <= var["rankings"]["hindsight"]["lost_capture_top10"] + 1e-12
     assert "Value at risk" in html
     # No customer ids anywhere in the report folder.
     ids = pd.read_parquet(raw / "customers.parquet")["customer_id"].astype(str)
