@@ -129,10 +129,16 @@ def derive_arrays(
 def _rows_per_fit(params: np.ndarray, ok: np.ndarray):
     """(one fit's parameters, the indices of the ``ok`` rows stored with it): rows of one snapshot share
     one fit; a training set mixes several."""
-    fits, which = np.unique(params[ok], axis=0, return_inverse=True)
     rows = np.flatnonzero(ok)
-    for k, fit in enumerate(fits):
-        yield fit, rows[which.ravel() == k]
+    if not len(rows):
+        return
+    fitted = params[rows]
+    if (fitted == fitted[0]).all():  # one snapshot's rows: every online read, a retrieval at one date
+        yield fitted[0], rows
+        return
+    # Grouped by hash: np.unique(axis=0) sorts whole rows, 1.2 s for 500k rows of 30 fits against 0.07 s.
+    for fit, at in pd.DataFrame(fitted).groupby(list(range(fitted.shape[1])), sort=True).indices.items():
+        yield np.asarray(fit, dtype=np.float64), rows[at]
 
 
 def _btyd_readings(columns: Mapping[str, np.ndarray], as_of_seconds: np.ndarray, n: int,

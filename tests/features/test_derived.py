@@ -80,3 +80,32 @@ def test_gap_ratios_set_the_current_gap_against_the_customers_own_rhythm():
     # Unknown spend: no monetary score and no segment (r and f are still scored).
     assert np.isnan(out.loc[3, "m_score"]) and out.loc[3, "rfm_segment"] is None
     assert out.loc[3, "r_score"] == 5 and out.loc[0, "rfm_segment"] is not None
+
+
+def test_rows_of_several_snapshots_are_read_with_each_ones_own_fit():
+    """A training set mixes snapshots, each with its BG/NBD fit: each row gets the readings of its own
+    fit, as it would alone (rows interleaved, one without a fit)."""
+    from features.derived import derive_arrays
+
+    fits = [(0.9, 45.0, 1.5, 18.0), (1.2, 30.0, 0.8, 9.0)]
+    which = [0, 1, 0, 1, 1, None]
+    columns = {name: np.array([np.nan if w is None else fits[w][k] for w in which])
+               for k, name in enumerate(("btyd_r", "btyd_alpha", "btyd_a", "btyd_b"))}
+    columns.update(first_order_at=np.array([unix(300), unix(200), unix(100), unix(90), unix(30), unix(30)]),
+                   last_order_at=np.array([unix(20), unix(40), unix(5), unix(60), unix(2), unix(2)]),
+                   order_days=np.array([6.0, 3.0, 9.0, 2.0, 4.0, 4.0]))
+    seconds = np.full(len(which), AS_OF.timestamp())
+    together = derive_arrays(columns, seconds, FeaturesConfig())
+    for i, w in enumerate(which):
+        alone = derive_arrays({k: v[i:i + 1] for k, v in columns.items()}, seconds[i:i + 1], FeaturesConfig())
+        for name in ("btyd_p_alive", "btyd_expected_orders", "btyd_p_no_order"):
+            if w is None:
+                assert np.isnan(together[name][i]), name
+            else:
+                assert together[name][i] == alone[name][0], (name, i)
+    # Read with the other snapshot's fit, a row gets another answer: a mixed-up fit would show.
+    swapped = {k: v[1:2].copy() for k, v in columns.items()}
+    for k, name in enumerate(("btyd_r", "btyd_alpha", "btyd_a", "btyd_b")):
+        swapped[name][:] = fits[0][k]
+    other = derive_arrays(swapped, seconds[1:2], FeaturesConfig())
+    assert abs(other["btyd_p_alive"][0] - together["btyd_p_alive"][1]) > 1e-3
