@@ -150,6 +150,13 @@ class Tuning(StrictModel):
         default_factory=dict,
         description="feature -> +1 (never lowers the score) or -1 (never raises it): LightGBM monotone constraints",
     )
+    never_as_oldest: list[str] = Field(
+        default_factory=list,
+        description="day counts whose missing value means 'never' (e.g. days_since_last_product_view): the model "
+        "reads it as one day past the training maximum, so a monotone constraint on the feature also covers the "
+        "step from never to a first time (LightGBM's constraints do not reach missing values); reasons still "
+        "say 'never'",
+    )
     search_space: dict[str, Param]
     engine: Literal["local", "ray"] = Field(
         "local", description="where the final fit of the best trial runs: local (this process, the fastest on "

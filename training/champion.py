@@ -35,6 +35,7 @@ TAG_HOLDOUT_SCORE = "holdout_score"  # ... and its value on the test split
 TAG_BANDS = "band_thresholds"  # JSON {"high": .., "medium": ..}: the cuts the spec's bands resolved to
 TAG_FEATURE_RANGES = "feature_ranges"  # JSON {feature: [min, max]} over the training rows
 TAG_BOOST_FROM = "boost_from"  # JSON {"feature": .., "fill": ..}: the spec's boost_from (BoostFrom)
+TAG_NEVER = "never_as"  # JSON {feature: value}: what a missing ("never") value is read as (tuning.never_as_oldest)
 
 
 @dataclass(frozen=True)
@@ -200,21 +201,34 @@ class LoadedModel:
         text = self.tags.get(TAG_FEATURE_RANGES)
         return json.loads(text) if text else {}
 
+    @cached_property
+    def never_fill(self) -> list[tuple[int, float]]:
+        """(column, value) pairs: where a missing value means "never" and is read as ``value`` (TAG_NEVER)."""
+        text = self.tags.get(TAG_NEVER)
+        fills = json.loads(text) if text else {}
+        return [(self.feature_names.index(name), float(v)) for name, v in fills.items()]
+
     def matrix(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
-        """The model's input matrix: the feature columns in training order, float64 (missing -> NaN)."""
+        """The model's input matrix: the feature columns in training order, float64 (missing -> NaN, except
+        where the version reads "never" as a value: ``never_fill``)."""
         if isinstance(X, pd.DataFrame):
             missing = [c for c in self.feature_names if c not in X.columns]
             if missing:
                 raise PropensityError(
                     f"model {self.name} v{self.version}: input lacks feature column(s) {', '.join(missing)}"
                 )
-            return X[self.feature_names].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != len(self.feature_names):
-            raise PropensityError(
-                f"model {self.name} v{self.version}: expected {len(self.feature_names)} feature columns, "
-                f"got array of shape {X.shape}"
-            )
+            X = X[self.feature_names].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+        else:
+            X = np.asarray(X, dtype=np.float64)
+            if X.ndim != 2 or X.shape[1] != len(self.feature_names):
+                raise PropensityError(
+                    f"model {self.name} v{self.version}: expected {len(self.feature_names)} feature columns, "
+                    f"got array of shape {X.shape}"
+                )
+            if self.never_fill:
+                X = X.copy()  # the caller's array stays as it was
+        for col, value in self.never_fill:
+            X[np.isnan(X[:, col]), col] = value
         return X
 
     def raw_score(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -72,13 +72,28 @@ class TrainingSet:
     feature_names: list[str]
     frame: pd.DataFrame
     plan: SplitPlan | None = None
+    # feature -> the value a missing ("never") one is read as by the model (tuning.never_as_oldest); the
+    # frame itself keeps the missing values.
+    never_fill: dict[str, float] = field(default_factory=dict)
 
     def part(self, split: str) -> pd.DataFrame:
         return self.frame[self.frame["split"] == split]
 
     def X(self, split: str) -> pd.DataFrame:
-        """Model inputs only (never customer ids), float64 so missing values stay allowed."""
-        return self.part(split)[self.feature_names].reset_index(drop=True)
+        """Model inputs only (never customer ids), float64 so missing values stay allowed (but for the
+        features of ``never_fill``)."""
+        X = self.part(split)[self.feature_names].reset_index(drop=True)
+        return X.fillna(self.never_fill) if self.never_fill else X
+
+    def with_never_fill(self, features: list[str]) -> TrainingSet:
+        """A copy whose model inputs read a missing value of ``features`` as one day past their largest
+        value on the train split (0 when the train split has none)."""
+        train = self.part(TRAIN)
+        fill = {}
+        for name in features:
+            top = train[name].max()
+            fill[name] = float(np.floor(top) + 1.0) if pd.notna(top) else 0.0
+        return replace(self, never_fill=fill)
 
     def y(self, split: str) -> np.ndarray:
         """Labels: 0/1 as int64, amounts (a regression label) as float64."""

@@ -44,6 +44,7 @@ class TrainResult:
     booster: object | None = field(default=None, repr=False)
     calibration: object | None = field(default=None, repr=False)
     boost_from: object | None = field(default=None, repr=False)  # training.champion.BoostFrom
+    never_fill: dict[str, float] = field(default_factory=dict)  # what "never" is read as (TAG_NEVER)
 
 
 def build_training_set(cfg: ModelSpec, source: FeatureSource | None = None) -> TrainingSet:
@@ -95,6 +96,12 @@ def train_model(
     if unknown:
         log.warning("%s: monotone constraint(s) on %s ignored: not inputs of %s", cfg.name, ", ".join(unknown),
                     cfg.feature_service)
+    never = [name for name in cfg.tuning.never_as_oldest if name in ts.feature_names]
+    if len(never) < len(cfg.tuning.never_as_oldest):
+        log.warning("%s: never_as_oldest on %s ignored: not inputs of %s", cfg.name,
+                    ", ".join(sorted(set(cfg.tuning.never_as_oldest) - set(never))), cfg.feature_service)
+    if never:  # after the lineage: the training set's hash is of the data, not of the model's reading of it
+        ts = ts.with_never_fill(never)
     experiment_id = ensure_experiment(cfg.name)
     role = "tune-worker" if tune_only else "train" if register else "train-unregistered"
     run_name = f"{role}-{cfg.name}"
@@ -135,6 +142,7 @@ def train_model(
             mlflow.set_tag(TAG_BOOST_FROM, start.to_json())
         _log_artifacts(cfg, ts, booster, calibration, lineage, start)
         result.booster, result.calibration, result.boost_from = booster, calibration, start
+        result.never_fill = ts.never_fill
         if not register:
             result.seconds = time.perf_counter() - started
             log.info("%s: trained without registering (test %s %.4f, %d trials in study, %.0f s, run %s)",
@@ -200,7 +208,7 @@ def scoring_tags(cfg: ModelSpec, ts: TrainingSet, booster, calibration, start=No
     feature's range over the training rows (how far a scored customer lies outside what was learnt) and
     the cause scale the reasons rank by (``training.cause_context``)."""
     from core.specs import BandThresholds
-    from training.champion import TAG_BANDS, TAG_BOOST_FROM, TAG_FEATURE_RANGES
+    from training.champion import TAG_BANDS, TAG_BOOST_FROM, TAG_FEATURE_RANGES, TAG_NEVER
 
     if isinstance(cfg.bands, BandThresholds):
         bands = cfg.bands
@@ -214,6 +222,8 @@ def scoring_tags(cfg: ModelSpec, ts: TrainingSet, booster, calibration, start=No
             TAG_FEATURE_RANGES: json.dumps(ranges, separators=(",", ":"))}
     if start is not None:
         tags[TAG_BOOST_FROM] = start.to_json()
+    if ts.never_fill:
+        tags[TAG_NEVER] = json.dumps(ts.never_fill, separators=(",", ":"))
     scale = training_scale(cfg, ts, booster, calibration, tags=tags)
     if scale is not None:
         tags[TAG_CAUSE_SCALE] = scale

@@ -31,9 +31,7 @@ TOLERANCE = 1e-9  # "does not fall": equal is fine, float noise is not a fall
 
 
 class ProbabilityFell(AssertionError):
-    """The one failure a known-defect xfail below stands for (any other failure still fails). Those
-    xfails are not strict: whether the defect shows depends on the trained instance (other business
-    sizes gave other 3-tree models), so an XPASS is reported, not failed."""
+    """A probability fell where the behaviour says it must not (raised by ``assert_never_falls``)."""
 
 
 @dataclass
@@ -186,11 +184,6 @@ def test_deeper_browsing_never_lowers_conversion(browsing_case):
     assert delta.mean() > 0  # browse depth carries signal in the generator
 
 
-@pytest.mark.xfail(strict=False, raises=ProbabilityFell, reason=(
-    "known defect: days_since_last_product_view is missing (NaN) for a customer who never viewed a product "
-    "page, and no monotone constraint covers the step from missing to a value: the model lowers the chance "
-    "to buy for some customers whose first product pages these are. Needs a product decision: encode "
-    "'never' as a value or leave the feature out of the model"))
 def test_first_product_views_never_lower_conversion(browsing_case):
     """Customers who never viewed a product page see their first ones."""
     first = browsing_case.before.index[browsing_case.before["days_since_last_product_view"].isna()]

@@ -113,3 +113,47 @@ def test_a_regression_boosts_from_the_log_amount_and_predicts_through_it():
     np.testing.assert_allclose(model.from_contributions(model.contributions(X)), amount, rtol=1e-9)
     assert BoostFrom.from_json(start.to_json()) == start
     assert BoostFrom.from_json('{"feature": "p", "fill": 0.5}') == BoostFrom("p", 0.5, "logit", 0.0)
+
+
+def test_never_is_read_as_one_day_past_the_oldest_in_training_and_in_scoring():
+    """``tuning.never_as_oldest``: a missing day count ("never viewed a product") is one day past the
+    train split's largest, in the training set's model inputs and in the loaded version's matrix alike, so
+    a monotone -1 constraint keeps "never" at or below any first time, and the frame keeps its NaN."""
+    from training.champion import TAG_NEVER, LoadedModel
+    from training.dataset import TrainingSet
+
+    rng = np.random.default_rng(2)
+    n = 2_000
+    days = rng.uniform(0, 60, n)
+    never = rng.random(n) < 0.3
+    # In this data "never" buys MORE often than a recent viewer: unconstrained, a model would learn it.
+    p = np.where(never, 0.7, 0.6 - days / 200)
+    frame = pd.DataFrame({"customer_id": [f"C{i}" for i in range(n)],
+                          "event_timestamp": pd.Timestamp("2026-01-01", tz="UTC"),
+                          "label": (rng.random(n) < p).astype(np.int64),
+                          "split": np.where(np.arange(n) < 1500, "train", "test"),
+                          "days_since_last_product_view": np.where(never, np.nan, days),
+                          "other": rng.normal(size=n)})
+    names = ["days_since_last_product_view", "other"]
+    ts = TrainingSet("conversion_v1", names, frame).with_never_fill(["days_since_last_product_view"])
+    top = frame.loc[frame["split"] == "train", "days_since_last_product_view"].max()
+    assert ts.never_fill == {"days_since_last_product_view": np.floor(top) + 1}
+    assert ts.frame["days_since_last_product_view"].isna().sum() == never.sum()  # the data keeps "never"
+    X = ts.X("train")
+    assert X["days_since_last_product_view"].notna().all()
+
+    booster = lgb.train({"objective": "binary", "verbosity": -1, "num_threads": 1, "monotone_constraints": [-1, 0]},
+                        lgb.Dataset(X, ts.y("train")), 30)
+    model = LoadedModel("conversion", "1", booster, names, "conversion_v1", Calibration(),
+                        tags={TAG_NEVER: json.dumps(ts.never_fill)})
+    raw = frame[names].copy()
+    np.testing.assert_array_equal(model.matrix(raw), raw.fillna(ts.never_fill).to_numpy())  # scoring reads as training
+    np.testing.assert_array_equal(model.matrix(raw)[:1500], X.to_numpy())
+    arrays = raw.to_numpy()
+    model.matrix(arrays)
+    assert np.isnan(arrays[:, 0]).sum() == never.sum()  # the caller's array is not written into
+    # Every "never" row, given a first view at any day seen in training, scores at least as high.
+    first = raw[never].copy()
+    for day in (0.0, 30.0, float(np.floor(top))):
+        first["days_since_last_product_view"] = day
+        assert (model.predict_proba(first) >= model.predict_proba(raw[never]) - 1e-12).all(), day
