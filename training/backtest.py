@@ -29,7 +29,6 @@ the MLflow experiment ``backtest`` holding the headline metrics and that folder.
 from __future__ import annotations
 
 import html
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -493,9 +492,9 @@ def backtest_model(spec: ModelSpec, as_of: date, *, trials: int | None = None, t
     """Train ``spec`` on the history before ``as_of`` (unregistered), score its population at ``as_of``
     against what happened next, next to the baselines on the same customers."""
     from features.exact import exact_historical_features
-    from training.champion import TAG_BOOST_FROM, TAG_NEVER, TAG_TASK, LoadedModel
+    from training.champion import TAG_TASK, LoadedModel
     from training.tracking import client as mlflow_client
-    from training.train import train_model
+    from training.train import input_tags, train_model
 
     store = EventStore(project_paths().events)
     check_matured(store, spec, as_of)
@@ -519,11 +518,7 @@ def backtest_model(spec: ModelSpec, as_of: date, *, trials: int | None = None, t
                                  "nothing to measure")
     feats = exact_historical_features(rows[["customer_id", "event_timestamp"]], spec.feature_service)
     feats = feats.reset_index(drop=True)
-    tags = {TAG_TASK: spec.task}
-    if result.boost_from is not None:
-        tags[TAG_BOOST_FROM] = result.boost_from.to_json()
-    if result.never_fill:
-        tags[TAG_NEVER] = json.dumps(result.never_fill)
+    tags = {TAG_TASK: spec.task, **input_tags(result.boost_from, result.never_fill)}
     model = LoadedModel(spec.name, "backtest", result.booster, list(result.booster.feature_name()),
                         spec.feature_service, result.calibration, tags=tags)
     prediction = model.predict(feats)

@@ -202,13 +202,26 @@ def start_scores(start, X) -> np.ndarray:
     return start.offset(X.to_numpy(dtype=np.float64), list(X.columns))
 
 
+def input_tags(start, never_fill: dict[str, float]) -> dict[str, str]:
+    """How a version reads its inputs, as tags: where its trees start (``boost_from``) and what a missing
+    "never" value is read as (``tuning.never_as_oldest``). Registered and backtest models alike."""
+    from training.champion import TAG_BOOST_FROM, TAG_NEVER
+
+    tags = {}
+    if start is not None:
+        tags[TAG_BOOST_FROM] = start.to_json()
+    if never_fill:
+        tags[TAG_NEVER] = json.dumps(never_fill, separators=(",", ":"))
+    return tags
+
+
 def scoring_tags(cfg: ModelSpec, ts: TrainingSet, booster, calibration, start=None) -> dict[str, str]:
     """What scoring needs to know about the training population, stored with the version: the band cuts
     (resolved on the test split's scores when the spec gives shares of the distribution), each
     feature's range over the training rows (how far a scored customer lies outside what was learnt) and
     the cause scale the reasons rank by (``training.cause_context``)."""
     from core.specs import BandThresholds
-    from training.champion import TAG_BANDS, TAG_BOOST_FROM, TAG_FEATURE_RANGES, TAG_NEVER
+    from training.champion import TAG_BANDS, TAG_FEATURE_RANGES
 
     if isinstance(cfg.bands, BandThresholds):
         bands = cfg.bands
@@ -220,10 +233,7 @@ def scoring_tags(cfg: ModelSpec, ts: TrainingSet, booster, calibration, start=No
 
     tags = {TAG_BANDS: json.dumps({"high": bands.high, "medium": bands.medium}),
             TAG_FEATURE_RANGES: json.dumps(ranges, separators=(",", ":"))}
-    if start is not None:
-        tags[TAG_BOOST_FROM] = start.to_json()
-    if ts.never_fill:
-        tags[TAG_NEVER] = json.dumps(ts.never_fill, separators=(",", ":"))
+    tags.update(input_tags(start, ts.never_fill))
     scale = training_scale(cfg, ts, booster, calibration, tags=tags)
     if scale is not None:
         tags[TAG_CAUSE_SCALE] = scale
