@@ -89,7 +89,7 @@ def setup(n: int, trees: int, seed: int, max_depth: int = 8, num_leaves: int = 6
 
     from core.events import EventStore
     from core.settings import project_paths
-    from features.build import snapshot_file
+    from features.build import write_snapshot
     from features.catalog import VIEWS
     from features.derived import add_derived
     from features.retrieval import model_feature_names
@@ -100,10 +100,7 @@ def setup(n: int, trees: int, seed: int, max_depth: int = 8, num_leaves: int = 6
 
     paths = project_paths()
     views = synthetic_views(n, seed)
-    for name, frame in views.items():
-        path = snapshot_file(paths.feature_sources, name, AS_OF.date())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_parquet(path, index=False)
+    write_snapshot(paths.feature_sources, AS_OF.date(), views)
     ids = views["customer_recency"]["customer_id"]
     rng = np.random.default_rng(seed + 1)
     orders = pd.DataFrame({

@@ -1,5 +1,5 @@
 """Feast definitions: entity ``customer``, one feature view per catalogue view (``features.catalog.VIEWS``)
-over the build's Parquet snapshots, and one feature service per model version.
+over the build's Parquet snapshots (one source: a file per date), and one feature service per model version.
 
 ``propensity features apply`` registers ``make_definitions(...)`` with absolute paths for the project in
 use. The module-level objects below exist for the ``feast`` CLI (``feast -c features plan`` run from the
@@ -31,9 +31,9 @@ class Definitions:
         return [self.entity, *self.views.values(), *self.services.values()]
 
 
-def source_glob(sources_dir: Path | str, view: str) -> str:
-    """Parquet files of one view: one file per snapshot date (written by features.build)."""
-    return str(Path(sources_dir) / view / "*.parquet")
+def source_glob(sources_dir: Path | str) -> str:
+    """The snapshots: one Parquet file per date with every view's columns (written by features.build)."""
+    return str(Path(sources_dir) / "*.parquet")
 
 
 def make_definitions(sources_dir: Path | str, ttl_days: int = DEFAULT_TTL_DAYS) -> Definitions:
@@ -43,14 +43,15 @@ def make_definitions(sources_dir: Path | str, ttl_days: int = DEFAULT_TTL_DAYS) 
         value_type=ValueType.STRING,
         description="A customer of the shop, keyed by the event store's customer_id.",
     )
+    # One source for every view: a view reads its own columns of each date's file.
+    source = FileSource(
+        name="customer_snapshots",
+        path=source_glob(sources_dir),
+        timestamp_field=TIMESTAMP_FIELD,
+        description="Per-customer snapshots written by `propensity features build`, one file per date.",
+    )
     views: dict[str, FeatureView] = {}
     for spec in VIEWS.values():
-        source = FileSource(
-            name=f"{spec.name}_source",
-            path=source_glob(sources_dir, spec.name),
-            timestamp_field=TIMESTAMP_FIELD,
-            description=f"Snapshots of {spec.name} written by `propensity features build`.",
-        )
         views[spec.name] = FeatureView(
             name=spec.name,
             entities=[customer],

@@ -54,8 +54,8 @@ def exact_historical_features(entity_df: pd.DataFrame, service: str) -> pd.DataF
 
 def built_for(entity_df: pd.DataFrame, service: str, day: dt.date) -> pd.DataFrame:
     """Features of ``entity_df``'s customers at midnight starting ``day``, from a one-date scratch build."""
-    from features.build import build_features, snapshot_file
-    from features.catalog import service_views
+    from features.build import build_features, read_snapshot
+    from features.catalog import VIEWS, service_views
     from features.derived import add_derived
     from features.settings import load_features_config
 
@@ -69,9 +69,9 @@ def built_for(entity_df: pd.DataFrame, service: str, day: dt.date) -> pd.DataFra
         os.symlink(project_paths().events.resolve(), scratch.events)  # read the real events, write nowhere else
         log.info("building a feature snapshot at %s (off the snapshot grid; scratch folder, not the store)", day)
         build_features(day, config=one_date, paths=scratch)
-        for view in service_views(service):
-            snap = pd.read_parquet(snapshot_file(scratch.feature_sources, view, day))
-            out = out.merge(snap.drop(columns=["event_timestamp"]), on="customer_id", how="left")
+        names = [f for view in service_views(service) for f in VIEWS[view].names]
+        snap = read_snapshot(scratch.feature_sources, day)[["customer_id", *names]]
+        out = out.merge(snap, on="customer_id", how="left")
     out.index = entity_df.index
     out["event_timestamp"] = pd.to_datetime(out["event_timestamp"], utc=True)
     return add_derived(out, out["event_timestamp"], config)

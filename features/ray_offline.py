@@ -6,8 +6,8 @@ join is Feast's own (``RayOfflineStore.get_historical_features``, a broadcast ``
 block); this module decides what that join reads. Feast 0.67's Ray store, read as shipped
 (feast/infra/offline_stores/contrib/ray_offline_store/ray.py), differs from the DuckDB store on our repo:
 
-1. **Globs.** Our FileSources name ``<view>/*.parquet`` (what DuckDB reads); Ray's ``read_parquet`` does
-   not expand globs (FileNotFoundError).
+1. **Globs.** Our FileSource names ``*.parquet``, one file per date (what DuckDB reads); Ray's
+   ``read_parquet`` does not expand globs (FileNotFoundError).
 2. **No TTL.** The join has no ``tolerance``: a row 40 days after the last snapshot gets that snapshot's
    values, where DuckDB (``ttl_days``) gives nulls.
 3. **More than one snapshot makes it quadratic.** It sorts the feature rows by (customer, time), which

@@ -114,17 +114,19 @@ def apply(config: FeaturesConfig | None = None, paths: ProjectPaths | None = Non
 
 
 def latest_snapshot(paths: ProjectPaths, view: str):
-    """The newest snapshot file of a view as an Arrow table, and its date."""
+    """The newest snapshot of a view (the key, the time and its columns) as an Arrow table, and its date."""
     import pyarrow.parquet as pq
 
     from features.build import built_dates, snapshot_file
+    from features.catalog import JOIN_KEY, TIMESTAMP_FIELD
 
     dates = built_dates(paths.feature_sources)
     if not dates:
         raise PropensityError(
             f"{paths.feature_sources}: no feature snapshots; run `propensity features build` first"
         )
-    return pq.read_table(snapshot_file(paths.feature_sources, view, dates[-1])), dates[-1]
+    columns = [JOIN_KEY, TIMESTAMP_FIELD, *VIEWS[view].names]
+    return pq.read_table(snapshot_file(paths.feature_sources, dates[-1]), columns=columns), dates[-1]
 
 
 @dataclass

@@ -10,7 +10,7 @@ import pytest
 
 from core.errors import DataError
 from core.settings import project_paths
-from features.build import build_features, built_dates, snapshot_file
+from features.build import build_features, built_dates, read_snapshot
 from features.catalog import VIEWS
 from features.settings import FeaturesConfig, SnapshotConfig
 from tests.features.conftest import END, random_events, write_store
@@ -19,13 +19,10 @@ from tests.features.reference import reference_features
 SHORT = FeaturesConfig(snapshots=SnapshotConfig(history_days=21))
 
 
-def read_snapshot(day: dt.date) -> pd.DataFrame:
-    sources = project_paths().feature_sources
-    frames = [
-        pd.read_parquet(snapshot_file(sources, view, day)).set_index("customer_id").drop(columns="event_timestamp")
-        for view in VIEWS
-    ]
-    return pd.concat(frames, axis=1).sort_index()
+def read_all_views(day: dt.date) -> pd.DataFrame:
+    built = read_snapshot(project_paths().feature_sources, day)
+    assert list(built.columns[2:]) == [f for v in VIEWS.values() for f in v.names]  # catalogue order
+    return built.set_index("customer_id").drop(columns="event_timestamp").sort_index()
 
 
 def test_every_feature_equals_the_pandas_reference(random_store):
@@ -33,7 +30,7 @@ def test_every_feature_equals_the_pandas_reference(random_store):
     assert summary.snapshots[-1] == END.date() and len(summary.snapshots) >= 3
     # Every date: the middle ones read the per-bucket reductions in between.
     for day in summary.snapshots:
-        built = read_snapshot(day)
+        built = read_all_views(day)
         expected = reference_features(random_store, pd.Timestamp(day, tz="UTC"))
         assert list(built.index) == list(expected.index)
         assert len(built) > 10
@@ -50,7 +47,7 @@ def test_transactions_only_store_gives_null_browse_and_complaints(project_home):
     tables = random_events()
     write_store(project_home, {"orders": tables["orders"]})
     build_features(END.date(), config=SHORT)
-    built = read_snapshot(END.date())
+    built = read_all_views(END.date())
     for name in (*VIEWS["customer_browse"].names, *VIEWS["customer_complaints"].names):
         assert built[name].isna().all(), name
     assert built[["last_visit_at", "last_complaint_at", "last_product_view_at"]].isna().all().all()
@@ -65,7 +62,7 @@ def test_rebuilding_a_date_replaces_it_and_new_dates_append(project_home):
     first = build_features(END.date(), config=SHORT)
     sources = project_paths().feature_sources
     assert built_dates(sources) == first.snapshots
-    before = read_snapshot(END.date())
+    before = read_all_views(END.date())
 
     # A late order inside the last day: rebuilding the same date picks it up and keeps one file per date.
     late = pd.DataFrame(
@@ -76,7 +73,7 @@ def test_rebuilding_a_date_replaces_it_and_new_dates_append(project_home):
     again = build_features(END.date(), config=SHORT)
     assert again.snapshots == [END.date()]
     assert built_dates(sources) == first.snapshots
-    after = read_snapshot(END.date())
+    after = read_all_views(END.date())
     assert after.loc["c000", "orders_7d"] == before.loc["c000", "orders_7d"] + 1
 
     later = END.date() + dt.timedelta(days=10)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from core.settings import project_paths
-from features.build import build_features, plan_dates, snapshot_file
+from features.build import build_features, plan_dates, read_snapshot
 from features.catalog import SERVICES, VIEWS, service_raw_features
 from features.derived import add_derived
 from features.online_store.sqlite import _UNKNOWN_FEATURE
@@ -86,13 +86,13 @@ def tiny_log() -> dict[str, pd.DataFrame]:
     }
 
 
-def snapshot(view: str, day: pd.Timestamp) -> pd.DataFrame:
-    path = snapshot_file(project_paths().feature_sources, view, day.date())
-    return pd.read_parquet(path).set_index("customer_id").drop(columns="event_timestamp")
+def snapshot(view: str | None, day: pd.Timestamp) -> pd.DataFrame:
+    built = read_snapshot(project_paths().feature_sources, day.date(), view)
+    return built.set_index("customer_id").drop(columns="event_timestamp")
 
 
 def all_views(day: pd.Timestamp) -> pd.DataFrame:
-    return pd.concat([snapshot(v, day) for v in VIEWS], axis=1)
+    return snapshot(None, day)
 
 
 def assert_matches_reference(tables: dict[str, pd.DataFrame], columns: list[str]) -> None:

@@ -91,8 +91,7 @@ def test_a_source_that_is_not_one_snapshot_per_file_goes_to_feasts_join(three_sn
     view = feature_store(config).get_feature_view("customer_recency")
     assert len(snapshot_files(view)) == 3
     # Two snapshots in one file: no single time per file.
-    folder = project_paths().feature_sources / "customer_recency"
-    files = sorted(folder.glob("*.parquet"))
+    files = sorted(project_paths().feature_sources.glob("*.parquet"))
     both = pd.concat([pd.read_parquet(f) for f in files[:2]], ignore_index=True)
     files[1].unlink()
     both.to_parquet(files[0], index=False)

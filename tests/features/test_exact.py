@@ -8,7 +8,7 @@ import shutil
 import pandas as pd
 
 from core.settings import ProjectPaths
-from features.build import build_features, built_dates, snapshot_file
+from features.build import build_features, built_dates, read_snapshot
 from features.catalog import DERIVED_NUMERIC, DERIVED_STRING, service_raw_features, service_views
 from features.derived import add_derived
 from features.exact import exact_historical_features, missing_dates
@@ -29,7 +29,7 @@ def fresh_build_at(home, day: pd.Timestamp, ids: list[str]) -> pd.DataFrame:
     build_features(day.date(), config=FeaturesConfig(snapshots=SnapshotConfig(history_days=0)), paths=scratch)
     out = pd.DataFrame({"customer_id": ids, "event_timestamp": day})
     for view in service_views(SERVICE):
-        snap = pd.read_parquet(snapshot_file(scratch.feature_sources, view, day.date()))
+        snap = read_snapshot(scratch.feature_sources, day.date(), view)
         out = out.merge(snap.drop(columns=["event_timestamp"]), on="customer_id", how="left")
     return add_derived(out, out["event_timestamp"])
 

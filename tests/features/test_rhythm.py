@@ -11,7 +11,7 @@ import pytest
 
 from core.settings import project_paths
 from features import btyd
-from features.build import build_features, built_dates, snapshot_file
+from features.build import build_features, built_dates, read_snapshot
 from features.derived import add_derived
 from features.retrieval import historical_features, online_features
 from features.settings import FeaturesConfig, RhythmConfig, SnapshotConfig
@@ -72,7 +72,7 @@ def test_each_snapshot_stores_the_fit_of_its_own_history(rhythm_home):
     orders, _ = rhythm_home
     sources = project_paths().feature_sources
     for day in built_dates(sources):
-        snap = pd.read_parquet(snapshot_file(sources, "customer_rhythm", day))
+        snap = read_snapshot(sources, day, "customer_rhythm")
         ref = summary_at(orders, pd.Timestamp(day, tz="UTC"))
         fit = btyd.fit(ref["x"], ref["t_x"], ref["T"])
         assert snap[PARAMS].nunique().eq(1).all()  # one fit per snapshot
@@ -90,7 +90,7 @@ def test_readings_offline_and_online_equal_the_fit_applied_to_the_summary(rhythm
     orders, config = rhythm_home
     day = pd.Timestamp(max(built_dates(project_paths().feature_sources)), tz="UTC")
     ref = summary_at(orders, day)
-    snap = pd.read_parquet(snapshot_file(project_paths().feature_sources, "customer_rhythm", day.date())).iloc[0]
+    snap = read_snapshot(project_paths().feature_sources, day.date(), "customer_rhythm").iloc[0]
     model = btyd.BGNBD(*(snap[p] for p in PARAMS))
     want = pd.DataFrame({
         "btyd_p_alive": model.p_alive(ref["x"], ref["t_x"], ref["T"]),
@@ -112,10 +112,10 @@ def test_readings_follow_the_date_asked_for(rhythm_home):
     """Like the day counts: a week after the snapshot with no new order, the customer looks less alive."""
     _, config = rhythm_home
     day = pd.Timestamp(max(built_dates(project_paths().feature_sources)), tz="UTC")
-    snap = pd.read_parquet(snapshot_file(project_paths().feature_sources, "customer_rhythm", day.date()))
+    snap = read_snapshot(project_paths().feature_sources, day.date(), "customer_rhythm")
     snap = snap[snap["order_days"] > 1].head(50)
-    recency = pd.read_parquet(snapshot_file(project_paths().feature_sources, "customer_recency", day.date()))
-    cadence = pd.read_parquet(snapshot_file(project_paths().feature_sources, "customer_cadence", day.date()))
+    recency = read_snapshot(project_paths().feature_sources, day.date(), "customer_recency")
+    cadence = read_snapshot(project_paths().feature_sources, day.date(), "customer_cadence")
     rows = snap.merge(recency, on=["customer_id", "event_timestamp"]).merge(cadence, on=["customer_id", "event_timestamp"])
     now, later = add_derived(rows, day, config), add_derived(rows, day + pd.Timedelta(days=7), config)
     assert (later["btyd_p_alive"] <= now["btyd_p_alive"] + 1e-12).all()
@@ -130,7 +130,7 @@ def test_a_history_without_repeat_orders_gives_null_readings(project_home):
     write_store(project_home, {"orders": orders})
     config = FeaturesConfig(snapshots=SnapshotConfig(history_days=0))
     build_features(END.date(), config=config)
-    snap = pd.read_parquet(snapshot_file(project_paths().feature_sources, "customer_rhythm", END.date()))
+    snap = read_snapshot(project_paths().feature_sources, END.date(), "customer_rhythm")
     assert snap[PARAMS].isna().all().all() and (snap["order_days"] == 1).all()
     got = historical_features(pd.DataFrame({"customer_id": ["c1"], "event_timestamp": END}), "churn_v2", config)
     assert got[READINGS].isna().all().all()
@@ -144,7 +144,7 @@ def test_spend_rhythm_stores_the_gamma_gamma_fit_and_the_expected_spend(rhythm_h
     sources = project_paths().feature_sources
     day = pd.Timestamp(max(built_dates(sources)), tz="UTC")
     ref = summary_at(orders, day)
-    snap = pd.read_parquet(snapshot_file(sources, "customer_spend_rhythm", day.date())).set_index("customer_id")
+    snap = read_snapshot(sources, day.date(), "customer_spend_rhythm").set_index("customer_id")
     got_m = snap["repeat_day_mean_spend"].reindex(ref.index)
     np.testing.assert_allclose(got_m.to_numpy(dtype=float), ref["m"].to_numpy(dtype=float), rtol=1e-9)
     assert got_m.isna().eq(ref["x"] == 0).all()  # null below two order days
@@ -156,7 +156,7 @@ def test_spend_rhythm_stores_the_gamma_gamma_fit_and_the_expected_spend(rhythm_h
     ll = btyd.gamma_gamma_log_likelihood((stored.p, stored.q, stored.gamma), ref.loc[keep, "x"], ref.loc[keep, "m"])
     assert ll.sum() == pytest.approx(fitted.log_likelihood, rel=1e-6)
 
-    rhythm = pd.read_parquet(snapshot_file(sources, "customer_rhythm", day.date())).iloc[0]
+    rhythm = read_snapshot(sources, day.date(), "customer_rhythm").iloc[0]
     bg = btyd.BGNBD(*(rhythm[p] for p in PARAMS))
     want = (bg.expected_purchases(45.0, ref["x"], ref["t_x"], ref["T"])
             * stored.expected_value(ref["x"], ref["m"].fillna(0.0)))
@@ -180,7 +180,7 @@ def test_a_log_without_amounts_gives_no_expected_spend(project_home):
     write_store(project_home, tables)
     config = FeaturesConfig(snapshots=SnapshotConfig(history_days=0))
     build_features(END.date(), config=config)
-    snap = pd.read_parquet(snapshot_file(project_paths().feature_sources, "customer_spend_rhythm", END.date()))
+    snap = read_snapshot(project_paths().feature_sources, END.date(), "customer_spend_rhythm")
     assert snap[["repeat_day_mean_spend", "gg_p", "gg_q", "gg_gamma"]].isna().all().all()
     got = historical_features(pd.DataFrame({"customer_id": ["c001"], "event_timestamp": END}), "value_v1", config)
     assert got["btyd_expected_spend"].isna().all() and got["btyd_p_alive"].notna().all()
@@ -209,7 +209,7 @@ def test_the_fit_reads_a_fixed_sample_of_at_most_fit_customers(project_home):
     write_store(project_home, tables)
     config = FeaturesConfig(snapshots=SnapshotConfig(history_days=0), rhythm=RhythmConfig(fit_customers=100))
     build_features(END.date(), config=config)
-    snap = pd.read_parquet(snapshot_file(project_paths().feature_sources, "customer_rhythm", END.date()))
+    snap = read_snapshot(project_paths().feature_sources, END.date(), "customer_rhythm")
     ref = summary_at(tables["orders"], END)
     sample = sorted(ref.index, key=lambda c: hashlib.md5(c.encode()).hexdigest())[:100]
     fit = btyd.fit(ref.loc[sample, "x"], ref.loc[sample, "t_x"], ref.loc[sample, "T"])

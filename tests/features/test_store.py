@@ -14,7 +14,7 @@ import yaml
 from core.errors import ConfigError
 from core.settings import REPO_ROOT, project_paths
 from features import online_store
-from features.build import build_features, snapshot_file
+from features.build import build_features, read_snapshot
 from features.catalog import DERIVED_NUMERIC, FLOAT, INT, JOIN_KEY, VIEWS, service_raw_features
 from features.online_store import OnlineStore, StoreTarget, open_store, resolve_target
 from features.online_store import sqlite as sqlite_store
@@ -61,7 +61,7 @@ def test_feast_upserts_into_the_bulk_written_store(served):
     before = online_features(["c001"], "churn_v1", as_of=END)
     assert before["found"].item() and before["orders_7d"].item() != 1234
     store = feature_store()
-    row = pd.read_parquet(snapshot_file(project_paths().feature_sources, "customer_frequency", END.date()))
+    row = read_snapshot(project_paths().feature_sources, END.date(), "customer_frequency")
     row = row[row.customer_id == "c001"]
     store.write_to_online_store("customer_frequency", row.assign(orders_7d=1234))
     after = online_features(["c001"], "churn_v1", as_of=END)

@@ -22,13 +22,14 @@ def write_past_snapshots(weeks: int) -> None:
     """Feature snapshots 1..``weeks`` weeks before the bench's as-of date, other values, same customers."""
     from bench.bench_score import AS_OF, synthetic_views
     from core.settings import project_paths
-    from features.build import snapshot_file
+    from features.build import write_snapshot
 
     for k in range(1, weeks + 1):
         day = AS_OF - pd.Timedelta(weeks=k)
-        for name, frame in synthetic_views(CUSTOMERS, seed=10 + k).items():
+        frames = synthetic_views(CUSTOMERS, seed=10 + k)
+        for frame in frames.values():
             frame["event_timestamp"] = pd.Series(day, index=frame.index).astype("datetime64[us, UTC]")
-            frame.to_parquet(snapshot_file(project_paths().feature_sources, name, day.date()), index=False)
+        write_snapshot(project_paths().feature_sources, day.date(), frames)
 
 
 @pytest.fixture(scope="module")

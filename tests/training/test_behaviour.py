@@ -28,10 +28,10 @@ def champion_and_holdout(model: str, with_rhythm_fit: bool = False):
         # The BG/NBD parameters of the holdout's snapshot (not model inputs), so a shifted last order
         # moves the BG/NBD readings through the product's own derivation too.
         from core.settings import project_paths
-        from features.build import snapshot_file
+        from features.build import read_snapshot
 
         day = pd.Timestamp(holdout["event_timestamp"].iloc[0]).date()
-        fit = pd.read_parquet(snapshot_file(project_paths().feature_sources, "customer_rhythm", day)).iloc[0]
+        fit = read_snapshot(project_paths().feature_sources, day, "customer_rhythm").iloc[0]
         X = X.assign(**{p: fit[p] for p in ("btyd_r", "btyd_alpha", "btyd_a", "btyd_b")})
     return champion, X
 

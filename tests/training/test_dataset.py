@@ -21,7 +21,7 @@ def churn_set(trained_home):
 
 def test_every_row_reads_the_snapshot_the_feature_build_wrote_at_its_cutoff(churn_set):
     """Cutoffs sit on the snapshot grid, so each row's stored features are exactly that date's snapshot."""
-    from features.build import built_dates, snapshot_file
+    from features.build import built_dates, read_snapshot
     from features.catalog import VIEWS
 
     frame = churn_set.frame
@@ -31,7 +31,7 @@ def test_every_row_reads_the_snapshot_the_feature_build_wrote_at_its_cutoff(chur
     for view in ("customer_frequency", "customer_browse", "customer_complaints"):
         names = VIEWS[view].names
         for day in (cutoffs[0], cutoffs[-1]):
-            snap = pd.read_parquet(snapshot_file(project_paths().feature_sources, view, day))
+            snap = read_snapshot(project_paths().feature_sources, day, view)
             rows = frame[frame["event_timestamp"].dt.date == day][["customer_id", *names]]
             joined = rows.merge(snap[["customer_id", *names]], on="customer_id", how="left",
                                 suffixes=("", "_snap"), validate="one_to_one")

@@ -76,12 +76,12 @@ def test_feature_ceiling_is_trained_on_true_probabilities_and_split_into_ratios(
 def test_snapshot_built_for_a_date_equals_feast_retrieval(trained_home):
     """The scratch snapshot evaluate builds off the grid (features.exact) gives exactly what Feast returns
     on the grid."""
-    from features.build import built_dates
+    from features.build import built_dates, snapshot_file
     from features.exact import built_for
     from training.dataset import FeastFeatureSource
 
     day = built_dates(project_paths().feature_sources)[-3]
-    ids = pd.read_parquet(project_paths().feature_sources / "customer_frequency" / f"date={day}.parquet")["customer_id"]
+    ids = pd.read_parquet(snapshot_file(project_paths().feature_sources, day), columns=["customer_id"])["customer_id"]
     entity = pd.DataFrame({"customer_id": ids.head(300).astype(str).to_numpy(),
                            "event_timestamp": pd.Timestamp(day, tz="UTC")})
     entity["event_timestamp"] = entity["event_timestamp"].astype("datetime64[us, UTC]")
