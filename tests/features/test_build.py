@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -10,7 +11,7 @@ import pytest
 
 from core.errors import DataError
 from core.settings import project_paths
-from features.build import build_features, built_dates, read_snapshot
+from features.build import build_features, built_dates, read_snapshot, snapshot_file
 from features.catalog import VIEWS
 from features.settings import FeaturesConfig, SnapshotConfig
 from tests.features.conftest import END, random_events, write_store
@@ -85,3 +86,26 @@ def test_rebuilding_a_date_replaces_it_and_new_dates_append(project_home):
 def test_store_without_orders_is_a_clear_error(project_home):
     with pytest.raises(DataError, match="no orders"):
         build_features(END.date(), config=SHORT)
+
+
+def test_a_snapshot_without_every_feature_and_the_old_layout_are_rebuilt(project_home):
+    """A file lacking a catalogued feature (built before it existed) counts as not built; the per-view
+    folders of the earlier layout are removed by the next build, which writes their dates again."""
+    import pyarrow.parquet as pq
+
+    write_store(project_home, random_events())
+    first = build_features(END.date(), config=SHORT)
+    sources = project_paths().feature_sources
+    oldest = first.snapshots[0]
+    table = pq.read_table(snapshot_file(sources, oldest))
+    pq.write_table(table.drop_columns(["orders_gap_std_days"]), snapshot_file(sources, oldest))
+    assert oldest not in built_dates(sources) and len(built_dates(sources)) == len(first.snapshots) - 1
+
+    legacy = sources / "customer_recency"
+    shutil.rmtree(sources)  # a home with only the old layout: every date is built again
+    sources.mkdir()
+    legacy.mkdir()
+    pq.write_table(table.select(["customer_id", "event_timestamp", "last_order_at"]), legacy / f"date={oldest}.parquet")
+    again = build_features(END.date(), config=SHORT)
+    assert again.snapshots == first.snapshots and built_dates(sources) == first.snapshots
+    assert not legacy.exists()

@@ -103,3 +103,41 @@ def test_a_source_that_is_not_one_snapshot_per_file_goes_to_feasts_join(three_sn
     job = store.get_historical_features(entity_df=entity, features=store.get_feature_service("churn_v1"))
     assert not isinstance(job, PinnedDuckDBRetrievalJob)
     assert len(job.to_df()) == len(entity)
+
+
+def test_views_of_one_file_share_a_join_unless_their_pins_differ(three_snapshots):
+    """Every view reads the same file per date, so with one TTL the entity rows are joined once; a view
+    with a shorter TTL pins some rows elsewhere (to nothing) and gets its own join, still Feast's answer."""
+    import copy
+    from datetime import timedelta
+
+    from feast.infra.offline_stores.duckdb import DuckDBOfflineStore
+
+    from features.duckdb_offline import PropensityDuckDBOfflineStore
+    from features.store import feature_store
+
+    config, dates = three_snapshots
+    store = feature_store(config)
+    views = [store.get_feature_view(v) for v in VIEWS]
+    refs = [f"{v.name}:{f.name}" for v in views for f in v.features]
+    entity = _entity_rows(dates, config.snapshots.ttl_days * DAY)
+
+    def ours(views):
+        return PropensityDuckDBOfflineStore.get_historical_features(
+            store.config, views, refs, entity, store.registry, store.project)
+
+    assert ours(views)._sql.count("LEFT JOIN") == 1
+    short = copy.copy(views[0])
+    short.ttl = timedelta(days=3)
+    mixed = [short, *views[1:]]
+    job = ours(mixed)
+    assert job._sql.count("LEFT JOIN") == 2
+    got = job.to_df()
+    expected = (DuckDBOfflineStore.get_historical_features(store.config, mixed, refs, entity, store.registry,
+                                                          store.project).to_df()
+                .sort_values("label", kind="stable").reset_index(drop=True))
+    pd.testing.assert_frame_equal(got, expected[got.columns], check_exact=True)
+    # The short TTL did pin rows differently: some rows have the other views' values and not its own.
+    own = got[[f.name for f in short.features]].isna().all(axis=1)
+    others = got[[f.name for f in views[1].features]].notna().any(axis=1)
+    assert (own & others).sum() > 0
