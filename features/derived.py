@@ -47,6 +47,15 @@ _INPUTS = (*_DAY_COUNTS.values(), "orders_365d", "spend_365d", *(gap for _, gap 
            "order_days", *_BTYD_PARAMS, "repeat_day_mean_spend", *_GG_PARAMS)
 
 
+def utc_times(values) -> pd.Series:
+    """``values`` as a tz-aware UTC Series (naive taken as UTC). Already datetimes: converted without
+    ``pd.to_datetime``, whose cache check walks the values in Python (0.03 s per 500k-row call)."""
+    values = values if isinstance(values, pd.Series) else pd.Series(values)
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        return values.dt.tz_convert("UTC") if values.dt.tz is not None else values.dt.tz_localize("UTC")
+    return pd.to_datetime(values, utc=True)
+
+
 def as_unix_seconds(as_of, n_rows: int) -> np.ndarray:
     """``as_of`` (a timestamp, or one per row) as float seconds since the epoch, one value per row.
 
@@ -54,8 +63,7 @@ def as_unix_seconds(as_of, n_rows: int) -> np.ndarray:
     """
     if isinstance(as_of, pd.Series | pd.Index | np.ndarray | list):
         # No np.asarray first: a tz-aware Series would become an object array of Timestamps (slow).
-        values = as_of if isinstance(as_of, pd.Series | pd.Index) else pd.Series(as_of)
-        ts = pd.to_datetime(values, utc=True)
+        ts = utc_times(pd.Series(as_of) if isinstance(as_of, pd.Index) else as_of)
         seconds = (ts - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
         return np.asarray(seconds, dtype="float64")
     ts = pd.Timestamp(as_of)
@@ -183,11 +191,13 @@ def _gamma_gamma_value(columns: Mapping[str, np.ndarray], n: int) -> np.ndarray:
     return np.where(np.isfinite(value), value, np.nan)
 
 
-def add_derived(df: pd.DataFrame, as_of, config: FeaturesConfig | None = None) -> pd.DataFrame:
+def add_derived(df: pd.DataFrame, as_of, config: FeaturesConfig | None = None, *,
+                copy: bool = True) -> pd.DataFrame:
     """``df`` with the derived columns added (docs/internals.md, "Features").
 
     ``as_of``: one timestamp for all rows, or one per row (e.g. the entity rows' ``event_timestamp``).
-    Raw features may be Int64, float or object with None; they are read as float64.
+    Raw features may be Int64, float or object with None; they are read as float64. ``copy=False`` adds
+    them to ``df`` itself, for a caller whose frame is its own (a copy of 500k retrieved rows took 0.5 s).
     """
     config = config or load_features_config()
     columns = {
@@ -196,7 +206,7 @@ def add_derived(df: pd.DataFrame, as_of, config: FeaturesConfig | None = None) -
         if c in df.columns
     }
     derived = derive_arrays(columns, as_unix_seconds(as_of, len(df)), config)
-    result = df.copy()
+    result = df.copy() if copy else df
     for name, values in derived.items():
         result[name] = values
     return result

@@ -24,6 +24,7 @@ import pandas as pd
 from feast.infra.offline_stores.duckdb import DuckDBOfflineStore, DuckDBOfflineStoreConfig
 from feast.infra.offline_stores.offline_store import RetrievalJob
 
+from features.derived import utc_times
 from features.pinning import PinnedJob, pins, snapshot_files
 
 STORE_TYPE = "features.duckdb_offline.PropensityDuckDBOfflineStore"
@@ -87,7 +88,7 @@ class PropensityDuckDBOfflineStore(DuckDBOfflineStore):
                 or any(len(v.join_keys) != 1 or v.projection.join_key_map for v in feature_views)):
             return DuckDBOfflineStore.get_historical_features(config, feature_views, feature_refs, entity_df,
                                                               registry, project, full_feature_names, **kwargs)
-        times = pd.to_datetime(entity_df[EVENT_TIMESTAMP], utc=True).reset_index(drop=True)
+        times = utc_times(entity_df[EVENT_TIMESTAMP]).reset_index(drop=True)
         wanted: dict[str, list[str]] = {}
         for ref in feature_refs:
             view, feature = ref.split(":", 1)

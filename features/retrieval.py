@@ -30,7 +30,7 @@ from features.catalog import (
     service_raw_features,
     service_views,
 )
-from features.derived import add_derived, as_unix_seconds, derive_arrays
+from features.derived import add_derived, as_unix_seconds, derive_arrays, utc_times
 from features.settings import FeaturesConfig, load_features_config
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def historical_features(
     entities = entity_df.copy()
     entities[JOIN_KEY] = entities[JOIN_KEY].astype(str)
     # Microseconds, UTC: DuckDB 2 rejects nanosecond timestamps (stack notes).
-    entities[TIMESTAMP_FIELD] = pd.to_datetime(entities[TIMESTAMP_FIELD], utc=True).astype("datetime64[us, UTC]")
+    entities[TIMESTAMP_FIELD] = utc_times(entities[TIMESTAMP_FIELD]).astype("datetime64[us, UTC]")
     entities[_ROW] = np.arange(len(entities))
     store = feature_store(config)
     job = store.get_historical_features(entity_df=entities, features=store.get_feature_service(service))
@@ -75,8 +75,8 @@ def historical_features(
     if not result[_ROW].is_monotonic_increasing:  # Feast's own join does not keep the entity order
         result = result.sort_values(_ROW, kind="stable").reset_index(drop=True)
     del result[_ROW]  # in place: a drop() would copy every column of a large set once more
-    result[TIMESTAMP_FIELD] = pd.to_datetime(result[TIMESTAMP_FIELD], utc=True)
-    return add_derived(result, result[TIMESTAMP_FIELD], config)
+    result[TIMESTAMP_FIELD] = utc_times(result[TIMESTAMP_FIELD])
+    return add_derived(result, result[TIMESTAMP_FIELD], config, copy=False)  # result is ours alone
 
 
 def _float_features(table, names: Sequence[str]):
