@@ -5,8 +5,9 @@ Snapshot scheme (docs/features.md): a snapshot at date D describes every custome
 00:00 UTC, from events strictly before that instant. Snapshots are taken on a weekly grid
 (configs/features.yaml ``snapshots``) plus the ``--until`` date itself, one Parquet file per date holding
 every view's columns: ``data/features/date=YYYY-MM-DD.parquet`` (each Feast view reads its own columns).
-Rebuilding a date replaces its file; new dates add files. Day counts are not stored (they are derived for the date asked for at retrieval time), so a
-snapshot's age never makes a customer look more recent than they are.
+Rebuilding a date replaces its file; new dates add files. Day counts are not stored (they are derived
+for the date asked for at retrieval time), so a snapshot's age never makes a customer look more recent
+than they are.
 
 Events are first reduced to one row per customer and day (and per session and day) in DuckDB; each
 snapshot then aggregates its windows from those. There is no Python loop over customers; the loop over
