@@ -49,7 +49,7 @@ _INPUTS = (*_DAY_COUNTS.values(), "orders_365d", "spend_365d", *(gap for _, gap 
 
 def utc_times(values) -> pd.Series:
     """``values`` as a tz-aware UTC Series (naive taken as UTC). Already datetimes: converted without
-    ``pd.to_datetime``, whose cache check walks the values in Python (0.03 s per 500k-row call)."""
+    ``pd.to_datetime``, whose cache check walks the values in Python (0.03-0.12 s per 500k-row call)."""
     values = values if isinstance(values, pd.Series) else pd.Series(values)
     if pd.api.types.is_datetime64_any_dtype(values.dtype):
         return values.dt.tz_convert("UTC") if values.dt.tz is not None else values.dt.tz_localize("UTC")

@@ -8,8 +8,9 @@ sources (``features.pinning``: one file per snapshot date, each customer once) t
 any join: the newest file at or before the row's time, within the TTL. So each row is pinned to its file
 per view (numpy, from the files' Parquet statistics), and one DuckDB query equi-joins on (customer,
 snapshot time), reading only the pinned files. Views that read the same files with the same pins (the
-build writes every view's columns into one file per date) share one join. Same answers as Feast's join (tests/features/
-test_duckdb_offline_store.py compares them), 2.1x to 5x faster measured (docs/features.md, "Measured").
+build writes every view's columns into one file per date) share one join. Same answers as Feast's join
+(tests/features/test_duckdb_offline_store.py compares them), 2.1x to 5x faster measured
+(docs/features.md, "Measured").
 
 Anything else (an entity query instead of a frame, a source that is not a glob of single-time files, a
 view without any snapshot, a renamed or composite join key) goes to Feast's join unchanged.

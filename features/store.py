@@ -113,8 +113,8 @@ def apply(config: FeaturesConfig | None = None, paths: ProjectPaths | None = Non
     return names
 
 
-def latest_snapshot(paths: ProjectPaths, view: str):
-    """The newest snapshot of a view (the key, the time and its columns) as an Arrow table, and its date."""
+def latest_snapshot(paths: ProjectPaths):
+    """The newest snapshot, one Arrow table per view (the key, the time and its columns), and its date."""
     import pyarrow.parquet as pq
 
     from features.build import built_dates, snapshot_file
@@ -125,8 +125,8 @@ def latest_snapshot(paths: ProjectPaths, view: str):
         raise PropensityError(
             f"{paths.feature_sources}: no feature snapshots; run `propensity features build` first"
         )
-    columns = [JOIN_KEY, TIMESTAMP_FIELD, *VIEWS[view].names]
-    return pq.read_table(snapshot_file(paths.feature_sources, dates[-1]), columns=columns), dates[-1]
+    table = pq.read_table(snapshot_file(paths.feature_sources, dates[-1]))
+    return {view: table.select([JOIN_KEY, TIMESTAMP_FIELD, *spec.names]) for view, spec in VIEWS.items()}, dates[-1]
 
 
 @dataclass
@@ -146,10 +146,7 @@ def materialize(config: FeaturesConfig | None = None, paths: ProjectPaths | None
     if not paths.feast_registry.exists():
         apply(config, paths)
     target = resolve_target(config, paths)
-    tables = {}
-    snapshot = None
-    for view in VIEWS:
-        tables[view], snapshot = latest_snapshot(paths, view)
+    tables, snapshot = latest_snapshot(paths)
     values = open_store(target).write(tables)
     forget_stores()
     summary = MaterializeSummary(
