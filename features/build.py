@@ -482,9 +482,9 @@ _GG_PARAMS = ("p", "q", "gamma")
 
 
 def _fit_rhythm(con, day: dt.date, fit_customers: int) -> None:
-    """Fit BG/NBD and Gamma-Gamma on every customer's order history before ``day`` and leave their
-    parameters in the temp table ``rhythm_fit`` (one row; nulls for a model whose fit fails: too few
-    customers, no repeat order, no amounts). The summary is the models' (Fader, Hardie and Lee): x repeat
+    """Fit BG/NBD and Gamma-Gamma on every customer's order history before ``day`` (the snapshot's temp
+    table ``od``, the orders to date) and leave their parameters in the temp table ``rhythm_fit`` (one
+    row; nulls for a model whose fit fails: too few customers, no repeat order, no amounts). The summary is the models' (Fader, Hardie and Lee): x repeat
     order days, t_x days from the first to the last order day, T days from the first order day to
     ``day``, m the mean spend of the repeat order days; orders are counted per UTC day, as two orders an
     hour apart are one buying occasion. At most ``fit_customers`` are read, the same ones at every build
@@ -498,7 +498,7 @@ def _fit_rhythm(con, day: dt.date, fit_customers: int) -> None:
         f"SELECT od.days - 1, CAST(od.last_ts AS DATE) - CAST(od.first_ts AS DATE), {d} - CAST(od.first_ts AS DATE), "
         # 0 (not a value Gamma-Gamma reads) below two order days or without amounts.
         f"coalesce(CASE WHEN od.days >= 2 THEN {_REPEAT_MEAN} END, 0) "
-        f"FROM ({_orders_to_date(day)}) od JOIN first_day_spend f USING (customer_id) "
+        "FROM od JOIN first_day_spend f USING (customer_id) "
         f"ORDER BY md5(CAST(customer_id AS VARCHAR)) LIMIT {int(fit_customers)}"
     ).fetchnumpy().values())
     bg = gg = None
@@ -639,7 +639,6 @@ def _write_snapshots(con, dates, present, sources: Path, summary: BuildSummary, 
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("feature snapshots", total=len(dates))
         for day in dates:
-            _fit_rhythm(con, day, fit_customers)
             # Written to a temp file and renamed: a reader sees the old snapshot or the new one.
             final = snapshot_file(sources, day)
             tmp = final.with_name(f".{final.stem}.{uuid.uuid4().hex[:8]}.tmp")
@@ -647,6 +646,7 @@ def _write_snapshots(con, dates, present, sources: Path, summary: BuildSummary, 
             try:
                 for name, sql in tables.items():
                     con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
+                _fit_rhythm(con, day, fit_customers)  # reads od; only the final select reads its fit
                 con.execute(f"COPY ({select}) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)")
                 rows = con.execute(f"SELECT count(*) FROM read_parquet('{tmp}')").fetchone()[0]
                 os.replace(tmp, final)
