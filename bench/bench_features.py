@@ -5,6 +5,7 @@ get_online_features). Prints its figures.
     .venv/bin/python -m bench.bench_features --customers 1000000      # full size (minutes, ~GBs)
     .venv/bin/python -m bench.bench_features --customers 20000 --entity-rows 20000   # quick look
     .venv/bin/python -m bench.bench_features --customers 1000000 --ray-cpus 1,2 --retrieval-only  # DuckDB vs Ray
+    .venv/bin/python -m bench.bench_features --customers 1000000 --ray-build 1,2 --retrieval-only  # build on Ray
 
 Events are generated here with DuckDB SQL straight into the event-store layout (month partitions), so the
 bench does not depend on the generator's speed. Work happens under --home (default .bench/features).
@@ -116,7 +117,7 @@ def stage_build(args) -> dict:
 
     # The daily job: one snapshot of every customer from a year of events.
     cfg = FeaturesConfig(snapshots=SnapshotConfig(history_days=0))
-    s = build_features(END, config=cfg)
+    s = build_features(END, config=cfg, threads=args.threads)
     return {"events": s.events, "seconds": s.seconds, "customers": s.customers, "peak_rss_mb": _peak_mb()}
 
 
@@ -257,7 +258,33 @@ def stage_backfill(args) -> dict:
             "peak_rss_mb": _peak_mb()}
 
 
-STAGES = {"build": stage_build, "backfill": stage_backfill, "append": stage_append, "retrieval": stage_retrieval,
+def stage_build_ray(args) -> dict:
+    """The build of stage_build on Ray: --ray-build-shards customer shards of 1 CPU each on a local Ray of as
+    many CPUs (started first and timed apart), its file compared with the one-thread local build's in
+    --compare-home (one thread, as in each shard: a customer's sums then add in the same order)."""
+    import pandas as pd
+
+    from core.local_ray import start_ray
+    from features.build import build_features, snapshot_file
+    from features.settings import BuildConfig, FeaturesConfig, RayBuildConfig, SnapshotConfig
+
+    shards = int(args.ray_build_shards)
+    t0 = time.perf_counter()
+    start_ray(shards)
+    ray_start = time.perf_counter() - t0
+    cfg = FeaturesConfig(snapshots=SnapshotConfig(history_days=0),
+                         build=BuildConfig(engine="ray", ray=RayBuildConfig(shards=shards)))
+    s = build_features(END, config=cfg)
+    mine = pd.read_parquet(snapshot_file(args.home / "data" / "features", END))
+    local = pd.read_parquet(snapshot_file(args.compare_home / "data" / "features", END))
+    differ = [c for c in local.columns if c not in mine.columns or not mine[c].equals(local[c])]
+    if len(mine) != len(local) or list(mine.columns) != list(local.columns):
+        differ.append("(rows or columns)")
+    return {"events": s.events, "seconds": s.seconds, "ray_start_seconds": ray_start, "customers": s.customers,
+            "differ": differ, "peak_rss_mb": _peak_mb()}
+
+
+STAGES = {"build": stage_build, "build_ray": stage_build_ray, "backfill": stage_backfill, "append": stage_append, "retrieval": stage_retrieval,
           "retrieval_file": stage_retrieval_file, "materialize": stage_materialize, "online": stage_online}
 
 
@@ -272,6 +299,12 @@ def main() -> None:
     parser.add_argument("--ray-cpus", default="",
                         help="Also time retrieval through Feast's Ray offline store on a local Ray with each of "
                         "these CPU counts, e.g. 1,2 (in a stage: the one count).")
+    parser.add_argument("--ray-build", default="",
+                        help="Also time the build on Ray (build.engine: ray) with each of these shard counts, one "
+                        "CPU each on a local Ray, e.g. 1,2; compared with the local build's file.")
+    parser.add_argument("--ray-build-shards", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--compare-home", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--retrieval-only", action="store_true",
                         help="Stop after retrieval (skip the file peer, materialize and online reads).")
     parser.add_argument("--stage", choices=sorted(STAGES), help=argparse.SUPPRESS)
@@ -299,6 +332,29 @@ def main() -> None:
     print(f"build (1 snapshot, {b['customers']:,} customers, {b['events']:,} events): {b['seconds']:.1f} s, "
           f"{b['events'] / b['seconds'] / 1e6:.2f} M events/s, peak RSS {b['peak_rss_mb']:.0f} MB "
           "(target >= 5 M events/s)", flush=True)
+    ray_builds = {}
+    ray_shards = [int(c) for c in args.ray_build.split(",") if c.strip()]
+    if ray_shards:
+        one_home = home / "local-1-thread"
+        (one_home / "data").mkdir(parents=True)
+        (one_home / "data" / "events").symlink_to(home / "data" / "events")
+        one = _child("build", one_home, args, "--threads", "1")
+        print(f"build, local engine with 1 DuckDB thread (the Ray shards' reference): {one['seconds']:.1f} s = "
+              f"{one['events'] / one['seconds'] / 1e6:.2f} M events/s", flush=True)
+    for shards in ray_shards:
+        ray_home = home / f"ray-build-{shards}"
+        (ray_home / "data").mkdir(parents=True)
+        (ray_home / "data" / "events").symlink_to(home / "data" / "events")
+        y = _child("build_ray", ray_home, args, "--ray-build-shards", str(shards), "--compare-home", str(one_home))
+        ray_builds[shards] = y["seconds"]
+        same = "the same file as" if not y["differ"] else f"DIFFERENT columns ({', '.join(y['differ'])}) from"
+        print(f"build on Ray, {shards} shard(s) x 1 CPU: {y['seconds']:.1f} s = {y['events'] / y['seconds'] / 1e6:.2f} M "
+              f"events/s (Ray start {y['ray_start_seconds']:.1f} s, not included); local 2-thread / Ray time "
+              f"{b['seconds'] / y['seconds']:.2f}; {same} the 1-thread local build; driver peak RSS "
+              f"{y['peak_rss_mb']:.0f} MB", flush=True)
+        shutil.rmtree(ray_home)
+    if 1 in ray_builds and 2 in ray_builds:
+        print(f"build on Ray, scaling from 1 to 2 shards: {ray_builds[1] / ray_builds[2]:.2f}x", flush=True)
     a = _child("append", home, args)
     print(f"append one more snapshot date: {a['seconds']:.1f} s", flush=True)
     if args.backfill:

@@ -42,6 +42,11 @@ class BuildSummary:
     seconds: float = 0.0
     families: dict[str, str] = field(default_factory=dict)
 
+    def add(self, day: dt.date, rows: int) -> None:
+        self.snapshots.append(day)
+        self.rows += rows
+        self.customers = rows
+
 
 def snapshot_file(sources_dir: Path, day: dt.date) -> Path:
     """The snapshot of ``day``: every view's columns in one file (each Feast view reads its own)."""
@@ -158,7 +163,8 @@ def _null(feature: str) -> str:
     return f"NULL::{'DOUBLE' if kind == FLOAT else 'BIGINT'} AS {feature}"
 
 
-def _prepare(con, store: EventStore, present: dict[str, bool], dates: list[dt.date], cadence_days: int) -> None:
+def _prepare(con, store: EventStore, present: dict[str, bool], dates: list[dt.date], cadence_days: int,
+             shard: tuple[int, int] | None = None) -> None:
     """Per-customer reductions of the raw events that every snapshot in ``dates`` reads.
 
     Each reduction keeps only what the snapshots need, so that a build reads each event table's
@@ -170,14 +176,18 @@ def _prepare(con, store: EventStore, present: dict[str, bool], dates: list[dt.da
     - windowed figures per customer and day (per session and day for page views), kept only inside the
       longest window before the first date (365 days of orders, 90 days of activity and sessions).
     Adds ``present["amount"]``: whether the orders carry amounts at all.
+    ``shard`` (k, n): read only the customers whose id hashes to k modulo n (features.ray_build). Every
+    reduction is per customer, so a shard's rows are exactly the whole build's rows of its customers.
     """
     first, until = dates[0], dates[-1]
 
     def raw(table: str, cols: str, time_col: str) -> str:
         return (
             f"SELECT {cols} FROM read_parquet('{store.glob(table)}', union_by_name = true) "
-            f"WHERE {time_col} < {_ts(until)}"
+            f"WHERE {time_col} < {_ts(until)}{shard_filter}"
         )
+
+    shard_filter = "" if shard is None else f" AND hash(customer_id) % {int(shard[1])} = {int(shard[0])}"
 
     # Snapshot bucket of an event day: the first planned date after that day (dates are first + k *
     # cadence, then until).
@@ -457,7 +467,7 @@ def cadence_sql(day: dt.date, present: dict[str, bool]) -> Part:
     return part
 
 
-# rhythm_fit holds the day's BG/NBD and Gamma-Gamma parameters (one row, nulls without a fit: _fit_rhythm).
+# rhythm_fit holds the day's BG/NBD and Gamma-Gamma parameters (one row, nulls without a fit: set_rhythm).
 _RHYTHM = "CROSS JOIN rhythm_fit r"
 
 
@@ -481,36 +491,49 @@ _BGNBD_PARAMS = ("r", "alpha", "a", "b")
 _GG_PARAMS = ("p", "q", "gamma")
 
 
-def _fit_rhythm(con, day: dt.date, fit_customers: int) -> None:
-    """Fit BG/NBD and Gamma-Gamma on every customer's order history before ``day`` (the snapshot's temp
-    table ``od``, the orders to date) and leave their parameters in the temp table ``rhythm_fit`` (one
-    row; nulls for a model whose fit fails: too few customers, no repeat order, no amounts). The summary is the models' (Fader, Hardie and Lee): x repeat
-    order days, t_x days from the first to the last order day, T days from the first order day to
-    ``day``, m the mean spend of the repeat order days; orders are counted per UTC day, as two orders an
-    hour apart are one buying occasion. At most ``fit_customers`` are read, the same ones at every build
-    (ordered by a hash of the id). features.derived applies the fits."""
+def rhythm_sample(con, day: dt.date, fit_customers: int) -> dict:
+    """The customers BG/NBD and Gamma-Gamma are fitted on at ``day``, from the snapshot's temp table ``od``
+    (the orders to date). The summary is the models' (Fader, Hardie and Lee): x repeat order days, t_x days
+    from the first to the last order day, T days from the first order day to ``day``, m the mean spend of
+    the repeat order days; orders are counted per UTC day, as two orders an hour apart are one buying
+    occasion. At most ``fit_customers``, the same ones at every build: the first by ``key`` (a hash of the
+    id), in that order, so that the samples of customer shards merge into this one (features.ray_build)."""
     import numpy as np
 
+    d = _date(day)
+    cols = con.execute(
+        f"SELECT md5(CAST(customer_id AS VARCHAR)) AS key, od.days - 1 AS x, "
+        f"CAST(od.last_ts AS DATE) - CAST(od.first_ts AS DATE) AS t_x, {d} - CAST(od.first_ts AS DATE) AS T, "
+        # 0 (not a value Gamma-Gamma reads) below two order days or without amounts.
+        f"coalesce(CASE WHEN od.days >= 2 THEN {_REPEAT_MEAN} END, 0) AS m "
+        "FROM od JOIN first_day_spend f USING (customer_id) "
+        f"ORDER BY key LIMIT {int(fit_customers)}"
+    ).fetchnumpy()
+    return {"key": np.asarray(cols["key"], dtype=object),
+            **{c: np.asarray(cols[c], np.float64) for c in ("x", "t_x", "T", "m")}}
+
+
+def fit_rhythm(sample: dict, day: dt.date) -> tuple:
+    """BG/NBD and Gamma-Gamma fitted on a ``rhythm_sample``: (bg, gg), None for a model whose fit fails
+    (too few customers, no repeat order, no amounts)."""
     from features import btyd
 
-    d = _date(day)
-    x, t_x, T, m = (np.asarray(v, np.float64) for v in con.execute(
-        f"SELECT od.days - 1, CAST(od.last_ts AS DATE) - CAST(od.first_ts AS DATE), {d} - CAST(od.first_ts AS DATE), "
-        # 0 (not a value Gamma-Gamma reads) below two order days or without amounts.
-        f"coalesce(CASE WHEN od.days >= 2 THEN {_REPEAT_MEAN} END, 0) "
-        "FROM od JOIN first_day_spend f USING (customer_id) "
-        f"ORDER BY md5(CAST(customer_id AS VARCHAR)) LIMIT {int(fit_customers)}"
-    ).fetchnumpy().values())
     bg = gg = None
-    if len(x):
+    if len(sample["x"]):
         try:
-            bg = btyd.fit(x, t_x, T)
+            bg = btyd.fit(sample["x"], sample["t_x"], sample["T"])
         except PropensityError as exc:
             log.info("customer_rhythm at %s: no BG/NBD fit (%s); its readings are null", day, exc)
         try:
-            gg = btyd.fit_gamma_gamma(x, m)
+            gg = btyd.fit_gamma_gamma(sample["x"], sample["m"])
         except PropensityError as exc:
             log.info("customer_spend_rhythm at %s: no Gamma-Gamma fit (%s); its readings are null", day, exc)
+    return bg, gg
+
+
+def set_rhythm(con, bg, gg) -> None:
+    """The fitted parameters as the temp table ``rhythm_fit`` (one row; nulls for a model without a fit),
+    which the snapshot's select reads; features.derived applies the fits."""
 
     def values(fitted, names):
         return [f"{getattr(fitted, p):.17g}::DOUBLE AS {p}" if fitted else f"NULL::DOUBLE AS {p}" for p in names]
@@ -571,6 +594,19 @@ def _default_until(con, present: dict[str, bool], store: EventStore) -> dt.date:
     return max(newest).astimezone(dt.UTC).date() + dt.timedelta(days=1)
 
 
+def connect(memory_limit: str, threads: int | None, tmp_dir: Path):
+    """A DuckDB connection with the build's settings (UTC, memory limit, threads, spill folder)."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(f"SET memory_limit = '{memory_limit}'")
+    con.execute(f"SET threads = {threads or os.cpu_count() or 1}")
+    con.execute("SET preserve_insertion_order = false")
+    con.execute(f"SET temp_directory = '{tmp_dir}'")
+    return con
+
+
 def build_features(
     until: dt.date | None = None,
     *,
@@ -579,15 +615,21 @@ def build_features(
     memory_limit: str = "4GB",
     threads: int | None = None,
     progress: bool = False,
+    engine: str | None = None,
 ) -> BuildSummary:
     """Compute and write snapshots up to ``until`` (default: the day after the newest event).
 
+    ``engine``: ``local`` (one DuckDB process) or ``ray`` (customer shards on Ray, features.ray_build);
+    default: the config's ``build.engine``. ``memory_limit`` and ``threads`` are per DuckDB process.
     Returns a summary; logs one line. Raises DataError when the event store has no orders.
     """
     import duckdb
 
     started = time.perf_counter()
     config = config or load_features_config()
+    engine = engine or config.build.engine
+    if engine not in ("local", "ray"):
+        raise PropensityError(f"feature build: unknown engine {engine!r} (local or ray)")
     paths = paths or project_paths()
     store = EventStore(paths.events)
     tables = ("customers", "orders", "page_views", "complaints")
@@ -598,23 +640,21 @@ def build_features(
             "run `propensity ingest` or `propensity generate` first"
         )
     sources = paths.feature_sources
-    con = duckdb.connect()
+    tmp_dir = paths.data / ".duckdb_tmp"
+    con = connect(memory_limit, threads, tmp_dir)
     try:
-        con.execute("SET TimeZone = 'UTC'")
-        con.execute(f"SET memory_limit = '{memory_limit}'")
-        con.execute(f"SET threads = {threads or os.cpu_count() or 1}")
-        con.execute("SET preserve_insertion_order = false")
-        tmp_dir = paths.data / ".duckdb_tmp"
-        con.execute(f"SET temp_directory = '{tmp_dir}'")
         if until is None:
             until = _default_until(con, present, store)
         dates = plan_dates(until, built_dates(sources), config)
-        _prepare(con, store, present, dates, config.snapshots.cadence_days)
-        summary = BuildSummary(
-            families={t: ("present" if present[t] else "absent") for t in tables}
-        )
-        summary.events = _events_read(con, present)
-        _write_snapshots(con, dates, present, sources, summary, progress, config.rhythm.fit_customers)
+        summary = BuildSummary(families={t: ("present" if present[t] else "absent") for t in tables})
+        if engine == "ray":
+            from features.ray_build import build_on_ray
+
+            build_on_ray(con, store, present, dates, sources, summary, config, memory_limit, tmp_dir, progress)
+        else:
+            _prepare(con, store, present, dates, config.snapshots.cadence_days)
+            summary.events = _events_read(con, present)
+            _write_snapshots(con, dates, present, sources, summary, progress, config.rhythm.fit_customers)
         _drop_legacy_layout(sources)
     except duckdb.Error as exc:
         raise PropensityError(f"feature build failed in DuckDB on {paths.events}: {exc}") from exc
@@ -622,13 +662,39 @@ def build_features(
         con.close()
     summary.seconds = time.perf_counter() - started
     log.info(
-        "features built: %d snapshot(s) %s..%s, %d rows per view, %d customers in the latest, "
+        "features built (%s engine): %d snapshot(s) %s..%s, %d rows per view, %d customers in the latest, "
         "%d events read, %.1f s (families: %s)",
-        len(summary.snapshots), summary.snapshots[0], summary.snapshots[-1], summary.rows,
+        engine, len(summary.snapshots), summary.snapshots[0], summary.snapshots[-1], summary.rows,
         summary.customers, summary.events, summary.seconds,
         ", ".join(f"{k}={v}" for k, v in summary.families.items()),
     )
     return summary
+
+
+def snapshot_tables(con, day: dt.date, present: dict[str, bool]) -> tuple[list[str], str]:
+    """Create the temp tables of ``day``'s snapshot (snapshot_sql); their names and the final select."""
+    tables, select = snapshot_sql(day, present)
+    for name, sql in tables.items():
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
+    return list(tables), select
+
+
+def drop_tables(con, names: list[str]) -> None:
+    for name in names:
+        con.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+def write_parquet(con, select: str, final: Path) -> int:
+    """``select`` written to ``final`` through a temp file and a rename (a reader sees the old file or the
+    new one, never half of one); the rows written."""
+    tmp = final.with_name(f".{final.stem}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        con.execute(f"COPY ({select}) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)")
+        rows = con.execute(f"SELECT count(*) FROM read_parquet('{tmp}')").fetchone()[0]
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return int(rows)
 
 
 def _write_snapshots(con, dates, present, sources: Path, summary: BuildSummary, progress: bool,
@@ -639,22 +705,11 @@ def _write_snapshots(con, dates, present, sources: Path, summary: BuildSummary, 
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("feature snapshots", total=len(dates))
         for day in dates:
-            # Written to a temp file and renamed: a reader sees the old snapshot or the new one.
-            final = snapshot_file(sources, day)
-            tmp = final.with_name(f".{final.stem}.{uuid.uuid4().hex[:8]}.tmp")
-            tables, select = snapshot_sql(day, present)
+            names, select = snapshot_tables(con, day, present)
             try:
-                for name, sql in tables.items():
-                    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
-                _fit_rhythm(con, day, fit_customers)  # reads od; only the final select reads its fit
-                con.execute(f"COPY ({select}) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)")
-                rows = con.execute(f"SELECT count(*) FROM read_parquet('{tmp}')").fetchone()[0]
-                os.replace(tmp, final)
+                set_rhythm(con, *fit_rhythm(rhythm_sample(con, day, fit_customers), day))  # reads od
+                rows = write_parquet(con, select, snapshot_file(sources, day))
             finally:
-                tmp.unlink(missing_ok=True)
-                for name in tables:
-                    con.execute(f"DROP TABLE IF EXISTS {name}")
-            summary.snapshots.append(day)
-            summary.rows += rows
-            summary.customers = rows
+                drop_tables(con, names)
+            summary.add(day, rows)
             bar.advance(task)

@@ -124,6 +124,25 @@ class RhythmConfig(StrictModel):
     )
 
 
+class RayBuildConfig(StrictModel):
+    """The feature build on Ray (``build.engine: ray``): the cluster at RAY_ADDRESS, else a Ray started on
+    this machine (loopback only, no dashboard, no usage stats)."""
+
+    shards: int | None = Field(
+        None, ge=1, description="customer shards, one Ray actor each; null: one per CPU of the Ray"
+    )
+    cpus_per_shard: int = Field(1, ge=1, description="CPUs (DuckDB threads) of each shard's actor")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray; null: every core of this machine")
+
+
+class BuildConfig(StrictModel):
+    engine: Literal["local", "ray"] = Field(
+        "local", description="local: one DuckDB process (the fastest on one machine); ray: customer shards "
+        "on Ray, one DuckDB each, for more cores or machines than one (features.ray_build)",
+    )
+    ray: RayBuildConfig = RayBuildConfig()
+
+
 class FeaturesConfig(StrictModel):
     project: str = Field("propensity", pattern=r"^[a-z][a-z0-9_]*$")
     snapshots: SnapshotConfig = SnapshotConfig()
@@ -132,6 +151,7 @@ class FeaturesConfig(StrictModel):
     online_store: OnlineStoreConfig = OnlineStoreConfig()
     offline_store: OfflineStoreConfig = OfflineStoreConfig()
     rhythm: RhythmConfig = RhythmConfig()
+    build: BuildConfig = BuildConfig()
 
     def redis_url(self) -> str | None:
         """The Redis URL in force, or None for SQLite: the environment wins over the YAML."""

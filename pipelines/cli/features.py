@@ -34,12 +34,17 @@ def register(app: typer.Typer) -> None:
             help="Snapshot date YYYY-MM-DD: features from events before its 00:00 UTC "
             "(default: the day after the newest event). Rebuilding a date replaces it.",
         ),
-        memory_limit: str = typer.Option("4GB", help="DuckDB memory limit for the build."),
+        memory_limit: str = typer.Option("4GB", help="DuckDB memory limit for the build (per shard on Ray)."),
+        engine: str = typer.Option(
+            None, "--engine",
+            help="local (one DuckDB process) or ray (customer shards on the Ray at RAY_ADDRESS, else a local "
+            "one); default: features.yaml build.engine.",
+        ),
     ) -> None:
         """Compute per-customer snapshots with DuckDB and write the Parquet sources Feast reads."""
         from features.build import build_features
 
-        build_features(_parse_date(until), memory_limit=memory_limit, progress=True)
+        build_features(_parse_date(until), memory_limit=memory_limit, progress=True, engine=engine)
 
     @features_app.command("apply")
     def apply_cmd() -> None:
