@@ -14,7 +14,7 @@ import time
 FULL = [
     ["bench.bench_generate", "--customers", "1000000", "--days", "365"],
     ["bench.bench_ingest", "--customers", "100000"],
-    ["bench.bench_features", "--customers", "1000000", "--entity-rows", "500000"],
+    ["bench.bench_features", "--customers", "1000000", "--entity-rows", "500000", "--ray-build", "1,2"],
     ["bench.bench_training"],
     ["bench.bench_score", "--customers", "1000000"],
     ["bench.bench_scale", "--customers", "1000000"],
@@ -23,7 +23,7 @@ FULL = [
 QUICK = [
     ["bench.bench_generate", "--customers", "50000", "--days", "365"],
     ["bench.bench_ingest", "--customers", "10000", "--rounds", "1"],
-    ["bench.bench_features", "--customers", "50000", "--entity-rows", "50000"],
+    ["bench.bench_features", "--customers", "50000", "--entity-rows", "50000", "--ray-build", "1,2"],
     ["bench.bench_training", "--rows", "20000", "--trials", "5"],
     ["bench.bench_score", "--customers", "50000"],
     ["bench.bench_scale", "--customers", "20000"],

@@ -180,14 +180,13 @@ def _prepare(con, store: EventStore, present: dict[str, bool], dates: list[dt.da
     reduction is per customer, so a shard's rows are exactly the whole build's rows of its customers.
     """
     first, until = dates[0], dates[-1]
+    shard_filter = "" if shard is None else f" AND hash(customer_id) % {int(shard[1])} = {int(shard[0])}"
 
     def raw(table: str, cols: str, time_col: str) -> str:
         return (
             f"SELECT {cols} FROM read_parquet('{store.glob(table)}', union_by_name = true) "
             f"WHERE {time_col} < {_ts(until)}{shard_filter}"
         )
-
-    shard_filter = "" if shard is None else f" AND hash(customer_id) % {int(shard[1])} = {int(shard[0])}"
 
     # Snapshot bucket of an event day: the first planned date after that day (dates are first + k *
     # cadence, then until).

@@ -68,7 +68,8 @@ def built_for(entity_df: pd.DataFrame, service: str, day: dt.date) -> pd.DataFra
         scratch.data.mkdir()
         os.symlink(project_paths().events.resolve(), scratch.events)  # read the real events, write nowhere else
         log.info("building a feature snapshot at %s (off the snapshot grid; scratch folder, not the store)", day)
-        build_features(day, config=one_date, paths=scratch)
+        # Local: the scratch folder is this machine's own, which a Ray cluster's shards could not write to.
+        build_features(day, config=one_date, paths=scratch, engine="local")
         names = [f for view in service_views(service) for f in VIEWS[view].names]
         snap = read_snapshot(scratch.feature_sources, day)[["customer_id", *names]]
         out = out.merge(snap, on="customer_id", how="left")
