@@ -30,6 +30,27 @@ def test_gamma_gamma_recovers_the_parameters_it_was_simulated_with():
         btyd.fit_gamma_gamma([0, 1, 2], [0, 5.0, 7.0])
 
 
+def test_values_without_a_spending_level_per_customer_fit_the_limit_the_same_way_every_time():
+    # One nu for everyone (every customer's purchases drawn around one price): q -> infinity, a flat ridge.
+    rng = np.random.default_rng(3)
+    x = rng.integers(1, 12, 20000).astype(float)
+    m = rng.gamma(3.0 * x, 1.0 / (x * 0.05))  # p = 3, nu = 0.05: a mean value per purchase of 60
+    fitted = btyd.fit_gamma_gamma(x, m)
+    assert fitted.q == pytest.approx(np.exp(12.0))  # the limit, at the fit's bound
+    assert fitted.p == pytest.approx(3.0, rel=0.03) and fitted.mean_value == pytest.approx(60.0, rel=0.01)
+    # The last bits of the sums behind the means (another thread count, another engine) change nothing
+    # that matters: before the limit, q landed anywhere between thousands and the bound.
+    nudged = btyd.fit_gamma_gamma(x, m * (1.0 + 4e-16 * rng.choice([-1.0, 1.0], len(m))))
+    for name in ("p", "q", "gamma"):
+        assert getattr(nudged, name) == pytest.approx(getattr(fitted, name), rel=1e-6), name
+    # Each customer's expected value is then the population's, whatever their own mean.
+    values = fitted.expected_value([1.0, 10.0], [10.0, 500.0])
+    assert values == pytest.approx([fitted.mean_value] * 2, rel=0.01)
+    # A real spread between customers is kept (the recovery test above), and the limit is no worse a fit
+    # than the full model here: the likelihood-ratio test found no spread.
+    assert fitted.log_likelihood >= btyd.gamma_gamma_log_likelihood((3.0, 1e4, 1e4 / 0.05), x, m).sum() - 2.0
+
+
 def test_gamma_gamma_likelihood_and_expectation_equal_numerical_integration():
     """The closed forms against integrating nu out by quadrature: the mean of x Gamma(p, nu) values is
     Gamma(p x, rate x nu); nu ~ Gamma(q, rate gamma); E[value | data] = E[p / nu | data]."""
