@@ -231,7 +231,7 @@ def fit_gamma_gamma(x, mean_value) -> GammaGamma:
                         converged=bool(res.success))
     # Values without a spending level per customer (one price for everyone, say) have their best fit at
     # q -> infinity, along a ridge so flat that the search stopped anywhere on it, moved by the last bits
-    # of the spend sums (q 6,622 to 162,755 in three builds of the same data: docs/scale.md). There the
+    # of the spend sums (q 6,622 to 162,755 in three builds of the same data; docs/scale.md). There the
     # limit, one nu for all, is the model: chosen unless the spread between customers is significant.
     limit = _fit_without_spread(x, m)
     if 2.0 * (fitted.log_likelihood - limit.log_likelihood) < _CHI2_1DF_95:
