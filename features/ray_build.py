@@ -33,6 +33,7 @@ from features.build import (
     BuildSummary,
     _events_read,
     _prepare,
+    connect,
     drop_tables,
     fit_rhythm,
     rhythm_sample,
@@ -51,8 +52,6 @@ class _Shard:
     """One customer shard's DuckDB and temp tables (a Ray actor: ``ray.remote`` is applied at run time)."""
 
     def __init__(self, shard: tuple[int, int], events_dir: str, memory_limit: str, threads: int, tmp_dir: str):
-        from features.build import connect
-
         self.shard = shard
         self.store = EventStore(Path(events_dir))
         # Spill files of their own: DuckDB processes sharing one temp folder would clash.
