@@ -203,6 +203,9 @@ def gamma_gamma_log_likelihood(params: tuple[float, float, float], x, mean_value
             + px * np.log(x) - (px + q) * np.log(g + x * m))
 
 
+_LOG_Q_BOUND = 12.0  # log q searched within +-this
+
+
 def fit_gamma_gamma(x, mean_value) -> GammaGamma:
     """Maximum-likelihood Gamma-Gamma on the customers with x >= 1 purchases of positive mean value
     (the others carry no information on the spread of values). L-BFGS-B on log-parameters."""
@@ -222,7 +225,8 @@ def fit_gamma_gamma(x, mean_value) -> GammaGamma:
 
     # p = 1, q = 2 and gamma = the mean value: a population mean value per purchase equal to the data's.
     start = np.array([0.0, np.log(2.0), np.log(float(m.mean()))])
-    res = minimize(objective, start, method="L-BFGS-B", bounds=[(-12.0, 12.0), (-12.0, 12.0), (-30.0, 30.0)],
+    res = minimize(objective, start, method="L-BFGS-B",
+                   bounds=[(-12.0, 12.0), (-_LOG_Q_BOUND, _LOG_Q_BOUND), (-30.0, 30.0)],
                    options={"maxiter": 2000})
     if not np.isfinite(res.fun) or res.fun >= 1e300:
         raise PropensityError(f"Gamma-Gamma fit failed: {res.message}")
@@ -240,7 +244,7 @@ def fit_gamma_gamma(x, mean_value) -> GammaGamma:
 
 
 _CHI2_1DF_95 = 3.841458820694124  # the likelihood-ratio test for one parameter (q), at 5%
-_Q_NO_SPREAD = float(np.exp(12.0))  # the fit's bound on q: a spread of nu across customers of 0.25%
+_Q_NO_SPREAD = float(np.exp(_LOG_Q_BOUND))  # the fit's bound on q: a spread of nu across customers of 0.25%
 
 
 def _fit_without_spread(x: np.ndarray, m: np.ndarray) -> GammaGamma:

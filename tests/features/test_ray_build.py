@@ -19,6 +19,7 @@ from features.build import (
     connect,
     read_snapshot,
     rhythm_sample,
+    snapshot_file,
     snapshot_tables,
 )
 from features.ray_build import merge_samples
@@ -33,8 +34,9 @@ def _sample(day: dt.date, shard=None, fit_customers: int = 25) -> dict:
     paths = project_paths()
     con = connect("1GB", 1, paths.data / ".duckdb_tmp")
     try:
-        present = {t: EventStore(paths.events).has(t) for t in ("customers", "orders", "page_views", "complaints")}
-        _prepare(con, EventStore(paths.events), present, DATES, 7, shard=shard)
+        store = EventStore(paths.events)
+        present = {t: store.has(t) for t in ("customers", "orders", "page_views", "complaints")}
+        _prepare(con, store, present, DATES, 7, shard=shard)
         snapshot_tables(con, day, present)
         return rhythm_sample(con, day, fit_customers)
     finally:
@@ -73,7 +75,7 @@ def test_ray_build_writes_the_local_builds_snapshots(random_store, local_ray):
     expected = {day: read_snapshot(sources, day) for day in built_dates(sources)}
     assert len(expected) == 6  # the weekly dates of 35 days, and --until
     for day in expected:
-        (sources / f"date={day}.parquet").unlink()
+        snapshot_file(sources, day).unlink()
 
     ray_config = FeaturesConfig(snapshots=history, build=BuildConfig(
         engine="ray", ray=RayBuildConfig(shards=3, num_cpus=3)))
