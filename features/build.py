@@ -486,59 +486,89 @@ def spend_rhythm_sql(day: dt.date, present: dict[str, bool]) -> Part:
                 [_OD, "LEFT JOIN first_day_spend f USING (customer_id)", _RHYTHM])
 
 
+def visit_rhythm_sql(day: dt.date, present: dict[str, bool]) -> Part:
+    cols = [f"r.visit_{p}::DOUBLE AS btyd_visit_{p}" for p in _BGNBD_PARAMS]
+    if not present["page_views"]:
+        return Part({}, [_null("visit_days"), *cols], [_RHYTHM])
+    return Part({"vd": _visits_to_date(day)}, ["coalesce(vd.days, 0)::BIGINT AS visit_days", *cols], [_VD, _RHYTHM])
+
+
 _BGNBD_PARAMS = ("r", "alpha", "a", "b")
 _GG_PARAMS = ("p", "q", "gamma")
 
 
-def rhythm_sample(con, day: dt.date, fit_customers: int) -> dict:
-    """The customers BG/NBD and Gamma-Gamma are fitted on at ``day``, from the snapshot's temp table ``od``
-    (the orders to date). The summary is the models' (Fader, Hardie and Lee): x repeat order days, t_x days
-    from the first to the last order day, T days from the first order day to ``day``, m the mean spend of
-    the repeat order days; orders are counted per UTC day, as two orders an hour apart are one buying
-    occasion. At most ``fit_customers``, the same ones at every build: the first by ``key`` (a hash of the
-    id), in that order, so that the samples of customer shards merge into this one (features.ray_build)."""
+def rhythm_sample(con, day: dt.date, fit_customers: int, present: dict[str, bool]) -> dict:
+    """The customers the rhythm models are fitted on at ``day``: ``{"orders": ..., "visits": ...}`` (visits
+    None without page views).
+
+    Orders, for BG/NBD and Gamma-Gamma, from the snapshot's temp table ``od`` (the orders to date). The
+    summary is the models' (Fader, Hardie and Lee): x repeat order days, t_x days from the first to the
+    last order day, T days from the first order day to ``day``, m the mean spend of the repeat order days;
+    orders are counted per UTC day, as two orders an hour apart are one buying occasion. Visits, for the
+    BG/NBD of the visit rhythm, the same summary of the days with a page view, from ``vd``.
+    At most ``fit_customers`` each, the same ones at every build: the first by ``key`` (a hash of the id),
+    in that order, so that the samples of customer shards merge into this one (features.ray_build)."""
     import numpy as np
 
     d = _date(day)
-    cols = con.execute(
+
+    def sample(sql: str, cols: tuple[str, ...]) -> dict:
+        got = con.execute(f"{sql} ORDER BY key LIMIT {int(fit_customers)}").fetchnumpy()
+        return {"key": np.asarray(got["key"], dtype=object), **{c: np.asarray(got[c], np.float64) for c in cols}}
+
+    orders = sample(
         f"SELECT md5(CAST(customer_id AS VARCHAR)) AS key, od.days - 1 AS x, "
         f"CAST(od.last_ts AS DATE) - CAST(od.first_ts AS DATE) AS t_x, {d} - CAST(od.first_ts AS DATE) AS T, "
         # 0 (not a value Gamma-Gamma reads) below two order days or without amounts.
         f"coalesce(CASE WHEN od.days >= 2 THEN {_REPEAT_MEAN} END, 0) AS m "
-        "FROM od JOIN first_day_spend f USING (customer_id) "
-        f"ORDER BY key LIMIT {int(fit_customers)}"
-    ).fetchnumpy()
-    return {"key": np.asarray(cols["key"], dtype=object),
-            **{c: np.asarray(cols[c], np.float64) for c in ("x", "t_x", "T", "m")}}
+        "FROM od JOIN first_day_spend f USING (customer_id)", ("x", "t_x", "T", "m"))
+    visits = None
+    if present["page_views"]:
+        visits = sample(
+            f"SELECT md5(CAST(customer_id AS VARCHAR)) AS key, vd.days - 1 AS x, "
+            f"{_day('vd.last_ts')} - {_day('vd.first_ts')} AS t_x, {d} - {_day('vd.first_ts')} AS T FROM vd",
+            ("x", "t_x", "T"))
+    return {"orders": orders, "visits": visits}
+
+
+def _fit_bgnbd(sample: dict | None, view: str, day: dt.date):
+    from features import btyd
+
+    if sample is None or not len(sample["x"]):
+        return None
+    try:
+        return btyd.fit(sample["x"], sample["t_x"], sample["T"])
+    except PropensityError as exc:
+        log.info("%s at %s: no BG/NBD fit (%s); its readings are null", view, day, exc)
+        return None
 
 
 def fit_rhythm(sample: dict, day: dt.date) -> tuple:
-    """BG/NBD and Gamma-Gamma fitted on a ``rhythm_sample``: (bg, gg), None for a model whose fit fails
-    (too few customers, no repeat order, no amounts)."""
+    """The rhythm models fitted on a ``rhythm_sample``: (BG/NBD of the orders, Gamma-Gamma, BG/NBD of the
+    visit days), None for a model whose fit fails (too few customers, no repeat, no amounts, no page views)."""
     from features import btyd
 
-    bg = gg = None
-    if len(sample["x"]):
+    orders = sample["orders"]
+    bg = _fit_bgnbd(orders, "customer_rhythm", day)
+    gg = None
+    if len(orders["x"]):
         try:
-            bg = btyd.fit(sample["x"], sample["t_x"], sample["T"])
-        except PropensityError as exc:
-            log.info("customer_rhythm at %s: no BG/NBD fit (%s); its readings are null", day, exc)
-        try:
-            gg = btyd.fit_gamma_gamma(sample["x"], sample["m"])
+            gg = btyd.fit_gamma_gamma(orders["x"], orders["m"])
         except PropensityError as exc:
             log.info("customer_spend_rhythm at %s: no Gamma-Gamma fit (%s); its readings are null", day, exc)
-    return bg, gg
+    return bg, gg, _fit_bgnbd(sample["visits"], "customer_visit_rhythm", day)
 
 
-def set_rhythm(con, bg, gg) -> None:
+def set_rhythm(con, bg, gg, visits) -> None:
     """The fitted parameters as the temp table ``rhythm_fit`` (one row; nulls for a model without a fit),
     which the snapshot's select reads; features.derived applies the fits."""
 
-    def values(fitted, names):
-        return [f"{getattr(fitted, p):.17g}::DOUBLE AS {p}" if fitted else f"NULL::DOUBLE AS {p}" for p in names]
+    def values(fitted, names, prefix=""):
+        return [f"{getattr(fitted, p):.17g}::DOUBLE AS {prefix}{p}" if fitted else f"NULL::DOUBLE AS {prefix}{p}"
+                for p in names]
 
-    con.execute(f"CREATE OR REPLACE TEMP TABLE rhythm_fit AS SELECT "
-                f"{', '.join([*values(bg, _BGNBD_PARAMS), *values(gg, _GG_PARAMS)])}")
+    cols = [*values(bg, _BGNBD_PARAMS), *values(gg, _GG_PARAMS), *values(visits, _BGNBD_PARAMS, "visit_")]
+    con.execute(f"CREATE OR REPLACE TEMP TABLE rhythm_fit AS SELECT {', '.join(cols)}")
 
 
 VIEW_SQL = {
@@ -549,6 +579,7 @@ VIEW_SQL = {
     "customer_cadence": cadence_sql,
     "customer_rhythm": rhythm_sql,
     "customer_spend_rhythm": spend_rhythm_sql,
+    "customer_visit_rhythm": visit_rhythm_sql,
 }
 
 
@@ -706,7 +737,7 @@ def _write_snapshots(con, dates, present, sources: Path, summary: BuildSummary, 
         for day in dates:
             names, select = snapshot_tables(con, day, present)
             try:
-                set_rhythm(con, *fit_rhythm(rhythm_sample(con, day, fit_customers), day))  # reads od
+                set_rhythm(con, *fit_rhythm(rhythm_sample(con, day, fit_customers, present), day))  # reads od, vd
                 rows = write_parquet(con, select, snapshot_file(sources, day))
             finally:
                 drop_tables(con, names)

@@ -194,8 +194,27 @@ SPEND_RHYTHM = ViewSpec(
     ),
 )
 
+# The same BG/NBD model fitted on the days with a page view (issue 11: "the same for page views where they
+# exist"): whether the customer still uses the shop at all, read from their own visit rhythm, for the
+# conversion and churn models' v3 services (features.derived: btyd_visit_p_alive, btyd_expected_visit_days).
+_VISIT_PARAM = "Parameter {} of the snapshot's BG/NBD fit on visit days (the same for every customer of a " \
+    "snapshot); null when the history could not be fitted or there are no page views."
+VISIT_RHYTHM = ViewSpec(
+    "customer_visit_rhythm",
+    family="page_views",
+    description="The customer's visit rhythm read through a BG/NBD model fitted on the days with a page view "
+    "before the snapshot: the visit days, and the model's parameters.",
+    features=(
+        FeatureSpec("visit_days", INT, "Distinct UTC days with a page view before the snapshot, all history."),
+        FeatureSpec("btyd_visit_r", FLOAT, _VISIT_PARAM.format("r"), model_input=False),
+        FeatureSpec("btyd_visit_alpha", FLOAT, _VISIT_PARAM.format("alpha (days)"), model_input=False),
+        FeatureSpec("btyd_visit_a", FLOAT, _VISIT_PARAM.format("a"), model_input=False),
+        FeatureSpec("btyd_visit_b", FLOAT, _VISIT_PARAM.format("b"), model_input=False),
+    ),
+)
+
 VIEWS: dict[str, ViewSpec] = {v.name: v for v in (RECENCY, FREQUENCY, BROWSE, COMPLAINTS, CADENCE, RHYTHM,
-                                                  SPEND_RHYTHM)}
+                                                  SPEND_RHYTHM, VISIT_RHYTHM)}
 
 # One service per model version; both training (historical) and serving (online) read through it.
 SERVICES: dict[str, tuple[str, ...]] = {
@@ -206,6 +225,10 @@ SERVICES: dict[str, tuple[str, ...]] = {
     # The value model's own: churn_v2 and the Gamma-Gamma reading of the value per buying day.
     "value_v1": (RECENCY.name, FREQUENCY.name, BROWSE.name, COMPLAINTS.name, CADENCE.name, RHYTHM.name,
                  SPEND_RHYTHM.name),
+    # v3 (churn) and v2 (conversion): the buying rhythm and the visit rhythm, both read through BG/NBD.
+    "churn_v3": (RECENCY.name, FREQUENCY.name, BROWSE.name, COMPLAINTS.name, CADENCE.name, RHYTHM.name,
+                 VISIT_RHYTHM.name),
+    "conversion_v2": (RECENCY.name, FREQUENCY.name, BROWSE.name, CADENCE.name, RHYTHM.name, VISIT_RHYTHM.name),
 }
 
 # Derived at retrieval time by features.derived.add_derived (numeric ones are model inputs).
@@ -226,6 +249,8 @@ DERIVED_NUMERIC: tuple[str, ...] = (
     "btyd_expected_orders",
     "btyd_p_no_order",
     "btyd_expected_spend",
+    "btyd_visit_p_alive",
+    "btyd_expected_visit_days",
 )
 DERIVED_STRING: tuple[str, ...] = ("rfm_segment", "lifecycle_stage")
 # Derived features computed from one view's stored inputs: model inputs only of the services with it.
@@ -233,6 +258,7 @@ DERIVED_STRING: tuple[str, ...] = ("rfm_segment", "lifecycle_stage")
 DERIVED_FROM_VIEW: dict[str, str] = {
     **{name: RHYTHM.name for name in ("btyd_p_alive", "btyd_expected_orders", "btyd_p_no_order")},
     "btyd_expected_spend": SPEND_RHYTHM.name,
+    **{name: VISIT_RHYTHM.name for name in ("btyd_visit_p_alive", "btyd_expected_visit_days")},
 }
 
 

@@ -6,7 +6,8 @@ from the stored unix timestamps, so a snapshot taken days earlier never makes a 
 recent than they are. RFM scores, the eight RFM segments and the lifecycle stage follow from them with
 the cut points of configs/features.yaml; the gap ratios set the day counts against the customer's own
 mean gap between orders (visit days); the BG/NBD readings apply the fit stored with the row's snapshot
-to the customer's order days and the days since the first and last order, and the expected spend
+to the customer's order days and the days since the first and last order (the visit readings: its fit
+on visit days to the visit days and the first and last visit), and the expected spend
 multiplies the expected order days by the value per buying day under the snapshot's Gamma-Gamma fit.
 
 Missing inputs stay missing: an unknown customer gets NaN scores and no segment or stage.
@@ -42,9 +43,10 @@ _GAP_RATIOS = {
     "visit_gap_ratio": ("days_since_last_visit", "visit_mean_gap_days"),
 }
 _BTYD_PARAMS = ("btyd_r", "btyd_alpha", "btyd_a", "btyd_b")
+_VISIT_PARAMS = ("btyd_visit_r", "btyd_visit_alpha", "btyd_visit_a", "btyd_visit_b")
 _GG_PARAMS = ("gg_p", "gg_q", "gg_gamma")
 _INPUTS = (*_DAY_COUNTS.values(), "orders_365d", "spend_365d", *(gap for _, gap in _GAP_RATIOS.values()),
-           "order_days", *_BTYD_PARAMS, "repeat_day_mean_spend", *_GG_PARAMS)
+           "order_days", *_BTYD_PARAMS, "repeat_day_mean_spend", *_GG_PARAMS, "visit_days", *_VISIT_PARAMS)
 
 
 def utc_times(values) -> pd.Series:
@@ -93,9 +95,12 @@ def derive_arrays(
         has_gap = mean_gap > 0  # False for NaN too
         out[name] = np.divide(out[days], mean_gap, out=np.full(n, np.nan), where=has_gap)
 
+    horizon = config.rhythm.horizon_days
     out["btyd_p_alive"], out["btyd_expected_orders"], out["btyd_p_no_order"] = _btyd_readings(
-        columns, as_of_seconds, n, config.rhythm.horizon_days)
+        columns, as_of_seconds, n, horizon, _BTYD_PARAMS, "order")
     out["btyd_expected_spend"] = out["btyd_expected_orders"] * _gamma_gamma_value(columns, n)
+    out["btyd_visit_p_alive"], out["btyd_expected_visit_days"], _ = _btyd_readings(
+        columns, as_of_seconds, n, horizon, _VISIT_PARAMS, "visit")
 
     rfm = config.rfm
     orders_365d = _float(columns, "orders_365d", n)
@@ -149,19 +154,19 @@ def _rows_per_fit(params: np.ndarray, ok: np.ndarray):
         yield np.asarray(fit, dtype=np.float64), rows[at]
 
 
-def _btyd_readings(columns: Mapping[str, np.ndarray], as_of_seconds: np.ndarray, n: int,
-                   horizon_days: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """P(alive), the order days expected in ``horizon_days`` and P(no order in them), under the BG/NBD fit of the row's own
-    snapshot, for the date asked for: x = order days - 1, t_x = last - first order day, T = days from the
-    first order day to as_of (at a snapshot's midnight exactly the summary the fit saw). Null without an
-    order or a fit."""
+def _btyd_readings(columns: Mapping[str, np.ndarray], as_of_seconds: np.ndarray, n: int, horizon_days: int,
+                   param_names: tuple[str, ...], event: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """P(alive), the event days expected in ``horizon_days`` and P(none in them), under the BG/NBD fit of
+    the row's own snapshot (``param_names``), for the date asked for; ``event`` "order" or "visit": x =
+    <event> days - 1, t_x = last - first <event> day, T = days from the first <event> day to as_of (at a
+    snapshot's midnight exactly the summary the fit saw). Null without such an event or a fit."""
     from features.btyd import BGNBD
 
     p_alive, expected, no_order = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
-    params = np.column_stack([_float(columns, name, n) for name in _BTYD_PARAMS])
-    first_day = np.floor(_float(columns, "first_order_at", n) / SECONDS_PER_DAY)
-    last_day = np.floor(_float(columns, "last_order_at", n) / SECONDS_PER_DAY)
-    x = _float(columns, "order_days", n) - 1.0
+    params = np.column_stack([_float(columns, name, n) for name in param_names])
+    first_day = np.floor(_float(columns, f"first_{event}_at", n) / SECONDS_PER_DAY)
+    last_day = np.floor(_float(columns, f"last_{event}_at", n) / SECONDS_PER_DAY)
+    x = _float(columns, f"{event}_days", n) - 1.0
     ok = np.isfinite(params).all(axis=1) & np.isfinite(first_day) & np.isfinite(last_day) & (x >= 0)
     if not ok.any():
         return p_alive, expected, no_order

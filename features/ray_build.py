@@ -66,11 +66,11 @@ class _Shard:
 
     def sample(self, day: dt.date, present: dict[str, bool], fit_customers: int) -> dict:
         self.names, self.select = snapshot_tables(self.con, day, present)
-        return rhythm_sample(self.con, day, fit_customers)
+        return rhythm_sample(self.con, day, fit_customers, present)
 
-    def write(self, bg, gg, part: str) -> int:
+    def write(self, fits: tuple, part: str) -> int:
         try:
-            set_rhythm(self.con, bg, gg)
+            set_rhythm(self.con, *fits)
             return write_parquet(self.con, self.select, Path(part))
         finally:
             drop_tables(self.con, self.names)
@@ -80,11 +80,16 @@ class _Shard:
 
 
 def merge_samples(samples: list[dict], fit_customers: int) -> dict:
-    """The first ``fit_customers`` by key over every shard's sample, in key order: what
-    ``rhythm_sample`` returns on the whole population (each shard's sample is its own first ones)."""
-    keys = np.concatenate([s["key"] for s in samples])
-    order = np.argsort(keys, kind="stable")[:fit_customers]
-    return {c: np.concatenate([s[c] for s in samples])[order] for c in samples[0]}
+    """The first ``fit_customers`` by key over every shard's sample, in key order, per model input
+    (orders, visits): what ``rhythm_sample`` returns on the whole population (each shard's sample is its
+    own first ones)."""
+
+    def merge(parts: list[dict]) -> dict:
+        keys = np.concatenate([s["key"] for s in parts])
+        order = np.argsort(keys, kind="stable")[:fit_customers]
+        return {c: np.concatenate([s[c] for s in parts])[order] for c in parts[0]}
+
+    return {what: None if samples[0][what] is None else merge([s[what] for s in samples]) for what in samples[0]}
 
 
 def _get(refs: list, what: str):
@@ -134,12 +139,12 @@ def build_on_ray(con, store: EventStore, present: dict[str, bool], dates: list[d
             for day in dates:
                 samples = _get([s.sample.remote(day, present, fit_customers) for s in shards],
                                f"computed the tables of {day}")
-                bg, gg = fit_rhythm(merge_samples(samples, fit_customers), day)
+                fits = fit_rhythm(merge_samples(samples, fit_customers), day)
                 final = snapshot_file(sources, day)
                 # .tmp names: the sources' glob (*.parquet) never reads a part.
                 parts = [final.with_name(f".{final.stem}.part{k}.{uuid.uuid4().hex[:8]}.tmp") for k in range(n)]
                 try:
-                    _get([s.write.remote(bg, gg, str(p)) for s, p in zip(shards, parts, strict=True)],
+                    _get([s.write.remote(fits, str(p)) for s, p in zip(shards, parts, strict=True)],
                          f"wrote the parts of {day}")
                     listed = ", ".join(f"'{p}'" for p in parts)
                     rows = write_parquet(con, f"SELECT * FROM read_parquet([{listed}]) ORDER BY {JOIN_KEY}", final)

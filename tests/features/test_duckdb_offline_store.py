@@ -11,7 +11,7 @@ import pytest
 
 from core.settings import project_paths
 from features.build import build_features, built_dates
-from features.catalog import SERVICES, VIEWS, service_views
+from features.catalog import VIEWS
 from features.settings import FeaturesConfig, SnapshotConfig
 from tests.features.conftest import EDGE_ROWS, END, point_in_time_rows
 
@@ -35,17 +35,17 @@ def _entity_rows(dates, ttl, n=150):
 
 
 def _both(config, entity, full_feature_names=False):
-    """(ours, Feast's join) for the service reading every view, as Feast's ``to_df`` gives them."""
+    """(ours, Feast's join) of every view's features, as Feast's ``to_df`` gives them."""
     from feast.infra.offline_stores.duckdb import DuckDBOfflineStore
 
     from features.duckdb_offline import PinnedDuckDBRetrievalJob
     from features.store import feature_store
 
     store = feature_store(config)
-    service = store.get_feature_service(next(s for s in SERVICES if set(service_views(s)) == set(VIEWS)))
-    views = [store.get_feature_view(p.name) for p in service.feature_view_projections]
-    refs = [f"{p.name}:{f.name}" for p in service.feature_view_projections for f in p.features]
-    ours = store.get_historical_features(entity_df=entity, features=service, full_feature_names=full_feature_names)
+    # No model's service reads every view: ask for every view's features by reference.
+    views = [store.get_feature_view(v) for v in VIEWS]
+    refs = [f"{v.name}:{f.name}" for v in views for f in v.features]
+    ours = store.get_historical_features(entity_df=entity, features=refs, full_feature_names=full_feature_names)
     assert isinstance(ours, PinnedDuckDBRetrievalJob)
     theirs = DuckDBOfflineStore.get_historical_features(store.config, views, refs, entity, store.registry,
                                                         store.project, full_feature_names)

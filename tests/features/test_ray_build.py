@@ -38,7 +38,7 @@ def _sample(day: dt.date, shard=None, fit_customers: int = 25) -> dict:
         present = {t: store.has(t) for t in ("customers", "orders", "page_views", "complaints")}
         _prepare(con, store, present, DATES, 7, shard=shard)
         snapshot_tables(con, day, present)
-        return rhythm_sample(con, day, fit_customers)
+        return rhythm_sample(con, day, fit_customers, present)
     finally:
         con.close()
 
@@ -47,13 +47,15 @@ def test_shards_partition_the_customers_and_their_samples_merge_into_the_whole_o
     # 25 of the buyers: fewer than there are, so the merge has to pick the same first ones by key.
     whole = _sample(DATES[1])
     parts = [_sample(DATES[1], (k, 3)) for k in range(3)]
-    keys = [set(p["key"]) for p in parts]
-    assert not (keys[0] & keys[1]) and not (keys[0] & keys[2]) and not (keys[1] & keys[2])
-    assert all(len(p["key"]) > 0 for p in parts)
     merged = merge_samples(parts, 25)
-    assert list(merged["key"]) == list(whole["key"]) and len(whole["key"]) == 25
-    for column in ("x", "t_x", "T", "m"):
-        np.testing.assert_array_equal(merged[column], whole[column])
+    # The buyers (BG/NBD and Gamma-Gamma) and the visitors (the visit rhythm's BG/NBD), each merged alone.
+    for what, columns in (("orders", ("x", "t_x", "T", "m")), ("visits", ("x", "t_x", "T"))):
+        keys = [set(p[what]["key"]) for p in parts]
+        assert not (keys[0] & keys[1]) and not (keys[0] & keys[2]) and not (keys[1] & keys[2])
+        assert all(len(k) > 0 for k in keys)
+        assert list(merged[what]["key"]) == list(whole[what]["key"]) and len(whole[what]["key"]) == 25
+        for column in columns:
+            np.testing.assert_array_equal(merged[what][column], whole[what][column])
 
 
 @pytest.fixture

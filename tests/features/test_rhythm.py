@@ -13,7 +13,7 @@ from core.settings import project_paths
 from features import btyd
 from features.build import build_features, built_dates, read_snapshot
 from features.derived import add_derived
-from features.retrieval import historical_features, online_features
+from features.retrieval import historical_features, model_feature_names, online_features
 from features.settings import FeaturesConfig, RhythmConfig, SnapshotConfig
 from features.store import apply, materialize
 from tests.features.conftest import END, write_store
@@ -168,8 +168,6 @@ def test_spend_rhythm_stores_the_gamma_gamma_fit_and_the_expected_spend(rhythm_h
     online = online_features(ids, "value_v1", as_of=day, config=config)
     np.testing.assert_allclose(online["btyd_expected_spend"].to_numpy(), np.asarray(want), rtol=1e-9)
     # The churn service has no spend view, so no expected spend among its inputs.
-    from features.retrieval import model_feature_names
-
     assert "btyd_expected_spend" not in model_feature_names("churn_v2")
     assert "btyd_expected_spend" in model_feature_names("value_v1")
 
@@ -221,3 +219,108 @@ def test_the_fit_reads_a_fixed_sample_of_at_most_fit_customers(project_home):
     got = historical_features(pd.DataFrame({"customer_id": list(ref.index), "event_timestamp": END}), "churn_v2",
                               config)
     assert got["btyd_p_alive"].notna().all()
+
+
+# ---- customer_visit_rhythm: the same model on the days with a page view -------------------------------
+
+VISIT_PARAMS = ["btyd_visit_r", "btyd_visit_alpha", "btyd_visit_a", "btyd_visit_b"]
+VISIT_READINGS = ["btyd_visit_p_alive", "btyd_expected_visit_days"]
+
+
+def repeat_visitors(n: int = 300, days: int = 300, seed: int = 4) -> dict[str, pd.DataFrame]:
+    """repeat_buyers' orders, and visits in the BG/NBD story too: sessions of 1-4 page views at each
+    customer's own rate until they stop visiting; some sessions run past midnight (one session, two visit
+    days), and some customers never visit."""
+    tables = repeat_buyers(n, days, seed)
+    rng = np.random.default_rng(seed + 1)
+    start = END - pd.Timedelta(days=days)
+    rows = []
+    for i in range(n):
+        if rng.random() < 0.1:
+            continue
+        t = rng.uniform(0, days * 0.7)
+        rate, quit_after = rng.gamma(2.0, 1 / 15), rng.geometric(0.1)
+        for k in range(80):
+            # Late evening now and then: the session's last views fall on the next day.
+            at = start + pd.Timedelta(days=int(t), hours=23.9 if rng.random() < 0.1 else rng.uniform(8, 20))
+            for v in range(int(rng.integers(1, 5))):
+                rows.append((f"c{i:03d}", f"s{i}-{k}", at + pd.Timedelta(minutes=5 * v), "product"))
+            t += rng.exponential(1 / rate)
+            if k + 1 >= quit_after or t >= days:
+                break
+    views = pd.DataFrame(rows, columns=["customer_id", "session_id", "viewed_at", "page_type"])
+    views["viewed_at"] = pd.to_datetime(views["viewed_at"], utc=True).astype("datetime64[us, UTC]")
+    tables["page_views"] = views[views["viewed_at"] < END].reset_index(drop=True)
+    return tables
+
+
+def visit_summary_at(views: pd.DataFrame, day: pd.Timestamp) -> pd.DataFrame:
+    """BG/NBD's summary per customer from the page views before ``day``, counted per UTC day."""
+    days = views[views["viewed_at"] < day].assign(d=lambda f: f["viewed_at"].dt.floor("D")).groupby("customer_id")["d"]
+    out = pd.DataFrame({"x": days.nunique() - 1, "first": days.min(), "last": days.max()})
+    out["t_x"] = (out["last"] - out["first"]).dt.days.astype(float)
+    out["T"] = (day - out["first"]).dt.days.astype(float)
+    return out
+
+
+@pytest.fixture
+def visit_home(project_home):
+    tables = repeat_visitors()
+    write_store(project_home, tables)
+    config = FeaturesConfig(snapshots=SnapshotConfig(history_days=14), rhythm=RhythmConfig(horizon_days=45))
+    build_features(END.date(), config=config)
+    return tables, config
+
+
+def test_each_snapshot_stores_the_visit_fit_of_its_own_history(visit_home):
+    tables, _ = visit_home
+    views = tables["page_views"]
+    assert (views.groupby("session_id")["viewed_at"].agg(lambda t: t.dt.floor("D").nunique()) > 1).any()
+    sources = project_paths().feature_sources
+    for day in built_dates(sources):
+        snap = read_snapshot(sources, day, "customer_visit_rhythm")
+        ref = visit_summary_at(views, pd.Timestamp(day, tz="UTC"))
+        fit = btyd.fit(ref["x"], ref["t_x"], ref["T"])
+        assert snap[VISIT_PARAMS].nunique().eq(1).all()  # one fit per snapshot
+        got = snap.iloc[0]
+        stored = btyd.log_likelihood(tuple(got[p] for p in VISIT_PARAMS), ref["x"], ref["t_x"], ref["T"]).sum()
+        assert stored == pytest.approx(fit.log_likelihood, rel=1e-5)
+        visit_days = snap.set_index("customer_id")["visit_days"]
+        assert (visit_days.reindex(ref.index) == ref["x"] + 1).all()
+        assert (visit_days.drop(ref.index) == 0).all() and len(visit_days) > len(ref)  # buyers who never visit
+        # Not the orders' fit: the two rhythms are fitted apart.
+        assert got["btyd_visit_r"] != read_snapshot(sources, day, "customer_rhythm").iloc[0]["btyd_r"]
+
+
+def test_visit_readings_offline_and_online_equal_the_fit_applied_to_the_summary(visit_home):
+    tables, config = visit_home
+    day = pd.Timestamp(max(built_dates(project_paths().feature_sources)), tz="UTC")
+    ref = visit_summary_at(tables["page_views"], day)
+    snap = read_snapshot(project_paths().feature_sources, day.date(), "customer_visit_rhythm").iloc[0]
+    model = btyd.BGNBD(*(snap[p] for p in VISIT_PARAMS))
+    want = pd.DataFrame({
+        "btyd_visit_p_alive": model.p_alive(ref["x"], ref["t_x"], ref["T"]),
+        "btyd_expected_visit_days": model.expected_purchases(45.0, ref["x"], ref["t_x"], ref["T"]),
+    }, index=ref.index)
+    never = sorted(set(tables["orders"]["customer_id"]) - set(ref.index))[:5]
+    ids = [*ref.index, *never]
+    entity = pd.DataFrame({"customer_id": ids, "event_timestamp": day})
+    for service in ("conversion_v2", "churn_v3"):
+        assert set(VISIT_READINGS) <= set(model_feature_names(service))
+        offline = historical_features(entity, service, config)
+        np.testing.assert_allclose(offline[VISIT_READINGS].to_numpy()[: len(ref)], want.to_numpy(), rtol=1e-9)
+        assert offline[VISIT_READINGS].iloc[len(ref):].isna().all(axis=None)  # never visited: no rhythm
+    assert not set(VISIT_READINGS) & set(model_feature_names("churn_v2"))
+    apply(config)
+    materialize(config=config)
+    online = online_features(ids, "conversion_v2", as_of=day, config=config)
+    np.testing.assert_allclose(online[VISIT_READINGS].to_numpy()[: len(ref)], want.to_numpy(), rtol=1e-9)
+    assert want["btyd_visit_p_alive"].min() < 0.5 and (want.loc[ref["x"] == 0, "btyd_visit_p_alive"] == 1).all()
+
+
+def test_without_page_views_the_visit_rhythm_is_null(rhythm_home):
+    snap = read_snapshot(project_paths().feature_sources, END.date(), "customer_visit_rhythm")
+    assert snap[[*VISIT_PARAMS, "visit_days"]].isna().all(axis=None)
+    _, config = rhythm_home
+    got = historical_features(pd.DataFrame({"customer_id": ["c001"], "event_timestamp": END}), "churn_v3", config)
+    assert got[VISIT_READINGS].isna().all(axis=None) and got["btyd_p_alive"].notna().all()
