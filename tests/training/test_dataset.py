@@ -68,9 +68,10 @@ def test_training_set_has_model_columns_only_as_float(trained_home):
     from features.retrieval import model_feature_names
     from training.train import build_training_set
 
-    ts = build_training_set(small_config("conversion"))
+    config = small_config("conversion")
+    ts = build_training_set(config)
     X = ts.X("train")
-    assert list(X.columns) == model_feature_names("conversion_v1")
+    assert list(X.columns) == model_feature_names(config.feature_service)
     assert all(str(t) == "float64" for t in X.dtypes)
     assert "customer_id" not in X.columns
     assert len(X) == len(ts.y("train")) and set(np.unique(ts.y("train"))) == {0, 1}
