@@ -45,13 +45,20 @@ def repeat_buyers(n: int = 300, days: int = 300, seed: int = 3) -> dict[str, pd.
     return {"orders": orders}
 
 
-def summary_at(orders: pd.DataFrame, day: pd.Timestamp) -> pd.DataFrame:
-    """BG/NBD's summary per customer from the orders before ``day``, counted per UTC day."""
-    before = orders[orders["ordered_at"] < day]
-    days = before.assign(d=before["ordered_at"].dt.floor("D")).groupby("customer_id")["d"]
+def bgnbd_summary(events: pd.DataFrame, time_col: str, day: pd.Timestamp) -> pd.DataFrame:
+    """BG/NBD's summary per customer from the events before ``day``, counted per UTC day."""
+    before = events[events[time_col] < day]
+    days = before.assign(d=before[time_col].dt.floor("D")).groupby("customer_id")["d"]
     out = pd.DataFrame({"x": days.nunique() - 1, "first": days.min(), "last": days.max()})
     out["t_x"] = (out["last"] - out["first"]).dt.days.astype(float)
     out["T"] = (day - out["first"]).dt.days.astype(float)
+    return out
+
+
+def summary_at(orders: pd.DataFrame, day: pd.Timestamp) -> pd.DataFrame:
+    """bgnbd_summary of the orders, and Gamma-Gamma's m."""
+    out = bgnbd_summary(orders, "ordered_at", day)
+    before = orders[orders["ordered_at"] < day]
     # Gamma-Gamma's m: the mean spend of the repeat order days (the first order day left out).
     spend = before.assign(d=before["ordered_at"].dt.floor("D")).groupby(["customer_id", "d"])["amount"].sum()
     first = spend.groupby(level=0).first()  # days sorted within each customer
@@ -254,15 +261,6 @@ def repeat_visitors(n: int = 300, days: int = 300, seed: int = 4) -> dict[str, p
     return tables
 
 
-def visit_summary_at(views: pd.DataFrame, day: pd.Timestamp) -> pd.DataFrame:
-    """BG/NBD's summary per customer from the page views before ``day``, counted per UTC day."""
-    days = views[views["viewed_at"] < day].assign(d=lambda f: f["viewed_at"].dt.floor("D")).groupby("customer_id")["d"]
-    out = pd.DataFrame({"x": days.nunique() - 1, "first": days.min(), "last": days.max()})
-    out["t_x"] = (out["last"] - out["first"]).dt.days.astype(float)
-    out["T"] = (day - out["first"]).dt.days.astype(float)
-    return out
-
-
 @pytest.fixture
 def visit_home(project_home):
     tables = repeat_visitors()
@@ -279,7 +277,7 @@ def test_each_snapshot_stores_the_visit_fit_of_its_own_history(visit_home):
     sources = project_paths().feature_sources
     for day in built_dates(sources):
         snap = read_snapshot(sources, day, "customer_visit_rhythm")
-        ref = visit_summary_at(views, pd.Timestamp(day, tz="UTC"))
+        ref = bgnbd_summary(views, "viewed_at", pd.Timestamp(day, tz="UTC"))
         fit = btyd.fit(ref["x"], ref["t_x"], ref["T"])
         assert snap[VISIT_PARAMS].nunique().eq(1).all()  # one fit per snapshot
         got = snap.iloc[0]
@@ -295,7 +293,7 @@ def test_each_snapshot_stores_the_visit_fit_of_its_own_history(visit_home):
 def test_visit_readings_offline_and_online_equal_the_fit_applied_to_the_summary(visit_home):
     tables, config = visit_home
     day = pd.Timestamp(max(built_dates(project_paths().feature_sources)), tz="UTC")
-    ref = visit_summary_at(tables["page_views"], day)
+    ref = bgnbd_summary(tables["page_views"], "viewed_at", day)
     snap = read_snapshot(project_paths().feature_sources, day.date(), "customer_visit_rhythm").iloc[0]
     model = btyd.BGNBD(*(snap[p] for p in VISIT_PARAMS))
     want = pd.DataFrame({
