@@ -195,8 +195,8 @@ SPEND_RHYTHM = ViewSpec(
 )
 
 # The same BG/NBD model fitted on the days with a page view (issue 11: "the same for page views where they
-# exist"): whether the customer still uses the shop at all, read from their own visit rhythm, for the
-# conversion and churn models' v3 services (features.derived: btyd_visit_p_alive, btyd_expected_visit_days).
+# exist"): whether the customer still uses the shop at all, read from their own visit rhythm; services
+# churn_v3 and conversion_v2 have it (features.derived: btyd_visit_p_alive, btyd_expected_visit_days).
 _VISIT_PARAM = "Parameter {} of the snapshot's BG/NBD fit on visit days (the same for every customer of a " \
     "snapshot); null when the history could not be fitted or there are no page views."
 VISIT_RHYTHM = ViewSpec(
